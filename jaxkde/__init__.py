@@ -1,0 +1,61 @@
+"""jaxkde: exact, log-space kernel density estimation in JAX, at matrix-product speed.
+
+The engine is a set of pure, jitted functions of a fitted :class:`KDEState`
+(:func:`build_state`, :func:`log_density`, :func:`sample`); :class:`KDE` is a thin
+scikit-learn style wrapper around them.
+"""
+
+from ._validation import NotFittedError
+from .bandwidths import (
+    RULES,
+    BandwidthChoice,
+    effective_sample_size,
+    identity_bandwidth,
+    resolve_bandwidth,
+    scott_bandwidth,
+    scott_factor,
+    scott_full_bandwidth,
+    silverman_bandwidth,
+    silverman_factor,
+    silverman_full_bandwidth,
+    weighted_mean_and_covariance,
+)
+from .engine import PRECISIONS, log_density, pairwise_sq_distances
+from .kde import KDE
+from .kernels import KERNEL_NAMES, GaussianKernel, Kernel, UnivariateGaussianKernel, get_kernel
+from .sampling import as_key, sample, sample_with_centres
+from .state import KDEState, build_state, unwhiten, whiten
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "KDE",
+    "KERNEL_NAMES",
+    "PRECISIONS",
+    "RULES",
+    "BandwidthChoice",
+    "GaussianKernel",
+    "KDEState",
+    "Kernel",
+    "NotFittedError",
+    "UnivariateGaussianKernel",
+    "as_key",
+    "build_state",
+    "effective_sample_size",
+    "get_kernel",
+    "identity_bandwidth",
+    "log_density",
+    "pairwise_sq_distances",
+    "resolve_bandwidth",
+    "sample",
+    "sample_with_centres",
+    "scott_bandwidth",
+    "scott_factor",
+    "scott_full_bandwidth",
+    "silverman_bandwidth",
+    "silverman_factor",
+    "silverman_full_bandwidth",
+    "unwhiten",
+    "weighted_mean_and_covariance",
+    "whiten",
+]

@@ -1,0 +1,312 @@
+"""Bandwidth rules of thumb as pure JAX functions, and the resolution of a user's choice.
+
+A bandwidth is the matrix ``H`` of the kernel ``K_H``; it is returned either as a vector of
+its diagonal (shape ``(d,)``) or as a full matrix (shape ``(d, d)``). Standard deviations
+``sigma_i`` and covariances are the weighted, bias-corrected ones of
+``numpy.cov(data.T, aweights=weights)``, so the diagonal rules are exactly the diagonals of the
+full-covariance (SciPy-style) rules.
+
+Rules of thumb (``n_eff = (sum w)^2 / sum w^2``, ``n`` for unweighted data):
+
+* Scott: ``sqrt(H_ii) = n_eff^{-1/(d+4)} sigma_i``
+* Silverman: ``sqrt(H_ii) = (4 / (d + 2))^{1/(d+4)} n_eff^{-1/(d+4)} sigma_i``
+* ``*_full``: ``H = factor^2 Cov`` with the same factors, as ``scipy.stats.gaussian_kde``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+__all__ = [
+    "RULES",
+    "BandwidthChoice",
+    "effective_sample_size",
+    "identity_bandwidth",
+    "resolve_bandwidth",
+    "scott_bandwidth",
+    "scott_factor",
+    "scott_full_bandwidth",
+    "silverman_bandwidth",
+    "silverman_factor",
+    "silverman_full_bandwidth",
+    "weighted_mean_and_covariance",
+]
+
+
+# Statistics are computed with true float32/float64 products (no TF32 on GPUs).
+_HIGHEST = lax.Precision.HIGHEST
+
+
+def _normalised_weights(data: jax.Array, weights: jax.Array | None) -> jax.Array:
+    n = data.shape[0]
+    if weights is None:
+        return jnp.full((n,), 1.0 / n, dtype=data.dtype)
+    weights = jnp.asarray(weights, dtype=data.dtype)
+    return weights / jnp.sum(weights)
+
+
+@jax.jit
+def effective_sample_size(weights: jax.Array) -> jax.Array:
+    """Kish's effective sample size ``(sum w)^2 / sum w^2`` of weights of shape ``(n,)``."""
+    return jnp.sum(weights) ** 2 / jnp.sum(weights**2)
+
+
+@jax.jit
+def weighted_mean_and_covariance(
+    data: jax.Array, weights: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """Weighted mean ``(d,)`` and bias-corrected covariance ``(d, d)`` of ``data`` ``(n, d)``.
+
+    Equal to ``numpy.average(data, 0, weights)`` and ``numpy.cov(data.T, aweights=weights)``.
+    """
+    w = _normalised_weights(data, weights)
+    mean = jnp.matmul(w, data, precision=_HIGHEST)
+    centred = data - mean
+    cov = jnp.matmul((centred * w[:, None]).T, centred, precision=_HIGHEST) / (1.0 - jnp.sum(w**2))
+    return mean, cov
+
+
+@jax.jit
+def _weighted_variance(data: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+    w = _normalised_weights(data, weights)
+    mean = jnp.matmul(w, data, precision=_HIGHEST)
+    return jnp.matmul(w, (data - mean) ** 2, precision=_HIGHEST) / (1.0 - jnp.sum(w**2))
+
+
+def scott_factor(n_eff: jax.Array | float, dim: int) -> jax.Array:
+    """Scott's factor ``n_eff^{-1/(d+4)}``."""
+    return jnp.power(n_eff, -1.0 / (dim + 4))
+
+
+def silverman_factor(n_eff: jax.Array | float, dim: int) -> jax.Array:
+    """Silverman's factor ``(n_eff (d + 2) / 4)^{-1/(d+4)}``."""
+    return jnp.power(n_eff * (dim + 2) / 4.0, -1.0 / (dim + 4))
+
+
+def _n_eff(data: jax.Array, weights: jax.Array | None) -> jax.Array:
+    if weights is None:
+        return jnp.asarray(data.shape[0], data.dtype)
+    return effective_sample_size(jnp.asarray(weights, data.dtype))
+
+
+@jax.jit
+def scott_bandwidth(data: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+    """Diagonal of Scott's bandwidth matrix, ``(n_eff^{-1/(d+4)} sigma_i)^2``, shape ``(d,)``."""
+    factor = scott_factor(_n_eff(data, weights), data.shape[1])
+    return factor**2 * _weighted_variance(data, weights)
+
+
+@jax.jit
+def silverman_bandwidth(data: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+    """Diagonal of Silverman's bandwidth matrix, shape ``(d,)`` (squared, unlike the seed's)."""
+    factor = silverman_factor(_n_eff(data, weights), data.shape[1])
+    return factor**2 * _weighted_variance(data, weights)
+
+
+@jax.jit
+def scott_full_bandwidth(data: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+    """SciPy's Scott bandwidth ``scott_factor^2 * Cov``, shape ``(d, d)``."""
+    factor = scott_factor(_n_eff(data, weights), data.shape[1])
+    return factor**2 * weighted_mean_and_covariance(data, weights)[1]
+
+
+@jax.jit
+def silverman_full_bandwidth(data: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+    """SciPy's Silverman bandwidth ``silverman_factor^2 * Cov``, shape ``(d, d)``."""
+    factor = silverman_factor(_n_eff(data, weights), data.shape[1])
+    return factor**2 * weighted_mean_and_covariance(data, weights)[1]
+
+
+@jax.jit
+def identity_bandwidth(data: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+    """The identity bandwidth, diagonal of ones, shape ``(d,)``."""
+    del weights
+    return jnp.ones((data.shape[1],), data.dtype)
+
+
+RULES = {
+    "scott": scott_bandwidth,
+    "silverman": silverman_bandwidth,
+    "scott_full": scott_full_bandwidth,
+    "silverman_full": silverman_full_bandwidth,
+    "identity": identity_bandwidth,
+}
+_DATA_RULES = ("scott", "silverman", "scott_full", "silverman_full")
+ZERO_VARIANCE_MODES = ("floor", "subspace")
+
+
+class BandwidthChoice(NamedTuple):
+    """A resolved bandwidth.
+
+    Attributes
+    ----------
+    matrix : np.ndarray
+        ``H`` as its diagonal ``(k,)`` or in full ``(k, k)``, in the coordinates of ``basis``.
+    basis : np.ndarray or None
+        ``(d, k)`` orthonormal columns spanning the subspace the density lives in, or ``None``
+        for the whole space.
+    n_degenerate : int
+        Number of data dimensions with (near) zero variance that were floored or removed.
+    """
+
+    matrix: np.ndarray
+    basis: np.ndarray | None
+    n_degenerate: int
+
+
+def _as_float64(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
+def _check_user_bandwidth(bandwidth, dim: int) -> np.ndarray:
+    """Validate a user scalar (std), vector (std per dimension) or matrix H; return H."""
+    try:
+        arr = np.asarray(bandwidth, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(
+            "bandwidth must be a rule name, a positive number, a vector of positive numbers or "
+            f"a positive-definite matrix; got {bandwidth!r}."
+        ) from None
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("bandwidth must be finite; it contains NaN or inf.")
+    if arr.ndim == 0:
+        if arr <= 0:
+            raise ValueError(f"bandwidth must be positive; got {float(arr)!r}.")
+        return np.full((dim,), float(arr) ** 2)
+    if arr.ndim == 1:
+        if arr.shape[0] != dim:
+            raise ValueError(
+                f"bandwidth vector must have one standard deviation per feature, shape ({dim},); "
+                f"got shape {arr.shape}."
+            )
+        if np.any(arr <= 0):
+            bad = int(np.flatnonzero(arr <= 0)[0])
+            raise ValueError(f"bandwidth vector must be positive; entry {bad} is {arr[bad]!r}.")
+        return arr**2
+    if arr.ndim == 2:
+        if arr.shape != (dim, dim):
+            raise ValueError(
+                f"bandwidth matrix must have shape ({dim}, {dim}); got shape {arr.shape}."
+            )
+        if not np.allclose(arr, arr.T, rtol=1e-10, atol=1e-12 * np.abs(arr).max()):
+            raise ValueError("bandwidth matrix must be symmetric.")
+        try:
+            np.linalg.cholesky(arr)
+        except np.linalg.LinAlgError:
+            raise ValueError("bandwidth matrix must be positive definite.") from None
+        return arr
+    raise ValueError(
+        f"bandwidth must be a scalar, a vector or a matrix; got {arr.ndim} dimensions."
+    )
+
+
+def resolve_bandwidth(
+    data: jax.Array,
+    weights: jax.Array | None,
+    bandwidth,
+    *,
+    zero_variance: str = "floor",
+    variance_floor: float = 1e-6,
+) -> BandwidthChoice:
+    """Turn a user's bandwidth (rule name, scalar, vector or matrix) into ``H`` for ``data``.
+
+    Parameters
+    ----------
+    data : array, shape (n, d)
+    weights : array, shape (n,), or None
+    bandwidth : str, float, array of shape (d,) or (d, d)
+        A rule name from ``RULES``, the isotropic standard deviation ``h`` (``H = h^2 I``), one
+        standard deviation per dimension (``H = diag(h_i^2)``), or the matrix ``H``.
+    zero_variance : {"floor", "subspace"}
+        What a data rule does with dimensions of (near) zero variance, which would make ``H``
+        singular. ``"floor"`` (default) raises each variance of ``H`` (each eigenvalue for the
+        full rules) to ``variance_floor`` times the largest, keeping a proper density on the whole
+        space. ``"subspace"`` restricts the density to the affine subspace the data span:
+        queries are projected onto it, and the rule is applied in its dimension.
+    variance_floor : float
+        Relative threshold below which a variance counts as zero, and the floor in ``"floor"``.
+
+    Returns
+    -------
+    BandwidthChoice
+    """
+    dim = data.shape[1]
+    if not isinstance(bandwidth, str):
+        return BandwidthChoice(_check_user_bandwidth(bandwidth, dim), None, 0)
+    if bandwidth not in RULES:
+        raise ValueError(f"bandwidth rule must be one of {list(RULES)}; got {bandwidth!r}.")
+    if bandwidth == "identity":
+        return BandwidthChoice(np.ones((dim,)), None, 0)
+    if zero_variance not in ZERO_VARIANCE_MODES:
+        raise ValueError(
+            f"zero_variance must be one of {list(ZERO_VARIANCE_MODES)}; got {zero_variance!r}."
+        )
+    if not (np.isfinite(variance_floor) and 0 < variance_floor < 1):
+        raise ValueError(f"variance_floor must be in (0, 1); got {variance_floor!r}.")
+    if data.shape[0] < 2:
+        raise ValueError(
+            f"bandwidth rule {bandwidth!r} needs at least 2 rows of X to estimate a variance; "
+            f"got {data.shape[0]}."
+        )
+    rule = RULES[bandwidth]
+    full = bandwidth.endswith("_full")
+    # Degeneracy is judged in float64 on the host, where a constant feature has exactly zero
+    # variance; the rule itself runs in the working dtype.
+    x64 = _as_float64(data)
+    w64 = np.ones(x64.shape[0]) if weights is None else _as_float64(weights)
+    w64 = w64 / w64.sum()
+    centred = x64 - w64 @ x64
+    scale = 1.0 - np.sum(w64**2)
+    if full:
+        cov = (centred * w64[:, None]).T @ centred / scale
+        eigval, eigvec = np.linalg.eigh((cov + cov.T) / 2)
+    else:
+        eigval = w64 @ centred**2 / scale
+        eigvec = None
+    top = eigval.max()
+    if not top > 0:
+        raise ValueError(
+            f"bandwidth rule {bandwidth!r} needs data that vary: every feature of X is constant "
+            "(zero variance). Pass an explicit bandwidth instead."
+        )
+    degenerate = eigval <= variance_floor * top
+    n_degenerate = int(degenerate.sum())
+    if n_degenerate == 0:
+        return BandwidthChoice(_as_float64(rule(data, weights)), None, 0)
+    what = "eigenvalues of the covariance" if full else "features"
+    if zero_variance == "floor":
+        warnings.warn(
+            f"{n_degenerate} of {dim} {what} have zero (or below variance_floor={variance_floor:g} "
+            f"relative) variance; their bandwidth variance is raised to {variance_floor:g} times "
+            "the largest. Pass zero_variance='subspace' to restrict the density to the data's "
+            "support instead.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        matrix = _as_float64(rule(data, weights))
+        floor = variance_floor * (np.linalg.eigvalsh(matrix).max() if full else matrix.max())
+        if full:
+            val, vec = np.linalg.eigh((matrix + matrix.T) / 2)
+            matrix = (vec * np.maximum(val, floor)) @ vec.T
+        else:
+            matrix = np.maximum(matrix, floor)
+        return BandwidthChoice(matrix, None, n_degenerate)
+    warnings.warn(
+        f"{n_degenerate} of {dim} {what} have zero (or below variance_floor={variance_floor:g} "
+        f"relative) variance; the density is restricted to the {dim - n_degenerate}-dimensional "
+        "subspace the data span (zero_variance='subspace').",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    if full:
+        basis = eigvec[:, ~degenerate]
+    else:
+        basis = np.eye(dim)[:, ~degenerate]
+    projected = jnp.asarray(x64 @ basis, dtype=data.dtype)
+    return BandwidthChoice(_as_float64(rule(projected, weights)), basis, n_degenerate)

@@ -1,0 +1,170 @@
+"""Bandwidth rules against NumPy/SciPy formulas; zero-variance handling; user bandwidths."""
+
+from __future__ import annotations
+
+import warnings
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.stats import gaussian_kde
+
+import jaxkde
+from jaxkde.bandwidths import resolve_bandwidth
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 3)) @ np.array([[2.0, 0.5, 0.0], [0.0, 1.0, 0.3], [0.0, 0.0, 0.2]])
+    w = rng.uniform(0.1, 3.0, size=400)
+    return x, w
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_full_rules_match_scipy(dtype, data, weighted):
+    x, w = data
+    w = w if weighted else None
+    for rule, method in [
+        (jaxkde.scott_full_bandwidth, "scott"),
+        (jaxkde.silverman_full_bandwidth, "silverman"),
+    ]:
+        ref = gaussian_kde(x.T, bw_method=method, weights=w).covariance
+        got = rule(jnp.asarray(x, dtype), None if w is None else jnp.asarray(w, dtype))
+        np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-5 if dtype == "float32" else 1e-12)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_diagonal_rules_are_squared_factor_times_variance(data, weighted):
+    x, w = data
+    w = w if weighted else None
+    n, d = x.shape
+    var = np.diag(np.cov(x.T, aweights=w))
+    n_eff = n if w is None else w.sum() ** 2 / (w**2).sum()
+    scott = n_eff ** (-1 / (d + 4))
+    silverman = (4 / (d + 2)) ** (1 / (d + 4)) * n_eff ** (-1 / (d + 4))
+    xw = (jnp.asarray(x, jnp.float32), None if w is None else jnp.asarray(w, jnp.float32))
+    np.testing.assert_allclose(np.asarray(jaxkde.scott_bandwidth(*xw)), (scott**2) * var, rtol=1e-5)
+    # The seed forgot to square Silverman's factor * sigma; H_ii is its square.
+    np.testing.assert_allclose(
+        np.asarray(jaxkde.silverman_bandwidth(*xw)), (silverman * np.sqrt(var)) ** 2, rtol=1e-5
+    )
+    full = np.asarray(jaxkde.scott_full_bandwidth(*xw))
+    np.testing.assert_allclose(np.asarray(jaxkde.scott_bandwidth(*xw)), np.diag(full), rtol=1e-5)
+
+
+def test_effective_sample_size():
+    assert float(jaxkde.effective_sample_size(jnp.ones(10))) == pytest.approx(10.0)
+    assert float(jaxkde.effective_sample_size(jnp.array([1.0, 0.0, 0.0]))) == pytest.approx(1.0)
+
+
+def test_mean_and_covariance_match_numpy(data):
+    x, w = data
+    mean, cov = jaxkde.weighted_mean_and_covariance(jnp.asarray(x), jnp.asarray(w))
+    np.testing.assert_allclose(np.asarray(mean), np.average(x, axis=0, weights=w), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(cov), np.cov(x.T, aweights=w), rtol=1e-4)
+
+
+def test_identity_rule():
+    got = resolve_bandwidth(jnp.zeros((5, 4)), None, "identity")
+    np.testing.assert_array_equal(got.matrix, np.ones(4))
+
+
+def _with_constant_columns(rng, n=300):
+    x = rng.normal(size=(n, 5))
+    x[:, 1] = 0.0
+    x[:, 3] = 7.0
+    return x
+
+
+@pytest.mark.parametrize("rule", ["scott", "silverman", "scott_full", "silverman_full"])
+def test_zero_variance_floor_warns_and_stays_finite(rule):
+    x = _with_constant_columns(np.random.default_rng(1))
+    with pytest.warns(RuntimeWarning, match="2 of 5"):
+        kde = jaxkde.KDE(bandwidth=rule).fit(x)
+    assert kde.n_degenerate_features_ == 2
+    h = kde.bandwidth_
+    assert np.all(np.linalg.eigvalsh(h) > 0)
+    ld = kde.score_samples(x[:20])
+    assert np.all(np.isfinite(ld))
+    # Floored variances are variance_floor times the largest.
+    largest = np.linalg.eigvalsh(h).max()
+    np.testing.assert_allclose(np.linalg.eigvalsh(h).min(), 1e-6 * largest, rtol=1e-3)
+
+
+@pytest.mark.parametrize("rule", ["scott", "scott_full"])
+def test_zero_variance_subspace_equals_fit_without_constant_columns(rule):
+    x = _with_constant_columns(np.random.default_rng(2))
+    keep = [0, 2, 4]
+    q = x[:25] + np.random.default_rng(3).normal(size=(25, 5)) * 0.1
+    with pytest.warns(RuntimeWarning, match="subspace"):
+        sub = jaxkde.KDE(bandwidth=rule, zero_variance="subspace").fit(x)
+    reduced = jaxkde.KDE(bandwidth=rule).fit(x[:, keep])
+    np.testing.assert_allclose(sub.score_samples(q), reduced.score_samples(q[:, keep]), rtol=1e-5)
+    # Samples live in the data's subspace: constant features keep their value.
+    s = sub.sample(50, key=0)
+    np.testing.assert_allclose(s[:, [1, 3]], np.broadcast_to([0.0, 7.0], (50, 2)), atol=1e-5)
+
+
+def test_full_rule_on_collinear_features_subspace():
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(200, 2))
+    x = np.column_stack([a, a[:, 0] + a[:, 1]])  # rank-2 covariance, no constant column
+    with pytest.warns(RuntimeWarning, match="1 of 3 eigenvalues"):
+        kde = jaxkde.KDE(bandwidth="scott_full", zero_variance="subspace").fit(x)
+    assert kde.state_.dim == 2
+    assert np.all(np.isfinite(kde.score_samples(x[:10])))
+
+
+def test_no_warning_without_constant_features(data):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        jaxkde.KDE(bandwidth="scott").fit(data[0])
+
+
+def test_user_bandwidths():
+    x = np.random.default_rng(5).normal(size=(50, 3))
+    np.testing.assert_allclose(jaxkde.KDE(bandwidth=0.5).fit(x).bandwidth_, 0.25 * np.eye(3))
+    np.testing.assert_allclose(
+        jaxkde.KDE(bandwidth=[1.0, 2.0, 3.0]).fit(x).bandwidth_, np.diag([1.0, 4.0, 9.0])
+    )
+    h = np.array([[1.0, 0.3, 0.0], [0.3, 2.0, 0.1], [0.0, 0.1, 0.5]])
+    np.testing.assert_allclose(jaxkde.KDE(bandwidth=h).fit(x).bandwidth_, h, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("bandwidth", "match"),
+    [
+        (np.array([[1.0, 2.0], [2.0, 1.0]]), "positive definite"),
+        (np.array([[1.0, 0.5], [0.0, 1.0]]), "symmetric"),
+        (np.eye(3), r"shape \(2, 2\)"),
+        (-1.0, "positive"),
+        (0.0, "positive"),
+        ([1.0, -2.0], "entry 1"),
+        ([1.0, 2.0, 3.0], r"shape \(2,\)"),
+        (np.nan, "finite"),
+        ("scot", "scott"),
+        (np.ones((2, 2, 2)), "3 dimensions"),
+    ],
+)
+def test_bad_user_bandwidths_are_rejected(bandwidth, match):
+    x = np.random.default_rng(6).normal(size=(20, 2))
+    with pytest.raises(ValueError, match=match):
+        jaxkde.KDE(bandwidth=bandwidth).fit(x)
+
+
+def test_rule_needs_two_rows_and_varying_data():
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        jaxkde.KDE(bandwidth="silverman").fit(np.ones((1, 3)))
+    with pytest.raises(ValueError, match="constant"):
+        jaxkde.KDE(bandwidth="scott").fit(np.ones((10, 3)))
+    # A user bandwidth needs neither.
+    assert np.isfinite(jaxkde.KDE(bandwidth=1.0).fit(np.ones((1, 3))).score([[1.0, 1.0, 1.0]]))
+
+
+def test_bad_zero_variance_options():
+    x = _with_constant_columns(np.random.default_rng(7))
+    with pytest.raises(ValueError, match="zero_variance"):
+        jaxkde.KDE(zero_variance="drop").fit(x)
+    with pytest.raises(ValueError, match="variance_floor"):
+        jaxkde.KDE(variance_floor=0.0).fit(x)

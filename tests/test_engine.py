@@ -1,0 +1,208 @@
+"""The blocked log-sum-exp engine against float64 brute force; memory and compilation."""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import RTOL, brute_log_density
+
+import jaxkde
+from jaxkde.engine import pairwise_sq_distances
+from jaxkde.state import build_state
+
+
+def _bandwidth(kind: str, d: int, rng: np.random.Generator) -> np.ndarray:
+    if kind == "scalar":
+        return np.full(d, 0.7**2)
+    if kind == "diagonal":
+        return rng.uniform(0.3, 1.2, size=d) ** 2
+    a = rng.normal(size=(d, d))
+    return a @ a.T / d + 0.3 * np.eye(d)
+
+
+@pytest.mark.parametrize("kind", ["scalar", "diagonal", "full"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize(("chunk", "block"), [(64, 32), (50, 37), (1000, None)])
+def test_log_density_matches_brute_force(dtype, kind, weighted, chunk, block):
+    rng = np.random.default_rng(0)
+    n, m, d = 203, 71, 4
+    x = rng.normal(size=(n, d)) * [1.0, 2.0, 0.5, 1.5] + 3.0
+    q = rng.normal(size=(m, d)) * 1.5 + 3.0
+    w = rng.uniform(0, 2, size=n) if weighted else None
+    if weighted:
+        w[:5] = 0.0  # zero weights are legal and contribute nothing
+    h = _bandwidth(kind, d, rng)
+    state = build_state(
+        jnp.asarray(x, dtype), None if w is None else jnp.asarray(w, dtype),
+        h, jaxkde.get_kernel("gaussian"), chunk_size=chunk,
+    )  # fmt: skip
+    got = np.asarray(jaxkde.log_density(state, jnp.asarray(q, dtype), block_size=block))
+    want = brute_log_density(x, q, h, w)
+    assert got.dtype == np.dtype(dtype)
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, want, rtol=RTOL[dtype])
+
+
+def test_chunk_padding_and_all_minus_inf_chunks_give_no_nan(dtype):
+    """A chunk whose every weight is zero (log weight -inf) must leave the result untouched."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 3))
+    w = np.ones(40)
+    w[:16] = 0.0  # the whole first chunk of 16 rows has zero weight
+    q = rng.normal(size=(9, 3))
+    state = build_state(
+        jnp.asarray(x, dtype),
+        jnp.asarray(w, dtype),
+        np.ones(3),
+        jaxkde.get_kernel("gaussian"),
+        chunk_size=16,
+    )
+    assert state.points.shape == (3, 16, 3)  # 40 rows -> 3 chunks of 16, 8 rows of padding
+    got = np.asarray(jaxkde.log_density(state, jnp.asarray(q, dtype), block_size=4))
+    np.testing.assert_allclose(got, brute_log_density(x[16:], q, np.ones(3)), rtol=RTOL[dtype])
+
+
+def test_far_queries_stay_finite_in_float32():
+    """Log densities thousands of nats down: every kernel term underflows, the log does not."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(100, 10)).astype(np.float32)
+    q = x[:5] + 40.0
+    state = build_state(jnp.asarray(x), None, np.full(10, 0.25), jaxkde.get_kernel("gaussian"))
+    got = np.asarray(jaxkde.log_density(state, q))
+    want = brute_log_density(x, q, np.full(10, 0.25))
+    assert np.all(want < -20_000)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("norm", [1.0, 2.0, np.inf])
+def test_pairwise_sq_distances(norm):
+    rng = np.random.default_rng(3)
+    q, z = rng.normal(size=(7, 5)), rng.normal(size=(11, 5))
+    got = pairwise_sq_distances(
+        jnp.asarray(q), jnp.sum(jnp.asarray(q) ** 2, 1), jnp.asarray(z),
+        jnp.sum(jnp.asarray(z) ** 2, 1), norm,
+    )  # fmt: skip
+    want = np.linalg.norm(q[:, None] - z[None], ord=norm, axis=-1) ** 2
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+
+
+def test_identical_points_clamp_to_zero_distance():
+    """|q|^2 + |z|^2 - 2 q.z can round below zero; the engine clamps it."""
+    z = jnp.asarray(np.random.default_rng(4).normal(size=(64, 30)) * 100, jnp.float32)
+    d2 = pairwise_sq_distances(z, jnp.sum(z * z, 1), z, jnp.sum(z * z, 1))
+    assert float(jnp.min(d2)) >= 0.0
+
+
+@pytest.mark.parametrize(
+    ("kernel", "p"), [("gaussian", 2), ("univariate_gaussian", 1), ("univariate_gaussian", "inf")]
+)
+def test_peak_memory_is_bounded_by_block_sizes(kernel, p):
+    """XLA's own accounting of temporaries: O(block * chunk), never block * chunk * dim."""
+    d, block, chunk = 784, 256, 512
+    x = np.random.default_rng(5).random((4 * chunk, d), dtype=np.float32)
+    kde = jaxkde.KDE(kernel, bandwidth=1.0, p=p, chunk_size=chunk).fit(x)
+    compiled = jaxkde.log_density.lower(kde.state_, jnp.asarray(x[:block])).compile()
+    temp = compiled.memory_analysis().temp_size_in_bytes
+    budget = 8 * 4 * (block * chunk + block * d)  # a few (block, chunk) and (block, d) buffers
+    assert temp <= budget, (temp, budget)
+    assert temp < block * chunk * d * 4 / 50
+
+
+def test_memory_does_not_grow_with_data_size():
+    """Doubling the data adds chunks to the scan, not temporaries."""
+    temps = []
+    for n in (2048, 8192):
+        x = np.random.default_rng(6).random((n, 64), dtype=np.float32)
+        kde = jaxkde.KDE(bandwidth=1.0, chunk_size=512).fit(x)
+        c = jaxkde.log_density.lower(kde.state_, jnp.asarray(x[:256])).compile()
+        temps.append(c.memory_analysis().temp_size_in_bytes)
+    assert temps[1] <= temps[0] * 1.05 + 4096
+
+
+class _CompileCounter:
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            self.count += 1
+
+
+def test_second_call_with_new_data_of_same_shape_does_not_recompile():
+    counter = _CompileCounter()
+    jax.monitoring.register_event_duration_secs_listener(counter)
+    try:
+        rng = np.random.default_rng(7)
+        x1, x2 = rng.normal(size=(300, 6)), rng.normal(size=(300, 6)) + 1
+        q1, q2 = rng.normal(size=(100, 6)), rng.normal(size=(100, 6))
+        kde = jaxkde.KDE(bandwidth="scott", chunk_size=128, batch_size=64)
+        kde.fit(x1).score_samples(q1)
+        first = counter.count
+        assert first > 0
+        kde.fit(x2).score_samples(q2)  # new data and queries, same shapes
+        kde.sample(5, key=0)
+        kde.sample(5, key=1)
+        before = counter.count
+        kde.score_samples(q1)
+        kde.sample(5, key=2)
+        assert counter.count == before
+        # The only new compilations after refitting are those of the sampler's first use.
+        jaxkde.KDE(bandwidth="scott", chunk_size=128, batch_size=64).fit(x1).score_samples(q2)
+        assert counter.count == before
+    finally:
+        jax.monitoring.unregister_event_duration_listener(counter)
+
+
+def test_query_count_changes_reuse_block_programs():
+    """Many query counts compile at most one program per block bucket."""
+    counter = _CompileCounter()
+    jax.monitoring.register_event_duration_secs_listener(counter)
+    try:
+        rng = np.random.default_rng(8)
+        kde = jaxkde.KDE(bandwidth=1.0, chunk_size=128, batch_size=64).fit(
+            rng.normal(size=(300, 3))
+        )
+        for m in (64, 128, 192, 640):  # multiples of the block: a single program
+            kde.score_samples(rng.normal(size=(m, 3)))
+        settled = counter.count
+        for m in (64, 256, 1024):
+            kde.score_samples(rng.normal(size=(m, 3)))
+        assert counter.count == settled
+    finally:
+        jax.monitoring.unregister_event_duration_listener(counter)
+
+
+def test_precision_argument_is_validated():
+    state = jaxkde.KDE(bandwidth=1.0).fit(np.zeros((3, 2)) + np.arange(3)[:, None]).state_
+    with pytest.raises(ValueError, match="precision"):
+        jaxkde.log_density(state, jnp.zeros((1, 2)), precision="tf32")
+
+
+@pytest.mark.parametrize(
+    "params", [{"bandwidth": 1.0}, {"bandwidth": "scott_full", "zero_variance": "subspace"}]
+)
+def test_matrix_products_run_at_the_stated_precision(params):
+    """Every product in the program is HIGHEST by default (no TF32 on GPUs), DEFAULT on request
+    for the distance product only; whitening and projection always stay HIGHEST."""
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(64, 3))
+    x = np.column_stack([x, x[:, 0] + x[:, 1]])  # collinear: the full rule projects (basis)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        kde = jaxkde.KDE(**params).fit(x)
+    q = jnp.zeros((8, 4), jnp.float32)
+
+    def dots(precision):
+        text = jaxkde.log_density.lower(kde.state_, q, precision=precision).as_text()
+        return [line for line in text.splitlines() if "dot_general" in line]
+
+    highest = dots("highest")
+    assert highest and all("precision = [HIGHEST, HIGHEST]" in line for line in highest)
+    default = dots("default")
+    assert sum("precision = [DEFAULT, DEFAULT]" in line for line in default) == 1
+    text = jaxkde.sample_with_centres.lower(kde.state_, jax.random.key(0), 4, 1.0).as_text()
+    assert all("HIGHEST" in line for line in text.splitlines() if "dot_general" in line)
