@@ -21,11 +21,18 @@ __all__ = ["KDE"]
 
 
 def _query_block_rows(rows: int, block: int) -> int:
-    """Padded size of a block of ``rows`` queries: ``block``, or a power of two >= 8 below it.
+    """Padded size of a block of ``rows`` queries, from a small fixed set of shapes.
 
-    Few distinct shapes means few compilations: a full block, or one of log2(block) buckets.
+    Full blocks stay ``block``; a partial block is padded to the next multiple of ``block / 8``
+    (waste below 1/8 of a block), or to a power of two >= 8 when it is smaller than that, so
+    any number of queries compiles at most about ``8 + log2(block / 8)`` programs.
     """
-    return block if rows >= block else min(block, max(8, 1 << (rows - 1).bit_length()))
+    if rows >= block:
+        return block
+    step = max(8, block // 8)
+    if rows > step:
+        return min(block, step * -(-rows // step))
+    return min(block, max(8, 1 << (rows - 1).bit_length()))
 
 
 class KDE:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import pathlib
 
 import jax
@@ -12,7 +13,11 @@ from scipy.special import logsumexp
 
 from jaxkde.datasets import read_idx
 
-MNIST_DIR = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+# MNIST for the tests that use real digits: $JAXKDE_DATA_DIR, else ../shared/data/mnist.
+MNIST_DIR = pathlib.Path(
+    os.environ.get("JAXKDE_DATA_DIR")
+    or pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+)
 
 # Tolerances on |relative error| of log densities against float64 brute force.
 RTOL = {"float32": 1e-5, "float64": 1e-10}

@@ -291,3 +291,14 @@ def test_logsumexp_reference_sanity():
     direct = np.log(np.mean(np.exp(-0.5 * d2), axis=1) / (2 * np.pi))
     np.testing.assert_allclose(brute_log_density(x, q, np.ones(2)), direct, rtol=1e-12)
     assert logsumexp([0.0, 0.0]) == pytest.approx(np.log(2))
+
+
+def test_query_block_padding_shapes():
+    from jaxkde.kde import _query_block_rows
+
+    shapes = {_query_block_rows(r, 1024) for r in range(1, 3000)}
+    assert shapes == {8, 16, 32, 64, 128, 256, 384, 512, 640, 768, 896, 1024}
+    for r in range(1, 1025):
+        padded = _query_block_rows(r, 1024)
+        assert r <= padded and (padded - r < 128 or padded <= 2 * r)
+    assert _query_block_rows(5, 4) == 4
