@@ -5,6 +5,7 @@ The engine is a set of pure, jitted functions of a fitted :class:`KDEState`
 scikit-learn style wrapper around them.
 """
 
+from . import datasets
 from ._validation import NotFittedError
 from .bandwidths import (
     RULES,
@@ -23,7 +24,8 @@ from .bandwidths import (
 from .engine import PRECISIONS, log_density, pairwise_sq_distances
 from .kde import KDE
 from .kernels import KERNEL_NAMES, GaussianKernel, Kernel, UnivariateGaussianKernel, get_kernel
-from .sampling import as_key, sample, sample_with_centres
+from .pca import PCAState, pca_fit, pca_inverse_transform, pca_transform
+from .sampling import as_key, sample, sample_around, sample_with_centres
 from .state import KDEState, build_state, unwhiten, whiten
 
 __version__ = "0.1.0"
@@ -38,16 +40,22 @@ __all__ = [
     "KDEState",
     "Kernel",
     "NotFittedError",
+    "PCAState",
     "UnivariateGaussianKernel",
     "as_key",
     "build_state",
+    "datasets",
     "effective_sample_size",
     "get_kernel",
     "identity_bandwidth",
     "log_density",
     "pairwise_sq_distances",
+    "pca_fit",
+    "pca_inverse_transform",
+    "pca_transform",
     "resolve_bandwidth",
     "sample",
+    "sample_around",
     "sample_with_centres",
     "scott_bandwidth",
     "scott_factor",

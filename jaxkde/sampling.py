@@ -10,7 +10,7 @@ import numpy as np
 
 from .state import KDEState, unwhiten
 
-__all__ = ["as_key", "sample", "sample_with_centres"]
+__all__ = ["as_key", "sample", "sample_around", "sample_with_centres"]
 
 
 def as_key(key: jax.Array | int | None) -> jax.Array:
@@ -29,31 +29,57 @@ def as_key(key: jax.Array | int | None) -> jax.Array:
     raise TypeError(f"key must be a JAX PRNG key, an integer seed or None; got {key!r}.")
 
 
+@jax.jit
+def sample_around(
+    state: KDEState, key: jax.Array, indices: jax.Array, scaling_factor: float | jax.Array = 1.0
+) -> tuple[jax.Array, jax.Array]:
+    """Draw one point around each given data point: ``x_r + sqrt(scaling_factor) * L u``.
+
+    ``u`` is drawn from the kernel in whitened space, so for the Gaussian kernel the draw
+    follows ``N(x_r, scaling_factor * H)``.
+
+    Parameters
+    ----------
+    state : KDEState
+    key : PRNG key
+    indices : int array, shape (m,)
+        Rows of the training data to draw around.
+    scaling_factor : float
+        ``k`` in ``N(x_r, k H)``.
+
+    Returns
+    -------
+    centres : array, shape (m, d)
+        The rows ``x_r``, reconstructed from the whitened state (exact up to rounding).
+    samples : array, shape (m, d)
+    """
+    k = state.dim
+    z = state.points.reshape(-1, k)[indices]
+    noise = state.kernel.sample_unit(key, (indices.shape[0], k), state.dtype)
+    scale = jnp.sqrt(jnp.asarray(scaling_factor, state.dtype))
+    return unwhiten(state, z), unwhiten(state, z + scale * noise)
+
+
 @functools.partial(jax.jit, static_argnames=("num_samples",))
 def sample_with_centres(
     state: KDEState, key: jax.Array, num_samples: int, scaling_factor: float | jax.Array = 1.0
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Draw ``num_samples`` points and report the data point each was drawn around.
 
-    A centre ``x_r`` is drawn with probability equal to its weight, and the sample is
-    ``x_r + sqrt(scaling_factor) * L u`` with ``u`` drawn from the kernel in whitened space, so
-    for the Gaussian kernel the sample follows ``N(x_r, scaling_factor * H)``.
+    A centre ``x_r`` is drawn with probability equal to its weight, then a point around it by
+    :func:`sample_around`.
 
     Returns
     -------
     indices : int array, shape (num_samples,)
         Row of the training data used as centre.
     centres : array, shape (num_samples, d)
-        Those rows, reconstructed from the whitened state (exact up to rounding).
     samples : array, shape (num_samples, d)
     """
     key_centre, key_noise = jax.random.split(key)
-    k = state.dim
     idx = jax.random.categorical(key_centre, state.log_weights.reshape(-1), shape=(num_samples,))
-    z = state.points.reshape(-1, k)[idx]
-    noise = state.kernel.sample_unit(key_noise, (num_samples, k), state.dtype)
-    scale = jnp.sqrt(jnp.asarray(scaling_factor, state.dtype))
-    return idx, unwhiten(state, z), unwhiten(state, z + scale * noise)
+    centres, samples = sample_around(state, key_noise, idx, scaling_factor)
+    return idx, centres, samples
 
 
 def sample(

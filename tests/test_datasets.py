@@ -52,3 +52,114 @@ def test_rejects_malformed_files(tmp_path, payload, match):
 def test_shared_mnist_test_split(mnist_test_images):
     assert mnist_test_images.shape == (10000, 784)
     assert mnist_test_images.dtype == np.uint8
+
+
+# --------------------------------------------------------------------------- load_mnist
+from jaxkde import datasets  # noqa: E402
+
+
+def _fake_split(folder, n=5, corrupt=None):
+    """Write IDX files named like MNIST's; return (images, labels, {name: sha256})."""
+    import hashlib
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+    sums = {}
+    for (name, _), arr in zip(datasets.MNIST_FILES["train"], (images, labels), strict=True):
+        data = _idx_bytes(arr)
+        sums[name] = hashlib.sha256(data).hexdigest()
+        if corrupt == name:
+            data = data[:-10]
+        (folder / name).write_bytes(gzip.compress(data))
+    return images, labels, sums
+
+
+@pytest.fixture
+def fake_sums(monkeypatch, tmp_path):
+    """Point the train split's published sums at our small fake files."""
+
+    def install(sums):
+        files = tuple((name, sums[name]) for name, _ in datasets.MNIST_FILES["train"])
+        monkeypatch.setitem(datasets.MNIST_FILES, "train", files)
+
+    monkeypatch.delenv(datasets.DATA_DIR_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return install
+
+
+def test_shipped_test_split_has_the_published_label_counts(monkeypatch):
+    monkeypatch.delenv(datasets.DATA_DIR_ENV, raising=False)
+    images, labels = datasets.load_mnist("test")
+    assert images.shape == (10000, 28, 28) and images.dtype == np.uint8
+    assert labels.shape == (10000,) and labels.dtype == np.uint8
+    counts = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    np.testing.assert_array_equal(np.bincount(labels), counts)
+
+
+def test_data_dir_then_environment_variable(tmp_path, monkeypatch, fake_sums):
+    images, labels, sums = _fake_split(tmp_path)
+    fake_sums(sums)
+    got = datasets.load_mnist("train", tmp_path)
+    np.testing.assert_array_equal(got[0], images)
+    np.testing.assert_array_equal(got[1], labels)
+    monkeypatch.setenv(datasets.DATA_DIR_ENV, str(tmp_path))
+    np.testing.assert_array_equal(datasets.load_mnist("train")[0], images)
+    # An explicit folder that lacks the files is an error naming it, not a silent fallback.
+    with pytest.raises(datasets.DatasetError, match=r"not found in .*empty"):
+        datasets.load_mnist("train", tmp_path / "empty")
+
+
+def test_corrupted_file_is_rejected_naming_it(tmp_path, fake_sums):
+    _, _, sums = _fake_split(tmp_path, corrupt="train-labels-idx1-ubyte.gz")
+    fake_sums(sums)
+    with pytest.raises(datasets.DatasetError, match=r"labels-idx1-ubyte\.gz.*put a good copy"):
+        datasets.load_mnist("train", tmp_path)
+
+
+def test_real_file_of_the_wrong_split_is_rejected(tmp_path, monkeypatch):
+    monkeypatch.delenv(datasets.DATA_DIR_ENV, raising=False)
+    shipped = datasets.SHIPPED_DIR / "t10k-labels-idx1-ubyte.gz"
+    (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(shipped.read_bytes())
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"\x00\x00\x08\x03")
+    with pytest.raises(datasets.DatasetError, match="does not match the published SHA-256"):
+        datasets.load_mnist("train", tmp_path)
+
+
+def test_download_into_cache_from_a_mirror(tmp_path, fake_sums):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    images, _, sums = _fake_split(mirror)
+    fake_sums(sums)
+    got, _ = datasets.load_mnist(
+        "train", mirrors=["file://" + str(tmp_path / "nowhere") + "/", mirror.as_uri() + "/"]
+    )
+    np.testing.assert_array_equal(got, images)
+    cache = datasets.mnist_cache_dir()
+    assert sorted(p.name for p in cache.iterdir()) == sorted(sums)  # no partial files left
+    # Now cached: no mirror needed.
+    np.testing.assert_array_equal(datasets.load_mnist("train", mirrors=[])[0], images)
+
+
+def test_corrupt_download_is_never_half_written(tmp_path, fake_sums):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    _, _, sums = _fake_split(mirror, corrupt="train-images-idx3-ubyte.gz")
+    fake_sums(sums)
+    with pytest.raises(datasets.DatasetError, match="could not download"):
+        datasets.load_mnist("train", mirrors=[mirror.as_uri() + "/"])
+    cache = datasets.mnist_cache_dir()
+    assert not (cache / "train-images-idx3-ubyte.gz").exists()
+    assert not [p for p in cache.iterdir() if p.name.endswith(".part")]
+
+
+def test_offline_with_nothing_cached_gives_a_clear_message(tmp_path, fake_sums):
+    _, _, sums = _fake_split(tmp_path, n=1)
+    fake_sums(sums)
+    with pytest.raises(datasets.DatasetError, match=r"could not download .*\(offline\?\).*Put the"):
+        datasets.load_mnist("train", mirrors=["http://127.0.0.1:9/"])
+
+
+def test_bad_split_name():
+    with pytest.raises(ValueError, match="split must be one of"):
+        datasets.load_mnist("validation")

@@ -1,0 +1,175 @@
+"""Sample quality of the digit job: fidelity and novelty over scaling factors and PCA sizes.
+
+For each configuration, ``jaxkde.digits.sample_digits`` (what ``jaxkde sample`` runs) draws
+``--per-digit`` samples of every digit 0-9 from KDEs fitted on the shipped test split, and:
+
+* fidelity: the share of samples that an independent classifier assigns to the requested digit
+  (scikit-learn's 3-nearest-neighbour classifier on the 60,000 training images, pixels / 255;
+  used only here);
+* novelty: the median distance from each sample to its nearest image among those the KDE was
+  fitted on (the digit's test images), divided by the same median for real images the KDE did
+  not see (``--per-digit`` training images of each digit, to the same test images). Copies of
+  the fitted data give about 0; real unseen digits give 1 by construction.
+
+Writes a markdown table and a PNG plot of fidelity against novelty.
+
+Usage::
+
+    python benchmarks/digit_quality.py ../shared/data/mnist --out-dir benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+import jaxkde
+from jaxkde.datasets import load_mnist
+from jaxkde.digits import sample_digits
+
+
+def nearest_distances(queries: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Euclidean distance from each query row to its nearest reference row (float64)."""
+    q = queries.astype(np.float64)
+    r = reference.astype(np.float64)
+    d2 = (q**2).sum(1)[:, None] + (r**2).sum(1)[None, :] - 2 * q @ r.T
+    return np.sqrt(np.maximum(d2.min(axis=1), 0))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("data_dir", type=pathlib.Path, help="folder with the MNIST training split")
+    p.add_argument("--per-digit", type=int, default=100)
+    p.add_argument("--scaling-factors", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.4, 0.8])
+    p.add_argument("--components", type=int, nargs="+", default=[20, 30, 50])
+    p.add_argument("--sources", nargs="+", default=["density", "random"])
+    p.add_argument(
+        "--source-quantiles",
+        type=float,
+        nargs="+",
+        default=[0.5],
+        help="for density sources: the densest fraction of each digit's images drawn from",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out-dir", type=pathlib.Path, default=pathlib.Path("benchmarks/results"))
+    args = p.parse_args(argv)
+
+    from sklearn.neighbors import KNeighborsClassifier
+
+    fit_images, fit_labels = load_mnist("test")
+    train_images, train_labels = load_mnist("train", args.data_dir)
+    fit_pixels = fit_images.reshape(-1, 784).astype(np.float32) / 255
+    train_pixels = train_images.reshape(-1, 784).astype(np.float32) / 255
+
+    t0 = time.perf_counter()
+    clf = KNeighborsClassifier(n_neighbors=3).fit(train_pixels, train_labels)
+    acc = float((clf.predict(fit_pixels[:2000]) == fit_labels[:2000]).mean())
+    print(
+        f"classifier: 3-NN on 60,000 training images; accuracy on 2,000 real test images "
+        f"{acc:.3f} ({time.perf_counter() - t0:.1f} s)",
+        flush=True,
+    )
+
+    # The reference for novelty: real digits the KDEs did not see.
+    rng = np.random.default_rng(args.seed)
+    unseen_nn = []
+    for digit in range(10):
+        rows = rng.choice(np.flatnonzero(train_labels == digit), args.per_digit, replace=False)
+        unseen_nn.append(nearest_distances(train_pixels[rows], fit_pixels[fit_labels == digit]))
+    unseen_median = float(np.median(np.concatenate(unseen_nn)))
+    print(f"median nearest-image distance of unseen real digits: {unseen_median:.3f}", flush=True)
+
+    # (label, source, quantile): density sources once per quantile.
+    specs = [
+        (f"density {q:g}" if source == "density" else source, source, q)
+        for source in args.sources
+        for q in (args.source_quantiles if source == "density" else [1.0])
+    ]
+    results = []  # (components, label, k, fidelity, novelty, seconds, per-digit fidelity)
+    for n_components in args.components:
+        pca = jaxkde.pca_fit(fit_pixels, n_components)
+        for label, source, quantile in specs:
+            for k in args.scaling_factors:
+                t0 = time.perf_counter()
+                correct, nn, per_digit = 0, [], []
+                for digit in range(10):
+                    r = sample_digits(
+                        fit_images, fit_labels, digit=digit, n_samples=args.per_digit,
+                        scaling_factor=k, n_components=n_components, source=source,
+                        source_quantile=quantile, key=args.seed * 1000 + digit, pca=pca,
+                    )  # fmt: skip
+                    flat = r.samples.reshape(args.per_digit, -1)
+                    hits = int((clf.predict(flat) == digit).sum())
+                    correct += hits
+                    per_digit.append(hits / args.per_digit)
+                    nn.append(nearest_distances(flat, fit_pixels[fit_labels == digit]))
+                fidelity = correct / (10 * args.per_digit)
+                novelty = float(np.median(np.concatenate(nn))) / unseen_median
+                sec = time.perf_counter() - t0
+                results.append((n_components, label, k, fidelity, novelty, sec, per_digit))
+                print(
+                    f"PCA-{n_components:<3d} {label:12s} k={k:<5g} fidelity {fidelity:.3f} "
+                    f"novelty {novelty:.3f} ({sec:.1f} s)",
+                    flush=True,
+                )
+
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"Digit quality, {args.per_digit} samples of each digit 0-9 per row, KDEs (Scott) fitted "
+        f"on the MNIST test split; 3-NN classifier accuracy on real test images {acc:.3f}; "
+        f"median unseen nearest-image distance {unseen_median:.3f}; {datetime.date.today()}.",
+        "",
+        "| PCA components | source (densest fraction) | scaling factor k | fidelity | novelty | "
+        + " | ".join(f"fid. {d}" for d in range(10))
+        + " |",
+        "| ---: | --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in range(10)) + " |",
+    ]
+    for comp, source, k, fid, nov, _, per in results:
+        lines.append(
+            f"| {comp} | {source} | {k:g} | {fid:.3f} | {nov:.3f} | "
+            + " | ".join(f"{v:.2f}" for v in per)
+            + " |"
+        )
+    table = "\n".join(lines)
+    (args.out_dir / "digit_quality.md").write_text(table + "\n")
+    print()
+    print(table)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for comp in args.components:
+        for label, source, _ in specs:
+            pts = [(nov, fid, k) for c, s, k, fid, nov, _, _ in results if c == comp and s == label]
+            if not pts:
+                continue
+            xs, ys, _ = zip(*pts, strict=True)
+            ax.plot(xs, ys, marker="o" if source == "density" else "s",
+                    linestyle="-" if source == "density" else "--",
+                    label=f"PCA-{comp}, {label} source")  # fmt: skip
+            for x, y, k in pts:
+                ax.annotate(f"k={k:g}", (x, y), fontsize=6, xytext=(3, 3),
+                            textcoords="offset points")  # fmt: skip
+    ax.axhline(0.95, color="grey", linewidth=0.8, linestyle=":")
+    ax.axvline(0.75, color="grey", linewidth=0.8, linestyle=":")
+    ax.set_xlabel("novelty (median nearest-image distance / that of unseen real digits)")
+    ax.set_ylabel("fidelity (share classified as the requested digit)")
+    ax.set_title("jaxkde sample: fidelity against novelty")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(args.out_dir / "digit_quality.png")
+    print(f"wrote {args.out_dir / 'digit_quality.md'} and {args.out_dir / 'digit_quality.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

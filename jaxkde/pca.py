@@ -1,0 +1,87 @@
+"""Principal component analysis as pure JAX functions (SVD based), with optional whitening."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+__all__ = ["PCAState", "pca_fit", "pca_inverse_transform", "pca_transform"]
+
+_HIGHEST = lax.Precision.HIGHEST
+
+
+@dataclasses.dataclass(frozen=True)
+class PCAState:
+    """A fitted PCA (a JAX pytree).
+
+    Attributes
+    ----------
+    mean : array, shape (d,)
+    components : array, shape (k, d)
+        Orthonormal principal axes, by decreasing variance (signs fixed so that each axis'
+        largest-magnitude loading is positive).
+    scale : array, shape (k,)
+        Divisor of each score: the component's standard deviation when whitening, else ones.
+    explained_variance : array, shape (k,)
+        Variance of the data along each axis (``ddof=1``).
+    """
+
+    mean: jax.Array
+    components: jax.Array
+    scale: jax.Array
+    explained_variance: jax.Array
+
+
+jax.tree_util.register_dataclass(
+    PCAState,
+    data_fields=["mean", "components", "scale", "explained_variance"],
+    meta_fields=[],
+)
+
+
+def pca_fit(x: jax.Array, n_components: int, whiten: bool = False) -> PCAState:
+    """Fit a PCA with ``n_components`` axes to ``x`` of shape ``(n, d)``.
+
+    With ``whiten=True`` the scores are divided by their standard deviations, so each component
+    has unit variance: the seed's "PCA, then standard scaling" workflow in one step.
+    """
+    n, d = x.shape
+    if isinstance(n_components, bool) or not isinstance(n_components, int):
+        raise TypeError(f"n_components must be an int; got {n_components!r}.")
+    if not 1 <= n_components <= min(n, d):
+        raise ValueError(
+            f"n_components must be between 1 and min(n_samples, n_features) = {min(n, d)}; "
+            f"got {n_components}."
+        )
+    return _pca_fit(jnp.asarray(x), n_components, whiten)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _pca_fit(x: jax.Array, n_components: int, whiten: bool) -> PCAState:
+    n = x.shape[0]
+    mean = jnp.mean(x, axis=0)
+    _, s, vt = jnp.linalg.svd(x - mean, full_matrices=False)
+    vt = vt[:n_components]
+    pivot = jnp.argmax(jnp.abs(vt), axis=1)
+    signs = jnp.sign(vt[jnp.arange(n_components), pivot])
+    vt = vt * jnp.where(signs == 0, 1.0, signs)[:, None]
+    var = s[:n_components] ** 2 / max(n - 1, 1)
+    scale = jnp.sqrt(var) if whiten else jnp.ones_like(var)
+    return PCAState(mean=mean, components=vt, scale=jnp.where(scale > 0, scale, 1.0),
+                    explained_variance=var)  # fmt: skip
+
+
+@jax.jit
+def pca_transform(state: PCAState, x: jax.Array) -> jax.Array:
+    """Scores of ``x`` ``(m, d)`` on the principal axes, shape ``(m, k)``."""
+    return jnp.matmul(x - state.mean, state.components.T, precision=_HIGHEST) / state.scale
+
+
+@jax.jit
+def pca_inverse_transform(state: PCAState, z: jax.Array) -> jax.Array:
+    """Map scores ``(m, k)`` back to the data space, shape ``(m, d)``."""
+    return jnp.matmul(z * state.scale, state.components, precision=_HIGHEST) + state.mean

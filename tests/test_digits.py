@@ -1,0 +1,86 @@
+"""The digit job: class-aware sources, determinism, pixels in [0, 1], the picture grid."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import jaxkde
+from jaxkde.datasets import load_mnist
+from jaxkde.digits import digit_pairs_grid, sample_digits
+
+
+@pytest.fixture(scope="module")
+def mnist_subset():
+    images, labels = load_mnist("test")
+    return images[:3000], labels[:3000]
+
+
+def test_same_key_same_images_and_sources_of_the_digit(mnist_subset):
+    images, labels = mnist_subset
+    a = sample_digits(images, labels, digit=4, n_samples=6, key=3)
+    b = sample_digits(images, labels, digit=4, n_samples=6, key=3)
+    c = sample_digits(images, labels, digit=4, n_samples=6, key=4)
+    np.testing.assert_array_equal(a.samples, b.samples)
+    assert not np.array_equal(a.samples, c.samples)
+    assert np.all(labels[a.source_indices] == 4)
+    np.testing.assert_array_equal(a.sources, images[a.source_indices] / np.float32(255))
+    assert a.samples.shape == (6, 28, 28) and a.samples.dtype == np.float32
+    assert a.samples.min() >= 0 and a.samples.max() <= 1
+    assert np.all(np.isfinite(a.log_density))
+
+
+def test_zero_scaling_factor_returns_the_sources_reconstruction(mnist_subset):
+    images, labels = mnist_subset
+    r = sample_digits(images, labels, digit=1, n_samples=4, scaling_factor=0.0, n_components=20)
+    pixels = images.reshape(-1, 784).astype(np.float32) / 255
+    pca = jaxkde.pca_fit(pixels, 20)
+    recon = jaxkde.pca_inverse_transform(pca, jaxkde.pca_transform(pca, pixels[r.source_indices]))
+    np.testing.assert_allclose(r.samples.reshape(4, -1), np.clip(recon, 0, 1), atol=1e-4)
+
+
+def test_density_sources_come_from_the_denser_half(mnist_subset):
+    images, labels = mnist_subset
+    rows = np.flatnonzero(labels == 2)
+    r = sample_digits(images, labels, digit=2, n_samples=40, n_components=10, key=1)
+    pixels = images.reshape(-1, 784).astype(np.float32) / 255
+    pca = jaxkde.pca_fit(pixels, 10)
+    scores = np.asarray(jaxkde.pca_transform(pca, pixels[rows]))
+    log_f = jaxkde.KDE().fit(scores).score_samples(scores)
+    threshold = np.sort(log_f)[::-1][int(np.ceil(0.5 * rows.size)) - 1]
+    picked = log_f[np.searchsorted(rows, r.source_indices)]
+    assert np.all(picked >= threshold)
+
+
+def test_any_digit_without_labels(mnist_subset):
+    images, _ = mnist_subset
+    r = sample_digits(images, None, n_samples=3, source="random", key=2)
+    assert r.digit is None and r.samples.shape == (3, 28, 28)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"digit": 3, "labels": None}, "labels are required"),
+        ({"digit": 12}, "digit 12 has 0 images"),
+        ({"source": "best"}, "source must be one of"),
+        ({"source_quantile": 0.0}, "source_quantile"),
+        ({"n_samples": 0}, "n_samples"),
+    ],
+)
+def test_bad_arguments(mnist_subset, kwargs, match):
+    images, labels = mnist_subset
+    kwargs = {"labels": labels, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        sample_digits(images, **kwargs)
+
+
+def test_grid_layout():
+    sources = np.zeros((5, 28, 28), np.float32)
+    samples = np.ones((5, 28, 28), np.float32)
+    grid = digit_pairs_grid(sources, samples, pairs_per_row=3, zoom=2)
+    assert grid.shape == (2 * (56 + 6) + 6, 3 * (2 * 56 + 8) + 6)
+    assert grid.dtype == np.uint8
+    assert grid[6:62, 6:62].max() == 0  # first source tile: black
+    assert grid[6:62, 64:120].min() == 255  # first sample tile: white
+    assert grid[0, 0] == 96  # frame
