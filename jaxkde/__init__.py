@@ -21,9 +21,27 @@ from .bandwidths import (
     silverman_full_bandwidth,
     weighted_mean_and_covariance,
 )
+from .conditional import (
+    ClassConditionalState,
+    class_log_density,
+    class_log_posterior,
+    mixture_log_density,
+    sample_classes,
+)
 from .engine import PRECISIONS, log_density, pairwise_sq_distances
-from .kde import KDE
-from .kernels import KERNEL_NAMES, GaussianKernel, Kernel, UnivariateGaussianKernel, get_kernel
+from .kde import KDE, KDEClassifier
+from .kernels import (
+    KERNEL_NAMES,
+    CosineKernel,
+    EpanechnikovKernel,
+    ExponentialKernel,
+    GaussianKernel,
+    Kernel,
+    LinearKernel,
+    TophatKernel,
+    UnivariateGaussianKernel,
+    get_kernel,
+)
 from .pca import PCAState, pca_fit, pca_inverse_transform, pca_transform
 from .sampling import as_key, sample, sample_around, sample_with_centres
 from .state import KDEState, build_state, unwhiten, whiten
@@ -36,19 +54,29 @@ __all__ = [
     "PRECISIONS",
     "RULES",
     "BandwidthChoice",
+    "ClassConditionalState",
+    "CosineKernel",
+    "EpanechnikovKernel",
+    "ExponentialKernel",
     "GaussianKernel",
+    "KDEClassifier",
     "KDEState",
     "Kernel",
+    "LinearKernel",
     "NotFittedError",
     "PCAState",
+    "TophatKernel",
     "UnivariateGaussianKernel",
     "as_key",
     "build_state",
+    "class_log_density",
+    "class_log_posterior",
     "datasets",
     "effective_sample_size",
     "get_kernel",
     "identity_bandwidth",
     "log_density",
+    "mixture_log_density",
     "pairwise_sq_distances",
     "pca_fit",
     "pca_inverse_transform",
@@ -56,6 +84,7 @@ __all__ = [
     "resolve_bandwidth",
     "sample",
     "sample_around",
+    "sample_classes",
     "sample_with_centres",
     "scott_bandwidth",
     "scott_factor",

@@ -12,12 +12,19 @@ import numpy as np
 
 from ._validation import NotFittedError, check_data, check_positive_int, check_weights
 from .bandwidths import RULES, resolve_bandwidth
+from .conditional import (
+    ClassConditionalState,
+    class_log_density,
+    class_log_posterior,
+    mixture_log_density,
+    sample_classes,
+)
 from .engine import PRECISIONS, log_density
 from .kernels import UnivariateGaussianKernel, get_kernel
 from .sampling import as_key, sample_with_centres
 from .state import KDEState, build_state
 
-__all__ = ["KDE"]
+__all__ = ["KDE", "KDEClassifier"]
 
 
 def _query_block_rows(rows: int, block: int) -> int:
@@ -35,21 +42,97 @@ def _query_block_rows(rows: int, block: int) -> int:
     return min(block, max(8, 1 << (rows - 1).bit_length()))
 
 
-class KDE:
+class _Params:
+    """get_params / set_params / repr from the ``__init__`` signature (scikit-learn protocol)."""
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [name for name in sig.parameters if name != "self"]
+
+    def get_params(self, deep: bool = True) -> dict:
+        """Parameters of this estimator, as passed to ``__init__``."""
+        del deep
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params):
+        """Set parameters (validated at the next ``fit``); returns self."""
+        valid = self._param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(
+                    f"Invalid parameter {name!r} for {type(self).__name__}; "
+                    f"valid parameters: {valid}."
+                )
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = {
+            k: v.default for k, v in inspect.signature(type(self).__init__).parameters.items()
+        }
+        changed = []
+        for name, value in self.get_params().items():
+            default = defaults[name]
+            same = value is default or (
+                isinstance(value, (str, numbers.Number))
+                and type(value) is type(default)
+                and value == default
+            )
+            if not same:
+                changed.append(f"{name}={value!r}")
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+
+def _encode_labels(y, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(classes, codes)``: sorted unique labels (first-seen order if unsortable), codes 0..C-1."""
+    if isinstance(y, (str, bytes)) or not hasattr(y, "__len__"):
+        raise TypeError(f"y must be a sequence of {n} labels; got {y!r}.")
+    labels = np.empty(len(y), dtype=object)
+    labels[:] = list(y)
+    if labels.shape != (n,):
+        raise ValueError(f"y must have one label per row of X, shape ({n},); got {labels.shape}.")
+    try:
+        classes, codes = np.unique(labels, return_inverse=True)
+    except TypeError:  # labels of mixed, unorderable types: order of first appearance
+        index: dict = {}
+        codes = np.array([index.setdefault(label, len(index)) for label in labels])
+        classes = np.empty(len(index), dtype=object)
+        classes[:] = list(index)
+    try:  # give classes_ the natural dtype (ints, strings) when there is one
+        typed = np.asarray(classes.tolist())
+        if (
+            typed.shape == classes.shape
+            and typed.dtype != object
+            and typed.tolist() == classes.tolist()
+        ):
+            classes = typed
+    except (TypeError, ValueError):
+        pass
+    return classes, np.asarray(codes).reshape(-1)
+
+
+class KDE(_Params):
     """Kernel density estimator on JAX, exact and stable in hundreds of dimensions.
 
     Parameters
     ----------
-    kernel : {"gaussian", "multivariate_gaussian", "univariate_gaussian"}
-        ``"gaussian"`` (the seed's ``"multivariate_gaussian"`` is an alias) is the normalised
-        Gaussian kernel with bandwidth matrix ``H``. ``"univariate_gaussian"`` is the seed's
-        extended univariate kernel ``1/(n h) sum phi(||x - x_i||_p / h)`` (not normalised for
-        d > 1; see :class:`jaxkde.kernels.UnivariateGaussianKernel`).
-    bandwidth : str, float, array of shape (d,) or (d, d), optional
+    kernel : str
+        scikit-learn's ``"gaussian"``, ``"tophat"``, ``"epanechnikov"``, ``"exponential"``,
+        ``"linear"``, ``"cosine"`` (normalised in d dimensions, with scalar, diagonal or full
+        bandwidth; compact kernels give log density ``-inf`` outside their support), the seed's
+        ``"multivariate_gaussian"`` (an alias of ``"gaussian"``) and ``"univariate_gaussian"``,
+        the seed's extended univariate kernel ``1/(n h) sum phi(||x - x_i||_p / h)`` (not
+        normalised for d > 1; see :class:`jaxkde.kernels.UnivariateGaussianKernel`).
+    bandwidth : str, float, array of shape (d,) or (d, d), or dict, optional
         A rule name (``"scott"`` (default), ``"silverman"``, ``"scott_full"``,
         ``"silverman_full"``, ``"identity"``), the isotropic standard deviation ``h``, one
         standard deviation per feature, or the matrix ``H``. For ``"univariate_gaussian"``, the
-        positive scalar ``h`` (default 1.0).
+        positive scalar ``h`` (default 1.0). When fitting with labels, a rule is applied within
+        each class, and a dict maps each class label to its own bandwidth.
+    priors : array-like of shape (n_classes,) or dict, optional
+        Class priors when fitting with labels (in the order of ``classes_``, or by label);
+        default: each class's share of the (weighted) rows.
     bandwidth_estimator : str, optional
         The seed's spelling of a rule name; give this or ``bandwidth``, not both.
     univariate_bandwidth : float, optional
@@ -78,7 +161,13 @@ class KDE:
     n_features_in_ : int
     n_samples_fit_ : int
     n_degenerate_features_ : int
-        Constant features floored or removed by the rule (0 for user bandwidths).
+        Constant features floored or removed by the rule (0 for user bandwidths); summed over
+        classes when fitted with labels.
+    classes_ : np.ndarray, shape (n_classes,)
+        The labels, when fitted with ``y`` (then ``state_`` is a
+        :class:`jaxkde.ClassConditionalState` and ``bandwidth_`` has shape
+        ``(n_classes, d, d)``).
+    class_prior_ : np.ndarray, shape (n_classes,)
 
     Examples
     --------
@@ -94,6 +183,7 @@ class KDE:
         kernel: str = "gaussian",
         bandwidth=None,
         *,
+        priors=None,
         bandwidth_estimator: str | None = None,
         univariate_bandwidth: float | None = None,
         p: float | str = 2,
@@ -105,6 +195,7 @@ class KDE:
     ):
         self.kernel = kernel
         self.bandwidth = bandwidth
+        self.priors = priors
         self.bandwidth_estimator = bandwidth_estimator
         self.univariate_bandwidth = univariate_bandwidth
         self.p = p
@@ -113,40 +204,6 @@ class KDE:
         self.batch_size = batch_size
         self.chunk_size = chunk_size
         self.precision = precision
-
-    # ----------------------------------------------------------------- scikit-learn protocol
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [name for name in sig.parameters if name != "self"]
-
-    def get_params(self, deep: bool = True) -> dict:
-        """Parameters of this estimator, as passed to ``__init__``."""
-        del deep
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params) -> KDE:
-        """Set parameters (validated at the next ``fit``); returns self."""
-        valid = self._param_names()
-        for name, value in params.items():
-            if name not in valid:
-                raise ValueError(f"Invalid parameter {name!r} for KDE; valid parameters: {valid}.")
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self) -> str:
-        defaults = {k: v.default for k, v in inspect.signature(KDE.__init__).parameters.items()}
-        changed = []
-        for name, value in self.get_params().items():
-            default = defaults[name]
-            same = value is default or (
-                isinstance(value, (str, numbers.Number))
-                and type(value) is type(default)
-                and value == default
-            )
-            if not same:
-                changed.append(f"{name}={value!r}")
-        return f"KDE({', '.join(changed)})"
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -160,7 +217,7 @@ class KDE:
         self.__dict__.update(state)
 
     # ------------------------------------------------------------------------------ fitting
-    def _bandwidth_spec(self, kernel):
+    def _bandwidth_spec(self, kernel, label=None):
         given = {
             name: getattr(self, name)
             for name in ("bandwidth", "bandwidth_estimator", "univariate_bandwidth")
@@ -172,6 +229,14 @@ class KDE:
                 f"got {sorted(given)}."
             )
         name, value = next(iter(given.items())) if given else (None, None)
+        if isinstance(value, dict):
+            if label is None:
+                raise ValueError(
+                    f"{name} is a dict of per-class bandwidths; fit with labels y to use it."
+                )
+            if label not in value:
+                raise ValueError(f"{name} has no entry for class {label!r}.")
+            value = value[label]
         if isinstance(kernel, UnivariateGaussianKernel):
             if value is None:
                 return 1.0
@@ -197,8 +262,10 @@ class KDE:
         ----------
         X : array-like, shape (n_samples, n_features)
             Finite data; integer (e.g. uint8 pixel) input is converted to float.
-        y : ignored
-            Accepted for compatibility with KDE.py and scikit-learn pipelines.
+        y : array-like of shape (n_samples,), optional
+            Class labels of any hashable type. With labels, one KDE is fitted per class (rules
+            applied within each class) for :meth:`class_log_density` and class sampling;
+            :meth:`score_samples` is then the prior-weighted mixture of the classes.
         sample_weight : array-like, shape (n_samples,), optional
             Non-negative weights, not all zero.
 
@@ -206,9 +273,7 @@ class KDE:
         -------
         self
         """
-        del y
         kernel = get_kernel(self.kernel, self.p)
-        spec = self._bandwidth_spec(kernel)
         chunk_size = check_positive_int(self.chunk_size, "chunk_size")
         check_positive_int(self.batch_size, "batch_size")
         if self.precision not in PRECISIONS:
@@ -217,51 +282,119 @@ class KDE:
             )
         data = check_data(X, "X")
         weights = check_weights(sample_weight, data.shape[0], data.dtype)
-        data_j = jnp.asarray(data)
-        weights_j = None if weights is None else jnp.asarray(weights)
-        choice = resolve_bandwidth(
-            data_j, weights_j, spec,
-            zero_variance=self.zero_variance, variance_floor=self.variance_floor,
-        )  # fmt: skip
-        state = build_state(
-            data_j, weights_j, choice.matrix, kernel, basis=choice.basis, chunk_size=chunk_size
-        )
-        self.state_ = state
-        self.bandwidth_ = state.bandwidth_matrix()
+
+        def fit_one(rows, label=None):
+            spec = self._bandwidth_spec(kernel, label)
+            x = jnp.asarray(data if rows is None else data[rows])
+            w = None if weights is None else jnp.asarray(weights if rows is None else weights[rows])
+            try:
+                choice = resolve_bandwidth(
+                    x, w, spec,
+                    zero_variance=self.zero_variance, variance_floor=self.variance_floor,
+                )  # fmt: skip
+            except ValueError as exc:
+                if label is None:
+                    raise
+                raise ValueError(f"class {label!r}: {exc}") from None
+            state = build_state(x, w, choice.matrix, kernel, basis=choice.basis,
+                                chunk_size=chunk_size)  # fmt: skip
+            return state, choice.n_degenerate
+
+        if y is None:
+            state, n_degenerate = fit_one(None)
+            fitted = {"state_": state, "bandwidth_": state.bandwidth_matrix()}
+        else:
+            classes, codes = _encode_labels(y, data.shape[0])
+            totals = np.bincount(codes, weights=weights, minlength=len(classes))
+            priors = self._class_priors(classes, totals)
+            fits = [
+                fit_one(np.flatnonzero(codes == c), label)
+                for c, label in enumerate(classes.tolist())
+            ]
+            states = tuple(state for state, _ in fits)
+            n_degenerate = sum(n for _, n in fits)
+            with np.errstate(divide="ignore"):
+                log_priors = jnp.asarray(np.log(priors), data.dtype)
+            fitted = {
+                "state_": ClassConditionalState(states, log_priors),
+                "bandwidth_": np.stack([s.bandwidth_matrix() for s in states]),
+                "classes_": classes,
+                "class_prior_": priors,
+                "class_count_": np.bincount(codes, minlength=len(classes)),
+            }
+        for name in ("classes_", "class_prior_", "class_count_"):
+            self.__dict__.pop(name, None)
+        self.__dict__.update(fitted)
         self.n_features_in_ = data.shape[1]
         self.n_samples_fit_ = data.shape[0]
-        self.n_degenerate_features_ = choice.n_degenerate
+        self.n_degenerate_features_ = n_degenerate
         return self
 
-    def _check_fitted(self) -> KDEState:
+    def _class_priors(self, classes: np.ndarray, totals: np.ndarray) -> np.ndarray:
+        if self.priors is None:
+            return totals / totals.sum()
+        if isinstance(self.priors, dict):
+            missing = [c for c in classes.tolist() if c not in self.priors]
+            if missing:
+                raise ValueError(f"priors has no entry for classes {missing}.")
+            priors = np.array([self.priors[c] for c in classes.tolist()], dtype=np.float64)
+        else:
+            priors = np.asarray(self.priors, dtype=np.float64)
+        if priors.shape != classes.shape:
+            raise ValueError(
+                f"priors must have one entry per class, shape {classes.shape}; got {priors.shape}."
+            )
+        if not np.all(np.isfinite(priors)) or np.any(priors < 0) or abs(priors.sum() - 1) > 1e-6:
+            raise ValueError(f"priors must be non-negative and sum to 1; got {priors.tolist()}.")
+        return priors
+
+    def _check_fitted(self) -> KDEState | ClassConditionalState:
         if not hasattr(self, "state_"):
-            raise NotFittedError("This KDE is not fitted yet; call fit(X) before using it.")
+            raise NotFittedError(
+                f"This {type(self).__name__} is not fitted yet; call fit before using it."
+            )
         return self.state_
 
-    # --------------------------------------------------------------------------- evaluation
-    def score_samples(self, X, batch_size: int | None = None) -> np.ndarray:
-        """Log density at each row of ``X``, shape ``(n_queries,)``.
+    def _evaluate(self, fn, X, batch_size: int | None) -> np.ndarray:
+        """Apply the jitted ``fn(state, block, precision=...)`` to ``X`` block by block.
 
-        Queries go through the engine ``batch_size`` rows at a time (one compiled program per
-        block shape, reused by every later call).
+        One compiled program per block shape, reused by every later call.
         """
         state = self._check_fitted()
         block = check_positive_int(
             self.batch_size if batch_size is None else batch_size, "batch_size"
         )
-        queries = check_data(X, "X", n_features=self.n_features_in_, dtype=state.dtype)
+        dtype = (state.states[0] if isinstance(state, ClassConditionalState) else state).dtype
+        queries = check_data(X, "X", n_features=self.n_features_in_, dtype=dtype)
         out = []
         for start in range(0, queries.shape[0], block):
             chunk = queries[start : start + block]
             rows = chunk.shape[0]
             padded = _query_block_rows(rows, block)
             if padded != rows:
-                chunk = np.concatenate(
-                    [chunk, np.zeros((padded - rows, chunk.shape[1]), chunk.dtype)]
-                )
-            out.append((log_density(state, chunk, precision=self.precision), rows))
+                pad = np.zeros((padded - rows, chunk.shape[1]), chunk.dtype)
+                chunk = np.concatenate([chunk, pad])
+            out.append((fn(state, chunk, precision=self.precision), rows))
         # Blocks were dispatched asynchronously; slicing on the host adds no compiled programs.
         return np.concatenate([np.asarray(block_out)[:rows] for block_out, rows in out])
+
+    def score_samples(self, X, batch_size: int | None = None) -> np.ndarray:
+        """Log density at each row of ``X``, shape ``(n_queries,)``.
+
+        Fitted with labels, this is the density of the prior-weighted mixture of the classes.
+        """
+        fn = mixture_log_density if hasattr(self, "classes_") else log_density
+        return self._evaluate(fn, X, batch_size)
+
+    def class_log_density(self, X, batch_size: int | None = None) -> np.ndarray:
+        """Log density of each row of ``X`` under each class's KDE, ``(n_queries, n_classes)``.
+
+        Columns follow ``classes_``; all classes are evaluated in one pass over the data.
+        """
+        if not hasattr(self, "classes_"):
+            self._check_fitted()
+            raise NotFittedError("class_log_density needs a KDE fitted with labels: fit(X, y).")
+        return self._evaluate(class_log_density, X, batch_size)
 
     def predict(self, X, batch_size: int | None = None) -> np.ndarray:
         """Density at each row of ``X`` (``exp`` of :meth:`score_samples`), shape ``(n_queries,)``.
@@ -284,7 +417,7 @@ class KDE:
         return float(np.sum(self.score_samples(X), dtype=np.float64))
 
     # ----------------------------------------------------------------------------- sampling
-    def _sample(self, n_samples, key, scaling_factor):
+    def _sample(self, n_samples, key, scaling_factor, label=None):
         state = self._check_fitted()
         n_samples = check_positive_int(n_samples, "n_samples")
         if (
@@ -295,9 +428,28 @@ class KDE:
             raise ValueError(
                 f"scaling_factor must be a finite number >= 0; got {scaling_factor!r}."
             )
-        return sample_with_centres(state, as_key(key), n_samples, float(scaling_factor))
+        key = as_key(key)
+        if not hasattr(self, "classes_"):
+            if label is not None:
+                raise ValueError("label needs a KDE fitted with labels: fit(X, y).")
+            _, centres, samples = sample_with_centres(state, key, n_samples, float(scaling_factor))
+            return None, centres, samples
+        index = None
+        if label is not None:
+            hits = [i for i, c in enumerate(self.classes_.tolist()) if c == label]
+            if not hits:
+                raise ValueError(
+                    f"label {label!r} is not a class; classes: {self.classes_.tolist()}."
+                )
+            index = hits[0]
+        codes, _, centres, samples = sample_classes(
+            state, key, n_samples, float(scaling_factor), label=index
+        )
+        return self.classes_[np.asarray(codes)], centres, samples
 
-    def sample(self, n_samples: int = 1, key=None, scaling_factor: float = 1.0) -> np.ndarray:
+    def sample(
+        self, n_samples: int = 1, key=None, scaling_factor: float = 1.0, label=None
+    ) -> np.ndarray:
         """Draw ``n_samples`` points from the KDE, shape ``(n_samples, n_features_in_)``.
 
         Parameters
@@ -306,17 +458,102 @@ class KDE:
         key : JAX PRNG key or int, optional
             The same key gives the same samples; ``None`` draws fresh entropy.
         scaling_factor : float
-            ``k`` in ``N(x_r, k H)``: scales the kernel's covariance (default 1).
+            ``k`` in ``N(x_r, k H)``: scales the kernel's covariance (default 1); for other
+            kernels the kernel's spread is scaled by ``sqrt(k)`` likewise.
+        label : optional
+            Fitted with labels: draw from this class only (default: classes by prior).
         """
-        return np.asarray(self._sample(n_samples, key, scaling_factor)[2])
+        return np.asarray(self._sample(n_samples, key, scaling_factor, label)[2])
 
-    def random_sample(self, scaling_factor: float = 1.0, key=None) -> tuple[np.ndarray, np.ndarray]:
-        """The seed's sampler: a training point ``x_r`` (by weight) and a draw from ``N(x_r, kH)``.
+    def random_sample(
+        self, scaling_factor: float = 1.0, key=None, label=None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The seed's sampler: a training point ``x_r`` (by weight) and a draw around it.
 
         Returns
         -------
         original : np.ndarray, shape (n_features_in_,)
         sample : np.ndarray, shape (n_features_in_,)
+            For the Gaussian kernel, a draw from ``N(x_r, scaling_factor * H)``.
         """
-        _, centres, samples = self._sample(1, key, scaling_factor)
+        _, centres, samples = self._sample(1, key, scaling_factor, label)
         return np.asarray(centres[0]), np.asarray(samples[0])
+
+
+class KDEClassifier(_Params):
+    """Bayes classifier on class-conditional kernel density estimates.
+
+    ``P(c | x) ~ P(c) f_c(x)`` with ``f_c`` the KDE of class ``c``'s rows, computed as a
+    log-softmax of log densities (numerically safe in any dimension).
+
+    Parameters
+    ----------
+    kernel, bandwidth, priors, zero_variance, variance_floor, batch_size, chunk_size, precision
+        As for :class:`KDE`; ``bandwidth`` may be a dict of per-class bandwidths, and a rule is
+        applied within each class.
+
+    Attributes
+    ----------
+    classes_ : np.ndarray, shape (n_classes,)
+    class_prior_ : np.ndarray, shape (n_classes,)
+    kde_ : KDE
+        The class-conditional density model.
+    n_features_in_ : int
+    """
+
+    def __init__(
+        self,
+        kernel: str = "gaussian",
+        bandwidth=None,
+        *,
+        priors=None,
+        zero_variance: str = "floor",
+        variance_floor: float = 1e-6,
+        batch_size: int = 1024,
+        chunk_size: int = 4096,
+        precision: str = "highest",
+    ):
+        self.kernel = kernel
+        self.bandwidth = bandwidth
+        self.priors = priors
+        self.zero_variance = zero_variance
+        self.variance_floor = variance_floor
+        self.batch_size = batch_size
+        self.chunk_size = chunk_size
+        self.precision = precision
+
+    def fit(self, X, y, sample_weight=None) -> KDEClassifier:
+        """Fit one KDE per class of ``y`` to the rows of ``X``; returns self."""
+        if y is None:
+            raise ValueError("KDEClassifier.fit needs labels y.")
+        kde = KDE(**self.get_params()).fit(X, y, sample_weight=sample_weight)
+        self.kde_ = kde
+        self.classes_ = kde.classes_
+        self.class_prior_ = kde.class_prior_
+        self.n_features_in_ = kde.n_features_in_
+        return self
+
+    def _kde(self) -> KDE:
+        if not hasattr(self, "kde_"):
+            raise NotFittedError("This KDEClassifier is not fitted yet; call fit(X, y) first.")
+        return self.kde_
+
+    def predict_log_proba(self, X, batch_size: int | None = None) -> np.ndarray:
+        """``log P(c | x)`` for each row and class, shape ``(n_queries, n_classes)``."""
+        return self._kde()._evaluate(class_log_posterior, X, batch_size)
+
+    def predict_proba(self, X, batch_size: int | None = None) -> np.ndarray:
+        """``P(c | x)`` for each row and class; rows sum to 1."""
+        return np.exp(self.predict_log_proba(X, batch_size).astype(np.float64))
+
+    def predict(self, X, batch_size: int | None = None) -> np.ndarray:
+        """The most probable class of each row, shape ``(n_queries,)``."""
+        best = np.argmax(self.predict_log_proba(X, batch_size), axis=1)
+        return self.classes_[best]
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Accuracy of :meth:`predict` on ``X`` against labels ``y``."""
+        truth = np.empty(len(y), dtype=object)
+        truth[:] = list(y)
+        hits = np.array([p == t for p, t in zip(self.predict(X).tolist(), truth, strict=True)])
+        return float(np.average(hits, weights=sample_weight))
