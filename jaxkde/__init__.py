@@ -44,16 +44,27 @@ from .kernels import (
 )
 from .pca import PCAState, pca_fit, pca_inverse_transform, pca_transform
 from .sampling import as_key, sample, sample_around, sample_with_centres
+from .selection import (
+    CV_RULES,
+    BandwidthFit,
+    ParzenResult,
+    fit_bandwidth,
+    grid_log_likelihood,
+    loo_log_likelihood,
+    parzen_log_likelihood,
+)
 from .state import KDEState, build_state, unwhiten, whiten
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CV_RULES",
     "KDE",
     "KERNEL_NAMES",
     "PRECISIONS",
     "RULES",
     "BandwidthChoice",
+    "BandwidthFit",
     "ClassConditionalState",
     "CosineKernel",
     "EpanechnikovKernel",
@@ -65,6 +76,7 @@ __all__ = [
     "LinearKernel",
     "NotFittedError",
     "PCAState",
+    "ParzenResult",
     "TophatKernel",
     "UnivariateGaussianKernel",
     "as_key",
@@ -73,11 +85,15 @@ __all__ = [
     "class_log_posterior",
     "datasets",
     "effective_sample_size",
+    "fit_bandwidth",
     "get_kernel",
+    "grid_log_likelihood",
     "identity_bandwidth",
     "log_density",
+    "loo_log_likelihood",
     "mixture_log_density",
     "pairwise_sq_distances",
+    "parzen_log_likelihood",
     "pca_fit",
     "pca_inverse_transform",
     "pca_transform",

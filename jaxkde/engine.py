@@ -52,29 +52,60 @@ def pairwise_sq_distances(
     return r * r
 
 
-def _block_logsumexp(state: KDEState, zq: jax.Array, precision: str) -> jax.Array:
-    """``logsumexp_i [log w_i + log k(|zq - z_i|^2)]`` for one block of whitened queries."""
+def lse_update(
+    run_max: jax.Array, run_sum: jax.Array, logits: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Fold ``logits`` (``(..., c)``) into a running (max, sum of exp(logit - max)) pair.
+
+    The max is a constant shift (no gradient flows through it), so the result is exactly
+    differentiable; a row whose terms are all -inf so far keeps a finite shift (no inf - inf).
+    """
+    new_max = jnp.maximum(run_max, lax.stop_gradient(jnp.max(logits, axis=-1)))
+    shift = jnp.where(jnp.isfinite(new_max), new_max, 0.0)
+    old = jnp.where(jnp.isfinite(run_max), run_max, shift)
+    run_sum = run_sum * jnp.exp(old - shift) + jnp.sum(jnp.exp(logits - shift[..., None]), axis=-1)
+    return new_max, run_sum
+
+
+def lse_finish(run_max: jax.Array, run_sum: jax.Array) -> jax.Array:
+    """``log`` of the accumulated sum: ``max + log(sum)`` (-inf when every term was -inf)."""
+    return jnp.where(jnp.isfinite(run_max), run_max, 0.0) + jnp.log(run_sum)
+
+
+def _block_logsumexp(
+    state: KDEState,
+    zq: jax.Array,
+    precision: str,
+    query_rows: jax.Array | None = None,
+    remat: bool = False,
+) -> jax.Array:
+    """``logsumexp_i [log w_i + log k(|zq - z_i|^2)]`` for one block of whitened queries.
+
+    ``query_rows`` (``(b,)`` ints) marks each query as a row of the data, whose own term is
+    left out (leave-one-out). ``remat`` recomputes each step in the backward pass, so a
+    gradient needs memory for the carries only, not for every step's ``(b, chunk)`` terms.
+    """
     kernel = state.kernel
     q_sq = jnp.sum(zq * zq, axis=1)
+    chunk = state.points.shape[1]
 
-    def step(carry, chunk):
-        run_max, run_sum = carry
-        z, z_sq, log_w = chunk
+    def step(carry, xs):
+        z, z_sq, log_w, first = xs
         d2 = pairwise_sq_distances(zq, q_sq, z, z_sq, kernel.norm, precision)
         logits = log_w[None, :] + kernel.log_profile(d2)
-        new_max = jnp.maximum(run_max, jnp.max(logits, axis=1))
-        # A row whose terms are all -inf so far keeps a finite shift, so no inf - inf appears.
-        shift = jnp.where(jnp.isfinite(new_max), new_max, 0.0)
-        run_sum = run_sum * jnp.exp(run_max - shift) + jnp.sum(
-            jnp.exp(logits - shift[:, None]), axis=1
-        )
-        return (new_max, run_sum), None
+        if query_rows is not None:
+            own = query_rows[:, None] == first + jnp.arange(chunk)[None, :]
+            logits = jnp.where(own, -jnp.inf, logits)
+        return lse_update(*carry, logits), None
 
+    if remat:
+        step = jax.checkpoint(step)
     b = zq.shape[0]
     init = (jnp.full((b,), -jnp.inf, zq.dtype), jnp.zeros((b,), zq.dtype))
-    (run_max, run_sum), _ = lax.scan(step, init, (state.points, state.sq_norms, state.log_weights))
-    shift = jnp.where(jnp.isfinite(run_max), run_max, 0.0)
-    return shift + jnp.log(run_sum)
+    starts = jnp.arange(state.points.shape[0]) * chunk
+    xs = (state.points, state.sq_norms, state.log_weights, starts)
+    (run_max, run_sum), _ = lax.scan(step, init, xs)
+    return lse_finish(run_max, run_sum)
 
 
 @functools.partial(jax.jit, static_argnames=("block_size", "precision"))

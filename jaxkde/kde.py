@@ -22,6 +22,7 @@ from .conditional import (
 from .engine import PRECISIONS, log_density
 from .kernels import UnivariateGaussianKernel, get_kernel
 from .sampling import as_key, sample_with_centres
+from .selection import CV_RULES, fit_bandwidth
 from .state import KDEState, build_state
 
 __all__ = ["KDE", "KDEClassifier"]
@@ -126,10 +127,12 @@ class KDE(_Params):
         normalised for d > 1; see :class:`jaxkde.kernels.UnivariateGaussianKernel`).
     bandwidth : str, float, array of shape (d,) or (d, d), or dict, optional
         A rule name (``"scott"`` (default), ``"silverman"``, ``"scott_full"``,
-        ``"silverman_full"``, ``"identity"``), the isotropic standard deviation ``h``, one
-        standard deviation per feature, or the matrix ``H``. For ``"univariate_gaussian"``, the
-        positive scalar ``h`` (default 1.0). When fitting with labels, a rule is applied within
-        each class, and a dict maps each class label to its own bandwidth.
+        ``"silverman_full"``, ``"identity"``), a learned bandwidth (``"cv"``, ``"cv_diagonal"``,
+        ``"cv_full"``: maximum leave-one-out likelihood, see :func:`jaxkde.fit_bandwidth`), the
+        isotropic standard deviation ``h``, one standard deviation per feature, or the matrix
+        ``H``. For ``"univariate_gaussian"``, the positive scalar ``h`` (default 1.0). When
+        fitting with labels, a rule is applied within each class, and a dict maps each class
+        label to its own bandwidth.
     priors : array-like of shape (n_classes,) or dict, optional
         Class priors when fitting with labels (in the order of ``classes_``, or by label);
         default: each class's share of the (weighted) rows.
@@ -168,6 +171,9 @@ class KDE(_Params):
         :class:`jaxkde.ClassConditionalState` and ``bandwidth_`` has shape
         ``(n_classes, d, d)``).
     class_prior_ : np.ndarray, shape (n_classes,)
+    bandwidth_fit_ : BandwidthFit or None
+        With ``bandwidth="cv"``, ``"cv_diagonal"`` or ``"cv_full"``: the leave-one-out fit,
+        with the trace of its objective (a list, one per class, when fitted with labels).
 
     Examples
     --------
@@ -251,8 +257,12 @@ class KDE(_Params):
                 "univariate_bandwidth applies to kernel='univariate_gaussian' only; for kernel "
                 f"{self.kernel!r} pass bandwidth={value!r} (the isotropic standard deviation)."
             )
-        if name == "bandwidth_estimator" and (not isinstance(value, str) or value not in RULES):
-            raise ValueError(f"bandwidth_estimator must be one of {list(RULES)}; got {value!r}.")
+        if name == "bandwidth_estimator" and (
+            not isinstance(value, str) or value not in (*RULES, *CV_RULES)
+        ):
+            raise ValueError(
+                f"bandwidth_estimator must be one of {[*RULES, *CV_RULES]}; got {value!r}."
+            )
         return "scott" if value is None else value
 
     def fit(self, X, y=None, sample_weight=None) -> KDE:
@@ -287,6 +297,13 @@ class KDE(_Params):
             spec = self._bandwidth_spec(kernel, label)
             x = jnp.asarray(data if rows is None else data[rows])
             w = None if weights is None else jnp.asarray(weights if rows is None else weights[rows])
+            fit = None
+            if isinstance(spec, str) and spec in CV_RULES:
+                fit = fit_bandwidth(
+                    np.asarray(x), None if w is None else np.asarray(w),
+                    kind=CV_RULES[spec], kernel=kernel,
+                )  # fmt: skip
+                spec = fit.matrix if fit.matrix.ndim == 2 else np.sqrt(fit.matrix)
             try:
                 choice = resolve_bandwidth(
                     x, w, spec,
@@ -298,11 +315,15 @@ class KDE(_Params):
                 raise ValueError(f"class {label!r}: {exc}") from None
             state = build_state(x, w, choice.matrix, kernel, basis=choice.basis,
                                 chunk_size=chunk_size)  # fmt: skip
-            return state, choice.n_degenerate
+            return state, choice.n_degenerate, fit
 
         if y is None:
-            state, n_degenerate = fit_one(None)
-            fitted = {"state_": state, "bandwidth_": state.bandwidth_matrix()}
+            state, n_degenerate, fit = fit_one(None)
+            fitted = {
+                "state_": state,
+                "bandwidth_": state.bandwidth_matrix(),
+                "bandwidth_fit_": fit,
+            }
         else:
             classes, codes = _encode_labels(y, data.shape[0])
             totals = np.bincount(codes, weights=weights, minlength=len(classes))
@@ -311,8 +332,8 @@ class KDE(_Params):
                 fit_one(np.flatnonzero(codes == c), label)
                 for c, label in enumerate(classes.tolist())
             ]
-            states = tuple(state for state, _ in fits)
-            n_degenerate = sum(n for _, n in fits)
+            states = tuple(state for state, _, _ in fits)
+            n_degenerate = sum(n for _, n, _ in fits)
             with np.errstate(divide="ignore"):
                 log_priors = jnp.asarray(np.log(priors), data.dtype)
             fitted = {
@@ -321,6 +342,7 @@ class KDE(_Params):
                 "classes_": classes,
                 "class_prior_": priors,
                 "class_count_": np.bincount(codes, minlength=len(classes)),
+                "bandwidth_fit_": [fit for _, _, fit in fits],
             }
         for name in ("classes_", "class_prior_", "class_count_"):
             self.__dict__.pop(name, None)
@@ -496,6 +518,9 @@ class KDEClassifier(_Params):
     ----------
     classes_ : np.ndarray, shape (n_classes,)
     class_prior_ : np.ndarray, shape (n_classes,)
+    bandwidth_fit_ : BandwidthFit or None
+        With ``bandwidth="cv"``, ``"cv_diagonal"`` or ``"cv_full"``: the leave-one-out fit,
+        with the trace of its objective (a list, one per class, when fitted with labels).
     kde_ : KDE
         The class-conditional density model.
     n_features_in_ : int

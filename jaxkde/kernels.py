@@ -137,7 +137,9 @@ class EpanechnikovKernel(Kernel):
     compact: bool = True
 
     def log_profile(self, sq_dist):
-        return jnp.where(sq_dist < 1.0, jnp.log1p(-jnp.minimum(sq_dist, 1.0)), -jnp.inf)
+        inside = sq_dist < 1.0
+        # The inner where keeps log1p away from -1, so gradients stay finite (no 0 * inf).
+        return jnp.where(inside, jnp.log1p(-jnp.where(inside, sq_dist, 0.0)), -jnp.inf)
 
     def log_normalizer(self, dim, log_det_chol):
         # int_0^1 (1 - r^2) r^{d-1} dr = 2 / (d (d + 2))
@@ -180,7 +182,8 @@ class LinearKernel(Kernel):
 
     def log_profile(self, sq_dist):
         r = _safe_sqrt(sq_dist)
-        return jnp.where(r < 1.0, jnp.log1p(-jnp.minimum(r, 1.0)), -jnp.inf)
+        inside = r < 1.0
+        return jnp.where(inside, jnp.log1p(-jnp.where(inside, r, 0.0)), -jnp.inf)
 
     def log_normalizer(self, dim, log_det_chol):
         # int_0^1 (1 - r) r^{d-1} dr = 1 / (d (d + 1))

@@ -1,0 +1,219 @@
+"""Learned bandwidths, shared-distance grid search and the Parzen-window protocol."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+from scipy.special import logsumexp
+
+import jaxkde
+from jaxkde.selection import bandwidth_from_params, params_from_bandwidth
+
+
+def brute_loo(x, h_matrix, weights=None):
+    """float64 brute force of sum_i w_i log f_{-i}(x_i) / sum w for a Gaussian KDE."""
+    x = np.asarray(x, np.float64)
+    n, d = x.shape
+    w = np.ones(n) if weights is None else np.asarray(weights, np.float64)
+    w = w / w.sum()
+    h = np.diag(h_matrix) if np.ndim(h_matrix) == 1 else np.asarray(h_matrix)
+    chol = np.linalg.cholesky(h)
+    u = np.linalg.solve(chol, (x[:, None, :] - x[None, :, :]).reshape(-1, d).T).T
+    d2 = (u**2).sum(1).reshape(n, n)
+    np.fill_diagonal(d2, np.inf)
+    log_norm = -0.5 * d * math.log(2 * math.pi) - np.log(np.diag(chol)).sum()
+    with np.errstate(divide="ignore"):
+        lse = logsumexp(np.log(w)[None, :] - 0.5 * d2, axis=1)
+    log_loo = lse - np.log1p(-w) + log_norm
+    return float(np.sum(w * log_loo))
+
+
+@pytest.fixture
+def data2d():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(250, 2)) @ np.array([[1.0, 0.0], [0.8, 0.4]])
+
+
+@pytest.mark.parametrize("kind", ["scalar", "diagonal", "full"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_loo_objective_matches_float64_brute_force(data2d, kind, weighted):
+    with jax.enable_x64(True):
+        x = data2d - data2d.mean(0)
+        w = np.random.default_rng(1).uniform(0.2, 2, size=len(x)) if weighted else np.ones(len(x))
+        h = {"scalar": np.full(2, 0.3), "diagonal": np.array([0.2, 0.5]),
+             "full": np.array([[0.3, 0.1], [0.1, 0.2]])}[kind]  # fmt: skip
+        params = jnp.asarray(params_from_bandwidth(h, kind))
+        chol = np.asarray(bandwidth_from_params(params, kind, 2))
+        np.testing.assert_allclose(chol**2 if chol.ndim == 1 else chol @ chol.T, h, rtol=1e-12)
+        lw = jnp.asarray(np.log(w / w.sum()))
+        got = jaxkde.loo_log_likelihood(
+            params, jnp.asarray(x), lw, jnp.arange(250), kind=kind, chunk_size=64, block_size=50
+        )
+        assert float(got) == pytest.approx(brute_loo(x, h, w), rel=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["scalar", "diagonal"])
+def test_loo_gradients(data2d, kind):
+    with jax.enable_x64(True):
+        x = jnp.asarray(data2d - data2d.mean(0))
+        lw = jnp.full((250,), -math.log(250.0))
+        rows = jnp.arange(250)
+
+        def f(p):
+            return jaxkde.loo_log_likelihood(
+                p, x, lw, rows, kind=kind, chunk_size=64, block_size=50
+            )
+
+        p0 = jnp.asarray(-0.7) if kind == "scalar" else jnp.asarray([-0.9, -0.4])
+        check_grads(f, (p0,), order=1, modes=["rev"])
+
+
+@pytest.mark.parametrize("kernel", ["epanechnikov", "exponential"])
+def test_loo_gradients_other_kernels_are_finite(data2d, kernel):
+    x = jnp.asarray(data2d - data2d.mean(0), jnp.float32)
+    lw = jnp.full((250,), -math.log(250.0), jnp.float32)
+    g = jax.grad(jaxkde.loo_log_likelihood)(
+        jnp.asarray(0.0), x, lw, jnp.arange(250), kernel=jaxkde.get_kernel(kernel),
+        chunk_size=64, block_size=50,
+    )  # fmt: skip
+    assert np.isfinite(float(g))
+
+
+def test_gradient_memory_is_bounded_by_block_sizes():
+    n, d, block, chunk = 8192, 16, 256, 512
+    x = jnp.asarray(np.random.default_rng(2).normal(size=(n, d)), jnp.float32)
+    lw = jnp.full((n,), -math.log(n), jnp.float32)
+    rows = jnp.arange(n)
+    grad = jax.jit(jax.grad(
+        lambda p: jaxkde.loo_log_likelihood(p, x, lw, rows, chunk_size=chunk, block_size=block)
+    ))  # fmt: skip
+    temp = grad.lower(jnp.asarray(0.0)).compile().memory_analysis().temp_size_in_bytes
+    assert temp < 0.2 * n * n * 4  # nothing of size n x n (268 MB here)
+    assert temp < 40 * 4 * (block * chunk + n * d)
+
+
+@pytest.mark.parametrize("d", [1, 2])
+def test_optimiser_finds_the_grid_optimum(d):
+    rng = np.random.default_rng(3)
+    x = np.vstack([rng.normal(size=(150, d)), rng.normal(size=(100, d)) * 0.5 + 3])
+    grid = np.linspace(0.05, 1.5, 146)
+    with jax.enable_x64(True):
+        brute = [brute_loo(x - x.mean(0), np.full(d, h * h)) for h in grid]
+        fit = jaxkde.fit_bandwidth(x.astype(np.float64), kind="scalar", max_steps=400)
+    best = grid[int(np.argmax(brute))]
+    learned = math.sqrt(fit.matrix[0])
+    assert abs(learned - best) <= grid[1] - grid[0]
+    assert fit.converged and fit.trace.size == fit.steps
+    assert fit.objective >= max(brute) - 1e-6
+
+
+def test_diagonal_and_full_improve_on_anisotropic_data(data2d):
+    scalar = jaxkde.fit_bandwidth(data2d, kind="scalar")
+    diagonal = jaxkde.fit_bandwidth(data2d, kind="diagonal")
+    full = jaxkde.fit_bandwidth(data2d, kind="full")
+    assert diagonal.objective > scalar.objective
+    assert full.objective > diagonal.objective
+    assert full.matrix.shape == (2, 2)
+    np.testing.assert_allclose(full.matrix, full.matrix.T)
+
+
+def test_minibatches_are_deterministic_per_key():
+    x = np.random.default_rng(4).normal(size=(3000, 3))
+    a = jaxkde.fit_bandwidth(x, batch_size=512, max_steps=30, key=5)
+    b = jaxkde.fit_bandwidth(x, batch_size=512, max_steps=30, key=5)
+    c = jaxkde.fit_bandwidth(x, batch_size=512, max_steps=30, key=6)
+    np.testing.assert_array_equal(a.trace, b.trace)
+    assert not np.array_equal(a.trace, c.trace)
+
+
+def test_kde_cv_bandwidth_uses_fit_bandwidth(data2d):
+    kde = jaxkde.KDE(bandwidth="cv_diagonal").fit(data2d)
+    direct = jaxkde.fit_bandwidth(data2d, kind="diagonal")
+    np.testing.assert_allclose(np.diag(kde.bandwidth_), direct.matrix, rtol=1e-6)
+    assert kde.bandwidth_fit_.objective == pytest.approx(direct.objective)
+    seed = jaxkde.KDE(bandwidth_estimator="cv").fit(data2d)
+    assert seed.bandwidth_fit_ is not None and seed.bandwidth_.shape == (2, 2)
+
+
+def test_bad_selection_inputs(data2d):
+    with pytest.raises(ValueError, match="no useful likelihood gradient"):
+        jaxkde.fit_bandwidth(data2d, kernel="tophat")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        jaxkde.fit_bandwidth(data2d, kind="spherical")
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        jaxkde.fit_bandwidth(data2d[:1])
+    with pytest.raises(ValueError, match="bandwidths must be positive"):
+        jaxkde.grid_log_likelihood(data2d, data2d, [0.5, -1.0])
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "epanechnikov", "exponential"])
+def test_grid_equals_independent_evaluations(data2d, kernel):
+    q = np.random.default_rng(5).normal(size=(70, 2))
+    hs = [0.2, 0.5, 1.3]
+    grid = jaxkde.grid_log_likelihood(data2d, q, hs, kernel=kernel, block_size=32, chunk_size=64)
+    assert grid.shape == (70, 3)
+    for j, h in enumerate(hs):
+        alone = jaxkde.KDE(kernel, bandwidth=h).fit(data2d).score_samples(q)
+        finite = np.isfinite(alone)
+        np.testing.assert_array_equal(np.isfinite(grid[:, j]), finite)
+        # float32; compact kernels are ill-conditioned near the edge of their support
+        rtol = 2e-5 if kernel == "gaussian" else 1e-4
+        np.testing.assert_allclose(grid[finite, j], alone[finite], rtol=rtol)
+
+
+def test_grid_leave_one_out_equals_brute_force(data2d):
+    with jax.enable_x64(True):
+        hs = [0.2, 0.6]
+        grid = jaxkde.grid_log_likelihood(data2d, None, hs, block_size=64, chunk_size=64)
+        for j, h in enumerate(hs):
+            assert grid[:, j].mean() == pytest.approx(
+                brute_loo(data2d, np.full(2, h * h)), rel=1e-10
+            )
+
+
+def test_parzen_equals_numpy_reference():
+    rng = np.random.default_rng(6)
+    samples, valid, test = rng.random((60, 5)), rng.random((30, 5)), rng.random((40, 5))
+    sigmas = np.logspace(-1, 0, 10)
+
+    def parzen(centres, x, sigma):
+        d2 = ((x[:, None, :] - centres[None]) ** 2).sum(-1)
+        d = x.shape[1]
+        return (logsumexp(-d2 / (2 * sigma**2), axis=1) - math.log(len(centres))
+                - 0.5 * d * math.log(2 * math.pi * sigma**2))  # fmt: skip
+
+    val = [parzen(samples, valid, s).mean() for s in sigmas]
+    best = sigmas[int(np.argmax(val))]
+    ll = parzen(samples, test, best)
+    with jax.enable_x64(True):
+        got = jaxkde.parzen_log_likelihood(samples, test, valid)
+    assert got.sigma == pytest.approx(best)
+    np.testing.assert_allclose(got.validation_means, val, rtol=1e-10)
+    assert got.mean == pytest.approx(ll.mean(), rel=1e-10)
+    assert got.stderr == pytest.approx(ll.std() / math.sqrt(len(ll)), rel=1e-10)
+    with pytest.raises(ValueError, match="validation is needed"):
+        jaxkde.parzen_log_likelihood(samples, test)
+    one = jaxkde.parzen_log_likelihood(samples, test, sigmas=[0.3])
+    assert one.sigma == 0.3 and one.validation_means is None
+
+
+def test_parzen_command(tmp_path, capsys):
+    from jaxkde.cli import main
+
+    samples = tmp_path / "s.npy"
+    assert main(["sample", "-n", "50", "--out", str(samples)]) == 0
+    capsys.readouterr()
+    rc = main(["parzen", "--samples", str(samples), "--validation", "test",
+               "--validation-size", "200", "--limit", "100"])  # fmt: skip
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "Parzen log-likelihood of 100 test images under 50 samples" in out
+    assert out.count("sigma 0.") + out.count("sigma 1.") == 10
+    (tmp_path / "bad.npy").write_text("not numpy")
+    assert main(["parzen", "--samples", str(tmp_path / "bad.npy")]) == 1
+    assert "not a readable .npy" in capsys.readouterr().err
