@@ -29,6 +29,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _report import emit
 
 import jaxkde
 from jaxkde.datasets import load_mnist
@@ -185,11 +186,7 @@ def main(argv=None) -> int:
         lines.append(f"| {name} | {res.sigma:.3f} | {res.mean:.0f} +/- {res.stderr:.1f} | "
                      f"{sec:.1f} |")  # fmt: skip
     table = "\n".join(lines)
-    print()
-    print(table)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(table + "\n")
+    emit(table, args.out)
     return 0
 
 

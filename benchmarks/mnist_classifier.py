@@ -27,6 +27,7 @@ import time
 
 import jax
 import numpy as np
+from _report import emit
 
 import jaxkde
 from jaxkde.datasets import load_mnist
@@ -153,11 +154,7 @@ def main(argv=None) -> int:
         lines.append(f"| {kernel} | {rate:,.0f} | {first:.2f} | {sk_rate} | {ratio} |")
 
     table = "\n".join(lines)
-    print()
-    print(table)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(table + "\n")
+    emit(table, args.out)
     return 0
 
 

@@ -34,6 +34,7 @@ import tracemalloc
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _report import emit
 from jax import lax
 from scipy.special import logsumexp
 
@@ -339,11 +340,7 @@ def main(argv=None) -> int:
         "queries (fewer for subset tools)."
     )
     table = "\n".join(lines)
-    print()
-    print(table)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(table + "\n")
+    emit(table, args.out)
     return 0
 
 
