@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
-import pathlib
 
 import jax
 import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from jaxkde.datasets import read_idx
-
-# MNIST for the tests that use real digits: $JAXKDE_DATA_DIR, else ../shared/data/mnist.
-MNIST_DIR = pathlib.Path(
-    os.environ.get("JAXKDE_DATA_DIR")
-    or pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
-)
+from jaxkde.datasets import load_mnist
 
 # Tolerances on |relative error| of log densities against float64 brute force.
 RTOL = {"float32": 1e-5, "float64": 1e-10}
@@ -86,11 +78,8 @@ def brute_univariate_log_density(x, queries, h, p):
 
 @pytest.fixture(scope="session")
 def mnist_test_images():
-    """The 10,000 MNIST test images as uint8 (10000, 784), from ../shared/data/mnist."""
-    path = MNIST_DIR / "t10k-images-idx3-ubyte.gz"
-    if not path.exists():
-        pytest.skip(f"MNIST not found at {path}")
-    return read_idx(path).reshape(-1, 784)
+    """The 10,000 MNIST test images as uint8 (10000, 784): the copy shipped with jaxkde."""
+    return load_mnist("test")[0].reshape(-1, 784)
 
 
 def mnist_like(rng: np.random.Generator, n: int, d: int = 784) -> np.ndarray:

@@ -49,7 +49,7 @@ def test_rejects_malformed_files(tmp_path, payload, match):
         read_idx(tmp_path / "bad")
 
 
-def test_shared_mnist_test_split(mnist_test_images):
+def test_shipped_mnist_test_images_fixture(mnist_test_images):
     assert mnist_test_images.shape == (10000, 784)
     assert mnist_test_images.dtype == np.uint8
 
