@@ -53,6 +53,7 @@ from .selection import (
     loo_log_likelihood,
     parzen_log_likelihood,
 )
+from .sharding import shard_state, sharded_log_density
 from .state import KDEState, build_state, unwhiten, whiten
 
 __version__ = "0.1.0"
@@ -105,6 +106,8 @@ __all__ = [
     "scott_bandwidth",
     "scott_factor",
     "scott_full_bandwidth",
+    "shard_state",
+    "sharded_log_density",
     "silverman_bandwidth",
     "silverman_factor",
     "silverman_full_bandwidth",

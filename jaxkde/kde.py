@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import numbers
@@ -9,6 +10,7 @@ import numbers
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from ._validation import NotFittedError, check_data, check_positive_int, check_weights
 from .bandwidths import RULES, resolve_bandwidth
@@ -23,6 +25,7 @@ from .engine import PRECISIONS, log_density
 from .kernels import UnivariateGaussianKernel, get_kernel
 from .sampling import as_key, sample_with_centres
 from .selection import CV_RULES, fit_bandwidth
+from .sharding import shard_state, sharded_log_density
 from .state import KDEState, build_state
 
 __all__ = ["KDE", "KDEClassifier"]
@@ -153,6 +156,10 @@ class KDE(_Params):
         Data points reduced per step (default 4096).
     precision : {"highest", "high", "default"}
         Matrix-product precision of the distances; ``"highest"`` is true float32 on GPUs too.
+    mesh : jax.sharding.Mesh, optional
+        Shard the data over the mesh's first axis: each device reduces its own chunks and the
+        partial sums are combined exactly (see :mod:`jaxkde.sharding`). Not yet available with
+        labels.
 
     Attributes
     ----------
@@ -198,10 +205,12 @@ class KDE(_Params):
         batch_size: int = 1024,
         chunk_size: int = 4096,
         precision: str = "highest",
+        mesh=None,
     ):
         self.kernel = kernel
         self.bandwidth = bandwidth
         self.priors = priors
+        self.mesh = mesh
         self.bandwidth_estimator = bandwidth_estimator
         self.univariate_bandwidth = univariate_bandwidth
         self.p = p
@@ -290,6 +299,10 @@ class KDE(_Params):
             raise ValueError(
                 f"precision must be one of {list(PRECISIONS)}; got {self.precision!r}."
             )
+        if self.mesh is not None and not isinstance(self.mesh, Mesh):
+            raise TypeError(f"mesh must be a jax.sharding.Mesh or None; got {self.mesh!r}.")
+        if self.mesh is not None and y is not None:
+            raise ValueError("mesh is not yet supported for class-conditional fits (y given).")
         data = check_data(X, "X")
         weights = check_weights(sample_weight, data.shape[0], data.dtype)
 
@@ -319,6 +332,8 @@ class KDE(_Params):
 
         if y is None:
             state, n_degenerate, fit = fit_one(None)
+            if self.mesh is not None:
+                state = shard_state(state, self.mesh)
             fitted = {
                 "state_": state,
                 "bandwidth_": state.bandwidth_matrix(),
@@ -405,7 +420,12 @@ class KDE(_Params):
 
         Fitted with labels, this is the density of the prior-weighted mixture of the classes.
         """
-        fn = mixture_log_density if hasattr(self, "classes_") else log_density
+        if hasattr(self, "classes_"):
+            fn = mixture_log_density
+        elif getattr(self, "mesh", None) is not None:
+            fn = functools.partial(sharded_log_density, mesh=self.mesh)
+        else:
+            fn = log_density
         return self._evaluate(fn, X, batch_size)
 
     def class_log_density(self, X, batch_size: int | None = None) -> np.ndarray:
