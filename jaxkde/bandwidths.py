@@ -137,7 +137,6 @@ RULES = {
     "silverman_full": silverman_full_bandwidth,
     "identity": identity_bandwidth,
 }
-_DATA_RULES = ("scott", "silverman", "scott_full", "silverman_full")
 ZERO_VARIANCE_MODES = ("floor", "subspace")
 
 
