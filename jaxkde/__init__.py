@@ -28,7 +28,14 @@ from .conditional import (
     mixture_log_density,
     sample_classes,
 )
-from .engine import PRECISIONS, log_density, pairwise_sq_distances
+from .engine import (
+    BLOCK_SIZES,
+    PRECISIONS,
+    combine_log_sums,
+    default_block_sizes,
+    log_density,
+    pairwise_sq_distances,
+)
 from .kde import KDE, KDEClassifier
 from .kernels import (
     KERNEL_NAMES,
@@ -53,12 +60,13 @@ from .selection import (
     loo_log_likelihood,
     parzen_log_likelihood,
 )
-from .sharding import shard_state, sharded_log_density
+from .sharding import reduce_shards, shard_state, sharded_log_density
 from .state import KDEState, build_state, unwhiten, whiten
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BLOCK_SIZES",
     "CV_RULES",
     "KDE",
     "KERNEL_NAMES",
@@ -84,7 +92,9 @@ __all__ = [
     "build_state",
     "class_log_density",
     "class_log_posterior",
+    "combine_log_sums",
     "datasets",
+    "default_block_sizes",
     "effective_sample_size",
     "fit_bandwidth",
     "get_kernel",
@@ -98,6 +108,7 @@ __all__ = [
     "pca_fit",
     "pca_inverse_transform",
     "pca_transform",
+    "reduce_shards",
     "resolve_bandwidth",
     "sample",
     "sample_around",

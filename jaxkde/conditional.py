@@ -7,9 +7,11 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
 from .engine import log_density
 from .sampling import choose_by_weight, sample_with_centres
+from .sharding import sharded_log_density
 from .state import KDEState
 
 __all__ = [
@@ -46,37 +48,56 @@ jax.tree_util.register_dataclass(
 )
 
 
-@functools.partial(jax.jit, static_argnames=("precision",))
+@functools.partial(jax.jit, static_argnames=("precision", "mesh"))
 def class_log_density(
-    cstate: ClassConditionalState, queries: jax.Array, *, precision: str = "highest"
+    cstate: ClassConditionalState,
+    queries: jax.Array,
+    *,
+    precision: str = "highest",
+    mesh: Mesh | None = None,
 ) -> jax.Array:
     """``log f_c(q)`` of every query under every class's KDE, shape ``(m, n_classes)``.
 
     All classes are evaluated in one compiled program; each data point is visited once per
-    query block, as in :func:`jaxkde.log_density` (the classes partition the data).
+    query block, as in :func:`jaxkde.log_density` (the classes partition the data). With a
+    ``mesh``, every class's state was placed by :func:`jaxkde.shard_state` and is evaluated by
+    :func:`jaxkde.sharded_log_density`.
     """
-    return jnp.stack([log_density(s, queries, precision=precision) for s in cstate.states], axis=1)
+    if mesh is None:
+        parts = [log_density(s, queries, precision=precision) for s in cstate.states]
+    else:
+        parts = [sharded_log_density(s, queries, mesh=mesh, precision=precision)
+                 for s in cstate.states]  # fmt: skip
+    return jnp.stack(parts, axis=1)
 
 
-@functools.partial(jax.jit, static_argnames=("precision",))
+@functools.partial(jax.jit, static_argnames=("precision", "mesh"))
 def mixture_log_density(
-    cstate: ClassConditionalState, queries: jax.Array, *, precision: str = "highest"
+    cstate: ClassConditionalState,
+    queries: jax.Array,
+    *,
+    precision: str = "highest",
+    mesh: Mesh | None = None,
 ) -> jax.Array:
     """``log sum_c P(c) f_c(q)``, the density of the whole data, shape ``(m,)``."""
-    joint = class_log_density(cstate, queries, precision=precision) + cstate.log_priors
+    joint = class_log_density(cstate, queries, precision=precision, mesh=mesh) + cstate.log_priors
     return jax.scipy.special.logsumexp(joint, axis=1)
 
 
-@functools.partial(jax.jit, static_argnames=("precision",))
+@functools.partial(jax.jit, static_argnames=("precision", "mesh"))
 def class_log_posterior(
-    cstate: ClassConditionalState, queries: jax.Array, *, precision: str = "highest"
+    cstate: ClassConditionalState,
+    queries: jax.Array,
+    *,
+    precision: str = "highest",
+    mesh: Mesh | None = None,
 ) -> jax.Array:
     """Bayes rule ``log P(c | q)`` by a log-softmax, shape ``(m, n_classes)``.
 
     A query outside the support of every class (compact kernels) has no defined posterior:
     its row falls back to the log priors.
     """
-    joint = class_log_density(cstate, queries, precision=precision) + cstate.log_priors
+    joint = class_log_density(cstate, queries, precision=precision, mesh=mesh) + cstate.log_priors
     anywhere = jnp.any(jnp.isfinite(joint), axis=1, keepdims=True)
     joint = jnp.where(anywhere, joint, cstate.log_priors)
     return jax.nn.log_softmax(joint, axis=1)

@@ -21,7 +21,7 @@ from .conditional import (
     mixture_log_density,
     sample_classes,
 )
-from .engine import PRECISIONS, log_density
+from .engine import PRECISIONS, default_block_sizes, log_density
 from .kernels import UnivariateGaussianKernel, get_kernel
 from .sampling import as_key, sample_with_centres
 from .selection import CV_RULES, fit_bandwidth
@@ -87,6 +87,21 @@ class _Params:
                 changed.append(f"{name}={value!r}")
         return f"{type(self).__name__}({', '.join(changed)})"
 
+    def __getstate__(self) -> dict:
+        # Devices do not pickle: the state is gathered to the host and the mesh dropped, so a
+        # loaded model evaluates on one device.
+        state = self.__dict__.copy()
+        if "mesh" in state:
+            state["mesh"] = state["_fit_mesh"] = None
+        if "state_" in state:
+            state["state_"] = jax.tree.map(np.asarray, state["state_"])
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        if "state_" in state:
+            state["state_"] = jax.tree.map(jnp.asarray, state["state_"])
+        self.__dict__.update(state)
+
 
 def _encode_labels(y, n: int) -> tuple[np.ndarray, np.ndarray]:
     """``(classes, codes)``: sorted unique labels (first-seen order if unsortable), codes 0..C-1."""
@@ -150,16 +165,19 @@ class KDE(_Params):
         :func:`jaxkde.resolve_bandwidth`); ``"floor"`` by default, with a warning.
     variance_floor : float
         Relative variance below which a feature counts as constant (default 1e-6).
-    batch_size : int
-        Queries evaluated together (default 1024); memory is ``O(batch_size * chunk_size)``.
-    chunk_size : int
-        Data points reduced per step (default 4096).
+    batch_size : int, optional
+        Queries evaluated together; memory is ``O(batch_size * chunk_size)``. Default by the
+        backend of the data's devices (:func:`jaxkde.default_block_sizes`): 1024 on CPU, 4096
+        on GPU.
+    chunk_size : int, optional
+        Data points reduced per step; default 4096 on CPU, 16384 on GPU.
     precision : {"highest", "high", "default"}
         Matrix-product precision of the distances; ``"highest"`` is true float32 on GPUs too.
     mesh : jax.sharding.Mesh, optional
         Shard the data over the mesh's first axis: each device reduces its own chunks and the
-        partial sums are combined exactly (see :mod:`jaxkde.sharding`). Not yet available with
-        labels.
+        partial sums are combined exactly (see :mod:`jaxkde.sharding`); with labels, every
+        class's data is sharded so. Learned bandwidths (``"cv"``...) are fitted on the sharded
+        data too, and sampling draws from the sharded state.
 
     Attributes
     ----------
@@ -202,8 +220,8 @@ class KDE(_Params):
         p: float | str = 2,
         zero_variance: str = "floor",
         variance_floor: float = 1e-6,
-        batch_size: int = 1024,
-        chunk_size: int = 4096,
+        batch_size: int | None = None,
+        chunk_size: int | None = None,
         precision: str = "highest",
         mesh=None,
     ):
@@ -219,17 +237,6 @@ class KDE(_Params):
         self.batch_size = batch_size
         self.chunk_size = chunk_size
         self.precision = precision
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        if "state_" in state:
-            state["state_"] = jax.tree.map(np.asarray, state["state_"])
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        if "state_" in state:
-            state["state_"] = jax.tree.map(jnp.asarray, state["state_"])
-        self.__dict__.update(state)
 
     # ------------------------------------------------------------------------------ fitting
     def _bandwidth_spec(self, kernel, label=None):
@@ -293,16 +300,18 @@ class KDE(_Params):
         self
         """
         kernel = get_kernel(self.kernel, self.p)
-        chunk_size = check_positive_int(self.chunk_size, "chunk_size")
-        check_positive_int(self.batch_size, "batch_size")
+        default_chunk = self._default_block_sizes()[1]
+        chunk_size = check_positive_int(
+            default_chunk if self.chunk_size is None else self.chunk_size, "chunk_size"
+        )
+        if self.batch_size is not None:
+            check_positive_int(self.batch_size, "batch_size")
         if self.precision not in PRECISIONS:
             raise ValueError(
                 f"precision must be one of {list(PRECISIONS)}; got {self.precision!r}."
             )
         if self.mesh is not None and not isinstance(self.mesh, Mesh):
             raise TypeError(f"mesh must be a jax.sharding.Mesh or None; got {self.mesh!r}.")
-        if self.mesh is not None and y is not None:
-            raise ValueError("mesh is not yet supported for class-conditional fits (y given).")
         data = check_data(X, "X")
         weights = check_weights(sample_weight, data.shape[0], data.dtype)
 
@@ -314,7 +323,7 @@ class KDE(_Params):
             if isinstance(spec, str) and spec in CV_RULES:
                 fit = fit_bandwidth(
                     np.asarray(x), None if w is None else np.asarray(w),
-                    kind=CV_RULES[spec], kernel=kernel,
+                    kind=CV_RULES[spec], kernel=kernel, mesh=self.mesh,
                 )  # fmt: skip
                 spec = fit.matrix if fit.matrix.ndim == 2 else np.sqrt(fit.matrix)
             try:
@@ -328,12 +337,12 @@ class KDE(_Params):
                 raise ValueError(f"class {label!r}: {exc}") from None
             state = build_state(x, w, choice.matrix, kernel, basis=choice.basis,
                                 chunk_size=chunk_size)  # fmt: skip
+            if self.mesh is not None:
+                state = shard_state(state, self.mesh)
             return state, choice.n_degenerate, fit
 
         if y is None:
             state, n_degenerate, fit = fit_one(None)
-            if self.mesh is not None:
-                state = shard_state(state, self.mesh)
             fitted = {
                 "state_": state,
                 "bandwidth_": state.bandwidth_matrix(),
@@ -362,10 +371,17 @@ class KDE(_Params):
         for name in ("classes_", "class_prior_", "class_count_"):
             self.__dict__.pop(name, None)
         self.__dict__.update(fitted)
+        self._fit_mesh = self.mesh
         self.n_features_in_ = data.shape[1]
         self.n_samples_fit_ = data.shape[0]
         self.n_degenerate_features_ = n_degenerate
         return self
+
+    def _default_block_sizes(self) -> tuple[int, int]:
+        platform = None
+        if isinstance(self.mesh, Mesh):
+            platform = self.mesh.devices.flat[0].platform
+        return default_block_sizes(platform)
 
     def _class_priors(self, classes: np.ndarray, totals: np.ndarray) -> np.ndarray:
         if self.priors is None:
@@ -393,14 +409,19 @@ class KDE(_Params):
         return self.state_
 
     def _evaluate(self, fn, X, batch_size: int | None) -> np.ndarray:
-        """Apply the jitted ``fn(state, block, precision=...)`` to ``X`` block by block.
+        """Apply the jitted ``fn(state, block, precision=..., mesh=...)`` to ``X`` by blocks.
 
         One compiled program per block shape, reused by every later call.
         """
         state = self._check_fitted()
-        block = check_positive_int(
-            self.batch_size if batch_size is None else batch_size, "batch_size"
-        )
+        mesh = self.__dict__.get("_fit_mesh")
+        if mesh is not None:
+            fn = functools.partial(fn, mesh=mesh)
+        if batch_size is None:
+            batch_size = self.batch_size
+        if batch_size is None:
+            batch_size = self._default_block_sizes()[0]
+        block = check_positive_int(batch_size, "batch_size")
         dtype = (state.states[0] if isinstance(state, ClassConditionalState) else state).dtype
         queries = check_data(X, "X", n_features=self.n_features_in_, dtype=dtype)
         out = []
@@ -422,8 +443,8 @@ class KDE(_Params):
         """
         if hasattr(self, "classes_"):
             fn = mixture_log_density
-        elif getattr(self, "mesh", None) is not None:
-            fn = functools.partial(sharded_log_density, mesh=self.mesh)
+        elif self.__dict__.get("_fit_mesh") is not None:
+            fn = sharded_log_density
         else:
             fn = log_density
         return self._evaluate(fn, X, batch_size)
@@ -530,7 +551,8 @@ class KDEClassifier(_Params):
 
     Parameters
     ----------
-    kernel, bandwidth, priors, zero_variance, variance_floor, batch_size, chunk_size, precision
+    kernel, bandwidth, priors, zero_variance, variance_floor, batch_size, chunk_size, precision,
+    mesh
         As for :class:`KDE`; ``bandwidth`` may be a dict of per-class bandwidths, and a rule is
         applied within each class.
 
@@ -554,13 +576,15 @@ class KDEClassifier(_Params):
         priors=None,
         zero_variance: str = "floor",
         variance_floor: float = 1e-6,
-        batch_size: int = 1024,
-        chunk_size: int = 4096,
+        batch_size: int | None = None,
+        chunk_size: int | None = None,
         precision: str = "highest",
+        mesh=None,
     ):
         self.kernel = kernel
         self.bandwidth = bandwidth
         self.priors = priors
+        self.mesh = mesh
         self.zero_variance = zero_variance
         self.variance_floor = variance_floor
         self.batch_size = batch_size

@@ -30,11 +30,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from ._validation import check_data, check_positive_int, check_weights
 from .bandwidths import scott_bandwidth
 from .engine import _block_logsumexp, lse_finish, lse_update, pairwise_sq_distances
 from .kernels import Kernel, TophatKernel, UnivariateGaussianKernel, get_kernel
+from .sharding import reduce_shards
 from .state import KDEState, chunk_layout
 
 __all__ = [
@@ -96,33 +99,52 @@ def _check_kernel(kernel: str | Kernel) -> Kernel:
     return kern
 
 
-def _whitened_state(data, log_weights, chol, kernel, n_chunks, size) -> KDEState:
-    """A KDEState built inside a trace (no host computation), for differentiable objectives."""
-    n, d = data.shape
+def _whiten_rows(x: jax.Array, chol: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``L^{-1} x`` row by row for a diagonal ``(d,)`` or triangular ``(d, d)`` ``L``; log|L|."""
     if chol.ndim == 1:
-        z = data / chol
-        log_det = jnp.sum(jnp.log(chol))
-    else:
-        z = jax.scipy.linalg.solve_triangular(chol, data.T, lower=True).T
-        log_det = jnp.sum(jnp.log(jnp.diag(chol)))
+        return x / chol, jnp.sum(jnp.log(chol))
+    z = jax.scipy.linalg.solve_triangular(chol, x.T, lower=True).T
+    return z, jnp.sum(jnp.log(jnp.diag(chol)))
+
+
+def _loo_log_sum(data, log_weights, zq, rows, chol, row_offset, *, kernel, chunk_size,
+                 block_size, precision) -> jax.Array:  # fmt: skip
+    """``log sum_{j != i} w_j k(|zq_i - z_j|^2)`` over the rows of ``data`` (a whole data set or
+    one device's shard starting at global row ``row_offset``), for the queries ``zq`` that are
+    the data rows ``rows``; shape ``(m,)``. Built inside a trace: differentiable in ``chol``.
+    """
+    n, d = data.shape
+    n_chunks, size = chunk_layout(n, chunk_size)
+    z, _ = _whiten_rows(data, chol)
     pad = n_chunks * size - n
     z = jnp.pad(z, ((0, pad), (0, 0)))
     lw = jnp.pad(log_weights, (0, pad), constant_values=-jnp.inf)
-    return KDEState(
+    state = KDEState(
         points=z.reshape(n_chunks, size, d),
         sq_norms=jnp.sum(z * z, axis=1).reshape(n_chunks, size),
         log_weights=lw.reshape(n_chunks, size),
         mean=jnp.zeros((d,), data.dtype),
         chol=chol,
         basis=None,
-        log_normalizer=kernel.log_normalizer(d, log_det),
+        log_normalizer=jnp.zeros((), data.dtype),
         n_samples=n,
         kernel=kernel,
     )
+    m = rows.shape[0]
+    if m <= block_size:
+        return _block_logsumexp(state, zq, precision, rows, remat=True, row_offset=row_offset)
+    blocks = m // block_size
+    return lax.map(
+        lambda args: _block_logsumexp(
+            state, args[0], precision, args[1], remat=True, row_offset=row_offset
+        ),
+        (zq.reshape(blocks, block_size, d), rows.reshape(blocks, block_size)),
+    ).reshape(-1)
 
 
 @functools.partial(
-    jax.jit, static_argnames=("kind", "kernel", "chunk_size", "block_size", "precision")
+    jax.jit,
+    static_argnames=("kind", "kernel", "chunk_size", "block_size", "precision", "mesh"),
 )
 def loo_log_likelihood(
     params: jax.Array,
@@ -135,6 +157,7 @@ def loo_log_likelihood(
     chunk_size: int = 2048,
     block_size: int = 256,
     precision: str = "highest",
+    mesh: Mesh | None = None,
 ) -> jax.Array:
     """Weighted mean leave-one-out log-likelihood of the data rows ``rows``.
 
@@ -148,29 +171,33 @@ def loo_log_likelihood(
     data : array, shape (n, d)
         Centred data (subtracting the mean changes nothing but rounding).
     log_weights : array, shape (n,)
-        Normalised log weights (log-sum-exp 0).
+        Normalised log weights (log-sum-exp 0); padding rows carry -inf.
     rows : int array, shape (m,)
         Evaluation points, as rows of ``data``; ``m`` a multiple of ``block_size`` or smaller.
+    mesh : jax.sharding.Mesh, optional
+        ``data`` and ``log_weights`` are sharded by rows along the mesh's first axis (``n`` a
+        multiple of its size): each device sums over its own rows and the partial sums are
+        merged exactly (:func:`jaxkde.sharding.reduce_shards`).
     """
-    n, d = data.shape
+    d = data.shape[1]
     chol = bandwidth_from_params(params, kind, d)
-    n_chunks, size = chunk_layout(n, chunk_size)
-    state = _whitened_state(data, log_weights, chol, kernel, n_chunks, size)
-    zq = state.points.reshape(-1, d)[rows]
-    m = rows.shape[0]
-    if m <= block_size:
-        lse = _block_logsumexp(state, zq, precision, query_rows=rows, remat=True)
+    zq, log_det = _whiten_rows(data[rows], chol)
+    local = functools.partial(_loo_log_sum, kernel=kernel, chunk_size=chunk_size,
+                              block_size=block_size, precision=precision)  # fmt: skip
+    if mesh is None:
+        lse = local(data, log_weights, zq, rows, chol, 0)
     else:
-        blocks = m // block_size
-        lse = lax.map(
-            lambda args: _block_logsumexp(
-                state, args[0], precision, query_rows=args[1], remat=True
-            ),
-            (zq.reshape(blocks, block_size, d), rows.reshape(blocks, block_size)),
-        ).reshape(-1)
+        axis = mesh.axis_names[0]
+        per_device = data.shape[0] // mesh.shape[axis]
+
+        def on_shard(x, lw, zq, rows, chol, index):
+            return local(x, lw, zq, rows, chol, index * per_device)
+
+        lse = reduce_shards(on_shard, mesh, axis, (data, log_weights, zq, rows, chol),
+                            (P(axis), P(axis), P(), P(), P()))  # fmt: skip
     own = log_weights[rows]
     # f_{-i}(x_i) = sum_{j != i} w_j K / (1 - w_i); a point with all the weight has none left.
-    log_loo = lse - jnp.log1p(-jnp.exp(own)) + state.log_normalizer
+    log_loo = lse - jnp.log1p(-jnp.exp(own)) + kernel.log_normalizer(d, log_det)
     w = jnp.exp(own)
     return jnp.sum(w * log_loo) / jnp.sum(w)
 
@@ -205,7 +232,7 @@ def fit_bandwidth(
     sample_weight=None,
     *,
     kind: str = "scalar",
-    kernel: str = "gaussian",
+    kernel: str | Kernel = "gaussian",
     init=None,
     optimizer: optax.GradientTransformation | None = None,
     max_steps: int = 500,
@@ -215,6 +242,7 @@ def fit_bandwidth(
     key=0,
     chunk_size: int = 2048,
     block_size: int = 256,
+    mesh: Mesh | None = None,
 ) -> BandwidthFit:
     """Learn a bandwidth by maximising the leave-one-out likelihood with optax.
 
@@ -232,16 +260,23 @@ def fit_bandwidth(
         Default: Adam on the parameters with a learning rate of 0.1 halved every 25 steps.
     max_steps, tol, patience
         Stop after ``max_steps``, or once no parameter has moved by more than ``tol`` (in log
-        bandwidth: a relative change of ``tol``) over the last ``patience`` steps.
+        bandwidth: a relative change of ``tol``) over the last ``patience`` steps. The steps
+        between two such checks run as one compiled loop on the device (one host round trip
+        per ``patience`` steps).
     batch_size : int, optional
         Evaluation points per step (a multiple of ``block_size`` is best); default all points
         when ``n <= 4096``, else 4096. Minibatches are drawn without replacement from ``key``.
     key : JAX PRNG key or int
+    mesh : jax.sharding.Mesh, optional
+        Shard the data by rows over the mesh's first axis (see :func:`loo_log_likelihood`);
+        the result equals the single-device one up to rounding.
     """
     from .sampling import as_key
 
     if kind not in PARAMETERISATIONS:
         raise ValueError(f"kind must be one of {list(PARAMETERISATIONS)}; got {kind!r}.")
+    if mesh is not None and not isinstance(mesh, Mesh):
+        raise TypeError(f"mesh must be a jax.sharding.Mesh or None; got {mesh!r}.")
     kern = _check_kernel(kernel)
     data = check_data(X, "X")
     n, d = data.shape
@@ -253,10 +288,11 @@ def fit_bandwidth(
     block_size = check_positive_int(block_size, "block_size")
     w = np.ones(n) if weights is None else weights.astype(np.float64)
     with np.errstate(divide="ignore"):
-        log_w = jnp.asarray(np.log(w / w.sum()), data.dtype)
-    centred = jnp.asarray(data - np.average(data.astype(np.float64), axis=0, weights=w), data.dtype)
+        log_w = np.log(w / w.sum()).astype(data.dtype)
+    centred = (data - np.average(data.astype(np.float64), axis=0, weights=w)).astype(data.dtype)
     if init is None:
-        init = np.asarray(scott_bandwidth(centred, None if weights is None else jnp.asarray(w)))
+        init = np.asarray(scott_bandwidth(jnp.asarray(centred),
+                                          None if weights is None else jnp.asarray(w)))  # fmt: skip
         init = np.maximum(init, 1e-12 * init.max())
     params = jnp.asarray(params_from_bandwidth(init, kind), data.dtype)
     batch = min(n, 4096) if batch_size is None else check_positive_int(batch_size, "batch_size")
@@ -268,50 +304,63 @@ def fit_bandwidth(
         optimizer = optax.adam(schedule)
     opt = optimizer
     opt_state = opt.init(params)
-    static = {"kind": kind, "kernel": kern, "chunk_size": chunk_size, "block_size": block_size}
+    if mesh is None:
+        x, lw = jnp.asarray(centred), jnp.asarray(log_w)
+    else:  # pad the rows to equal shards (log weight -inf), then place them on the devices
+        devices = mesh.shape[mesh.axis_names[0]]
+        n_chunks, size = chunk_layout(-(-n // devices), chunk_size)
+        pad = devices * n_chunks * size - n
+        rows_sharding = NamedSharding(mesh, P(mesh.axis_names[0]))
+        x = jax.device_put(np.pad(centred, ((0, pad), (0, 0))), rows_sharding)
+        lw = jax.device_put(np.pad(log_w, (0, pad), constant_values=-np.inf), rows_sharding)
+    objective = functools.partial(loo_log_likelihood, data=x, log_weights=lw, kind=kind,
+                                  kernel=kern, chunk_size=chunk_size, block_size=block_size,
+                                  mesh=mesh)  # fmt: skip
     all_rows = jnp.arange(n)
+    weights_np = np.exp(log_w.astype(np.float64))
 
-    def full_objective(p):
-        if n <= block_size:
-            return float(loo_log_likelihood(p, centred, log_w, all_rows, **static))
-        usable = n - n % block_size
-        head = loo_log_likelihood(p, centred, log_w, all_rows[:usable], **static)
-        total = float(head) * float(jnp.sum(jnp.exp(log_w[:usable])))
-        mass = float(jnp.sum(jnp.exp(log_w[:usable])))
-        if usable < n:
-            tail = loo_log_likelihood(p, centred, log_w, all_rows[usable:], **static)
-            tail_mass = float(jnp.sum(jnp.exp(log_w[usable:])))
-            total += float(tail) * tail_mass
-            mass += tail_mass
-        return total / mass
+    def full_objective(p) -> float:
+        usable = n if n <= block_size else n - n % block_size
+        parts = [(0, usable)] + ([(usable, n)] if usable < n else [])
+        total = sum(float(objective(p, rows=all_rows[a:b])) * weights_np[a:b].sum()
+                    for a, b in parts)  # fmt: skip
+        return total / weights_np.sum()
 
-    @jax.jit
-    def step(p, s, rows):
-        value, grad = jax.value_and_grad(loo_log_likelihood)(p, centred, log_w, rows, **static)
-        updates, s = opt.update(-grad, s, p)  # maximise
-        return optax.apply_updates(p, updates), s, value
+    @functools.partial(jax.jit, static_argnames="length")
+    def run_steps(p, s, key, length):
+        """``length`` optimiser steps in one compiled loop; a non-finite step freezes the rest."""
+
+        def one(carry, _):
+            p, s, key, alive = carry
+            key, sub = jax.random.split(key)
+            rows = jax.random.permutation(sub, n)[:batch] if batch < n else all_rows
+            value, grad = jax.value_and_grad(lambda q: objective(q, rows=rows))(p)
+            updates, s_new = opt.update(-grad, s, p)  # maximise
+            p_new = optax.apply_updates(p, updates)
+            ok = alive & jnp.all(jnp.isfinite(p_new))
+            keep = functools.partial(jax.tree.map, lambda new, old: jnp.where(ok, new, old))
+            return (keep(p_new, p), keep(s_new, s), key, ok), (value, ok)
+
+        (p, s, key, _), (values, ok) = lax.scan(one, (p, s, key, jnp.asarray(True)), None,
+                                                length=length)  # fmt: skip
+        return p, s, key, values, ok
 
     key = as_key(key)
-    trace = []
+    trace: list[float] = []
     converged = False
     steps = 0
-    anchor = params
-    for steps in range(1, max_steps + 1):
-        if batch < n:
-            key, sub = jax.random.split(key)
-            rows = jax.random.permutation(sub, n)[:batch]
-        else:
-            rows = all_rows
-        new_params, opt_state, value = step(params, opt_state, rows)
-        if not bool(jnp.all(jnp.isfinite(new_params))):
+    while steps < max_steps:
+        anchor = params
+        length = min(patience, max_steps - steps)
+        params, opt_state, key, values, ok = run_steps(params, opt_state, key, length)
+        ok = np.asarray(ok)
+        trace.extend(np.asarray(values)[ok].astype(np.float64).tolist())
+        steps += int(ok.sum())
+        if not ok.all():  # a step left the finite range: keep the last finite parameters
             break
-        params = new_params
-        trace.append(float(value))
-        if steps % patience == 0:
-            if float(jnp.max(jnp.abs(params - anchor))) < tol:
-                converged = True
-                break
-            anchor = params
+        if length == patience and float(jnp.max(jnp.abs(params - anchor))) < tol:
+            converged = True
+            break
     chol = np.asarray(bandwidth_from_params(params, kind, d), np.float64)
     matrix = chol**2 if chol.ndim == 1 else chol @ chol.T
     return BandwidthFit(

@@ -1,15 +1,21 @@
 """Evaluation over many devices: the data sharded along a mesh axis, partial sums combined exactly.
 
 Each device runs the engine's blocked log-sum-exp over its own chunks of the data and returns
-a partial ``(max, sum of exp(term - max))`` pair per query; the pairs are combined across the
-mesh axis with ``pmax`` and ``psum``, which is exact (the same sum, regrouped). Chunks are
-padded with empty ones (log weight -inf) so that every device holds the same number.
+one partial log-sum-exp per query; the partials are merged with one more log-sum-exp, which is
+exact (the same sum, regrouped) and, having no collective inside the mapped function,
+differentiable as the plain sum is (learned bandwidths use it). Chunks are padded with empty ones
+(log weight -inf) so that every device holds the same number.
+
+Several hosts: call ``jax.distributed.initialize()`` in every process first; ``jax.devices()``
+then lists the devices of all hosts and a ``Mesh`` over them shards the data across hosts. Every
+process runs the same program on the same full inputs (see the README).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -17,10 +23,10 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from .engine import PRECISIONS, _block_logsumexp
+from .engine import PRECISIONS, _block_logsumexp, combine_log_sums
 from .state import KDEState, whiten
 
-__all__ = ["shard_state", "sharded_log_density"]
+__all__ = ["reduce_shards", "shard_state", "sharded_log_density"]
 
 
 def shard_state(state: KDEState, mesh: Mesh, axis: str | None = None) -> KDEState:
@@ -54,21 +60,9 @@ def shard_state(state: KDEState, mesh: Mesh, axis: str | None = None) -> KDEStat
     )
 
 
-@functools.partial(jax.jit, static_argnames=("mesh", "axis", "precision"))
-def sharded_log_density(
-    state: KDEState,
-    queries: jax.Array,
-    *,
-    mesh: Mesh,
-    axis: str | None = None,
-    precision: str = "highest",
-) -> jax.Array:
-    """:func:`jaxkde.log_density` of a state placed by :func:`shard_state`; shape ``(m,)``."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {list(PRECISIONS)}; got {precision!r}.")
-    axis = mesh.axis_names[0] if axis is None else axis
-    zq = whiten(state, jnp.asarray(queries, state.dtype))
-    data_spec = dataclasses.replace(
+def _state_specs(state: KDEState, axis: str) -> KDEState:
+    """PartitionSpecs of a sharded state: data chunks along ``axis``, the rest replicated."""
+    return dataclasses.replace(
         state,
         points=P(axis),
         sq_norms=P(axis),
@@ -79,16 +73,52 @@ def sharded_log_density(
         log_normalizer=P(),
     )
 
-    def local(shard: KDEState, zq: jax.Array) -> jax.Array:
-        lse = _block_logsumexp(shard, zq, precision)  # this device's chunks
-        top = lax.pmax(jnp.where(jnp.isfinite(lse), lse, -jnp.inf), axis)
-        shift = jnp.where(jnp.isfinite(top), top, 0.0)
-        total = lax.psum(jnp.exp(lse - shift), axis)
-        return shift + jnp.log(total)
 
-    # check_vma=False: the engine's scan carries start replicated and become per-device values.
-    mapped = jax.shard_map(
-        local, mesh=mesh, in_specs=(data_spec, P()), out_specs=P(), check_vma=False
+def reduce_shards(
+    local_log_sum: Callable[..., jax.Array],
+    mesh: Mesh,
+    axis: str,
+    args: tuple,
+    in_specs: tuple,
+) -> jax.Array:
+    """Run ``local_log_sum(*shards, index)`` on every device of ``axis``; merge the results.
+
+    ``local_log_sum`` returns, for one device's shard of the data, a log-sum-exp ``(m,)`` over
+    that shard; ``index`` is the device's position along ``axis``. The per-device results leave
+    the mapped function as a ``(devices, m)`` array and are merged by
+    :func:`jaxkde.engine.combine_log_sums`, an exact regrouping of the same sum. No collective
+    runs inside the mapped function, so reverse-mode gradients are those of the plain sum.
+    """
+
+    def local(*shards):
+        return local_log_sum(*shards, lax.axis_index(axis))[None]
+
+    parts = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=P(axis), check_vma=False)(
+        *args
     )
-    lse = mapped(state, zq)
+    return combine_log_sums(parts)
+
+
+@functools.partial(jax.jit, static_argnames=("mesh", "axis", "precision"))
+def sharded_log_density(
+    state: KDEState,
+    queries: jax.Array,
+    *,
+    mesh: Mesh,
+    axis: str | None = None,
+    precision: str = "highest",
+) -> jax.Array:
+    """:func:`jaxkde.log_density` of a state placed by :func:`shard_state`; shape ``(m,)``.
+
+    The queries are replicated; each device reduces its own chunks of the data.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}; got {precision!r}.")
+    axis = mesh.axis_names[0] if axis is None else axis
+    zq = whiten(state, jnp.asarray(queries, state.dtype))
+
+    def local(shard: KDEState, zq: jax.Array, index: jax.Array) -> jax.Array:
+        return _block_logsumexp(shard, zq, precision)
+
+    lse = reduce_shards(local, mesh, axis, (state, zq), (_state_specs(state, axis), P()))
     return lse + state.log_normalizer

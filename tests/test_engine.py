@@ -216,3 +216,41 @@ def test_matrix_products_run_at_the_stated_precision(params):
     assert sum("precision = [DEFAULT, DEFAULT]" in line for line in default) == 1
     text = jaxkde.sample_with_centres.lower(kde.state_, jax.random.key(0), 4, 1.0).as_text()
     assert all("HIGHEST" in line for line in text.splitlines() if "dot_general" in line)
+
+
+def test_default_block_sizes_follow_the_backend():
+    assert jaxkde.default_block_sizes("cpu") == jaxkde.BLOCK_SIZES["cpu"]
+    for platform in ("gpu", "cuda", "rocm", "tpu"):
+        assert jaxkde.default_block_sizes(platform) == jaxkde.BLOCK_SIZES["gpu"]
+    assert jaxkde.default_block_sizes() == jaxkde.default_block_sizes(jax.default_backend())
+    chunk = jaxkde.default_block_sizes()[1]
+    x = np.random.default_rng(0).normal(size=(chunk + 5, 2)).astype(np.float32)
+    kde = jaxkde.KDE(bandwidth=0.5).fit(x)
+    assert kde.batch_size is None and kde.chunk_size is None
+    assert kde.state_.points.shape[0] == 2 and kde.state_.points.shape[1] <= chunk
+
+
+@pytest.mark.parametrize("n_parts", [1, 3])
+def test_combine_log_sums_is_an_exact_log_sum_exp(n_parts):
+    from scipy.special import logsumexp
+
+    rng = np.random.default_rng(n_parts)
+    parts = rng.normal(scale=300.0, size=(n_parts, 5))
+    parts[:, 0] = -np.inf  # every part empty for this query
+    parts[0, 1] = -np.inf  # one empty part
+
+    def finite_total(p):
+        out = jaxkde.combine_log_sums(p)
+        return jnp.sum(jnp.where(jnp.isfinite(out), out, 0.0))
+
+    with jax.enable_x64(True):
+        got = np.asarray(jaxkde.combine_log_sums(jnp.asarray(parts)))
+        grad = np.asarray(jax.grad(finite_total)(jnp.asarray(parts)))
+    with np.errstate(divide="ignore"):
+        want = logsumexp(parts, axis=0)
+    empty = ~np.isfinite(want)
+    assert empty[0] and np.all(got[empty] == -np.inf)
+    np.testing.assert_allclose(got[~empty], want[~empty], rtol=1e-13)
+    assert np.all(np.isfinite(grad))
+    # d/dparts is the softmax over parts: columns sum to 1, or to 0 where every part is empty.
+    np.testing.assert_allclose(grad.sum(axis=0), np.where(empty, 0.0, 1.0), rtol=1e-12)

@@ -7,6 +7,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax.test_util import check_grads
 from scipy.special import logsumexp
@@ -129,6 +130,21 @@ def test_minibatches_are_deterministic_per_key():
     c = jaxkde.fit_bandwidth(x, batch_size=512, max_steps=30, key=6)
     np.testing.assert_array_equal(a.trace, b.trace)
     assert not np.array_equal(a.trace, c.trace)
+
+
+def test_step_budget_and_loops_of_patience_steps(data2d):
+    fit = jaxkde.fit_bandwidth(data2d, max_steps=7, patience=3, tol=0.0)
+    assert fit.steps == 7 and fit.trace.size == 7 and not fit.converged
+    # The stopping rule is checked after each loop of `patience` steps.
+    fit = jaxkde.fit_bandwidth(data2d, max_steps=500, patience=4, tol=1e9)
+    assert fit.converged and fit.steps == 4
+
+
+def test_a_step_that_leaves_the_finite_range_keeps_the_last_finite_bandwidth(data2d):
+    fit = jaxkde.fit_bandwidth(data2d, optimizer=optax.sgd(1e30), max_steps=50, patience=5)
+    assert 0 < fit.steps < 50 and not fit.converged
+    assert np.all(np.isfinite(fit.params)) and np.all(np.isfinite(fit.trace))
+    assert fit.trace.size == fit.steps
 
 
 def test_kde_cv_bandwidth_uses_fit_bandwidth(data2d):
