@@ -33,15 +33,11 @@ import pathlib
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from _report import Summary, emit, machine, seconds, timed
-from jax import lax
+from _report import Summary, emit, kernel_sum_floor, machine, seconds, timed
 from scipy.special import logsumexp
 
 import jaxkde
-from jaxkde.kde import _query_block_rows
 
 
 def mixture_1d(n: int, rng) -> np.ndarray:
@@ -82,32 +78,6 @@ def errors(log_f: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
     return rel, log_err
 
 
-def kernel_sum_floor(state, queries: np.ndarray, block: int, repeats: int) -> float:
-    """Seconds for jaxkde's blocked products + exp + row sums over all queries (no kernel)."""
-    pts = state.points
-
-    @jax.jit
-    def exp_sum(q):
-        q_sq = jnp.sum(q * q, axis=1)
-
-        def step(acc, xs):
-            z, z_sq = xs
-            prod = jnp.matmul(q, z.T, precision=lax.Precision.HIGHEST)
-            d2 = q_sq[:, None] + z_sq[None, :] - 2 * prod
-            return acc + jnp.sum(jnp.exp(-0.5 * d2), axis=1), None
-
-        return lax.scan(step, jnp.zeros((q.shape[0],), q.dtype), (pts, state.sq_norms))[0]
-
-    zq = jaxkde.whiten(state, jnp.asarray(queries))
-    m = zq.shape[0]
-    starts = range(0, m, block)
-    blocks = [zq[s : s + _query_block_rows(min(block, m - s), block)] for s in starts]
-    blocks = [jnp.pad(b, ((0, _query_block_rows(b.shape[0], block) - b.shape[0]), (0, 0)))
-              for b in blocks]  # fmt: skip
-    jax.block_until_ready([exp_sum(b) for b in blocks])
-    return timed(lambda: jax.block_until_ready([exp_sum(b) for b in blocks]), repeats)[1]
-
-
 def workload(name, x, grid, h, ref_idx, sub_idx, tree_idx, args):
     """Rows (tool, scope, seconds for the whole grid, rel err, log err) for one data set."""
     d = x.shape[1]
@@ -127,7 +97,7 @@ def workload(name, x, grid, h, ref_idx, sub_idx, tree_idx, args):
     rows.append(("jaxkde (exact, float32)", f"all {g}", med, first, rel, lerr))
     print(f"{name} jaxkde: first {first:.2f} s, median {med:.2f} s, errs {rel:.1e} {lerr:.1e}",
           flush=True)  # fmt: skip
-    floor = kernel_sum_floor(kde.state_, grid, args.batch_size, args.repeats)
+    floor = kernel_sum_floor(kde, grid, args.repeats)
     rows.append(("floor: blocked product + exp + sum", f"all {g}", floor, None, None, None))
     print(f"{name} floor: {floor:.2f} s", flush=True)
 
@@ -188,7 +158,7 @@ def run(argv=None) -> tuple[str, list[Summary]]:
     p.add_argument("--grid-1d", type=int, default=1024)
     p.add_argument("--n-2d", type=int, default=200_000)
     p.add_argument("--grid-2d", type=int, default=256, help="points per axis")
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--chunk-size", type=int, default=4096)
     p.add_argument("--out", type=pathlib.Path)

@@ -37,13 +37,22 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _report import Summary, emit, machine, seconds, timed, traced_peak, xla_bytes
+from _report import (
+    Summary,
+    emit,
+    jaxkde_timing,
+    kernel_sum_floor,
+    machine,
+    seconds,
+    timed,
+    traced_peak,
+    xla_bytes,
+)
 from jax import lax
 from scipy.special import logsumexp
 
 import jaxkde
 from jaxkde.datasets import read_idx
-from jaxkde.kde import _query_block_rows
 
 HIGHEST = lax.Precision.HIGHEST
 
@@ -86,39 +95,18 @@ def density_rows(args, z_train, z_test, h, ref):
     kde.fit(z_train)
     h_err = float(np.max(np.abs(kde.bandwidth_ - h)) / np.max(np.abs(h)))
     print(f"jaxkde H vs float64 Scott: max rel. diff {h_err:.1e}", flush=True)
-    block = z_test[: args.batch_size]
-    t0 = time.perf_counter()
-    compiled = jaxkde.log_density.lower(kde.state_, block).compile()
-    compile_s = time.perf_counter() - t0
-    first, med, got = timed(lambda: kde.score_samples(z_test), args.repeats)
-    err = float(np.max(np.abs(got[:n_ref] - ref)))
-    rows.append(("jaxkde", f"all {m}", med, first, compile_s, xla_bytes(compiled), err))
+    first, med, compile_s, mem, err = jaxkde_timing(kde, z_test, args.repeats, ref)
+    rows.append(("jaxkde", f"all {m}", med, first, compile_s, mem, err))
     print(f"jaxkde: first {first:.2f} s, median {med:.3f} s, max err {err:.1e}", flush=True)
 
     # Floors on jaxkde's own whitened data and query blocks.
-    state = kde.state_
-    pts = state.points
-    zq = jaxkde.whiten(state, jnp.asarray(z_test))
+    zq = jaxkde.whiten(kde.state_, jnp.asarray(z_test))
+    flat = kde.state_.points.reshape(-1, zq.shape[1])
     one = jax.jit(lambda a, b: jnp.matmul(a, b.T, precision=HIGHEST))
-    flat = pts.reshape(-1, pts.shape[-1])
     first, mm_med, _ = timed(lambda: one(zq, flat).block_until_ready(), args.repeats)
     rows.append(("matmul floor, one product", f"all {m}", mm_med, first, None, None, None))
-
-    @jax.jit
-    def exp_sum(q):
-        def step(acc, z):
-            prod = jnp.matmul(q, z.T, precision=HIGHEST)
-            return acc + jnp.sum(jnp.exp(-0.5 * prod), axis=1), None
-
-        return lax.scan(step, jnp.zeros((q.shape[0],), q.dtype), pts)[0]
-
-    shapes = [_query_block_rows(min(args.batch_size, m - s), args.batch_size)
-              for s in range(0, m, args.batch_size)]  # fmt: skip
-    blocks = [zq[:r] for r in shapes]
-    jax.block_until_ready([exp_sum(b) for b in blocks])
-    first, es_med, _ = timed(lambda: jax.block_until_ready([exp_sum(b) for b in blocks]),
-                             args.repeats)  # fmt: skip
-    rows.append(("floor: blocked matmul + exp + sum", f"all {m}", es_med, first, None, None, None))
+    es_med = kernel_sum_floor(kde, z_test, args.repeats)
+    rows.append(("floor: blocked matmul + exp + sum", f"all {m}", es_med, None, None, None, None))
     print(f"floors: matmul {mm_med:.3f} s, matmul+exp+sum {es_med:.3f} s", flush=True)
 
     # SciPy gaussian_kde (its default bandwidth is this one).
@@ -181,7 +169,7 @@ def sampling_rows(args, z_train, h, kde):
 
     rows = []
     keys = iter(range(1, 1000))
-    first, med, draws = timed(lambda: kde.sample(s, key=next(keys)), args.repeats)
+    first, med, draws = timed(lambda: kde.sample(s, key=next(keys)), args.sample_repeats)
     rows.append(("jaxkde KDE.sample", med, first, cov_err(draws)))
 
     state = kde.state_
@@ -194,13 +182,13 @@ def sampling_rows(args, z_train, h, kde):
         return state.points.reshape(-1, d)[idx] + jnp.matmul(u, state.chol.T, precision=HIGHEST)
 
     first, fmed, _ = timed(lambda: floor(jax.random.key(next(keys))).block_until_ready(),
-                           args.repeats)  # fmt: skip
+                           args.sample_repeats)  # fmt: skip
     rows.append(("floor: normals + indices + one product", fmed, first, None))
 
     from scipy.stats import gaussian_kde as scipy_kde
 
     skde = scipy_kde(z_train.T.astype(np.float64))
-    first, smed, draws = timed(lambda: skde.resample(s, seed=next(keys)).T, args.repeats)
+    first, smed, draws = timed(lambda: skde.resample(s, seed=next(keys)).T, args.sample_repeats)
     rows.append(("SciPy gaussian_kde.resample", smed, first, cov_err(draws)))
 
     from jax.scipy.stats import gaussian_kde as jax_kde
@@ -208,7 +196,7 @@ def sampling_rows(args, z_train, h, kde):
     jkde = jax_kde(jnp.asarray(z_train.T))
     resample = jax.jit(lambda kd, key: kd.resample(key, (s,)))
     first, jmed, draws = timed(
-        lambda: resample(jkde, jax.random.key(next(keys))).block_until_ready(), args.repeats
+        lambda: resample(jkde, jax.random.key(next(keys))).block_until_ready(), args.sample_repeats
     )
     rows.append(
         ("jax.scipy.stats.gaussian_kde.resample", jmed, first, cov_err(np.asarray(draws).T))
@@ -220,7 +208,7 @@ def sampling_rows(args, z_train, h, kde):
     mu = z_train.astype(np.float64).mean(0)
     skl = KernelDensity(bandwidth=1.0).fit(np.linalg.solve(chol, (z_train - mu).T).T)
     first, kmed, draws = timed(
-        lambda: skl.sample(s, random_state=next(keys)) @ chol.T + mu, args.repeats
+        lambda: skl.sample(s, random_state=next(keys)) @ chol.T + mu, args.sample_repeats
     )
     rows.append(("scikit-learn KernelDensity.sample, whitened", kmed, first, cov_err(draws)))
     for name, sec, _, err in rows:
@@ -240,6 +228,7 @@ def run(argv=None) -> tuple[str, list[Summary]]:
     p.add_argument("--peer-queries", type=int, default=200)
     p.add_argument("--jsp-queries", type=int, default=50)
     p.add_argument("--samples", type=int, default=10000)
+    p.add_argument("--sample-repeats", type=int, default=20, help="W4 takes milliseconds")
     p.add_argument("--out", type=pathlib.Path)
     args = p.parse_args(argv)
 
@@ -281,8 +270,8 @@ def run(argv=None) -> tuple[str, list[Summary]]:
         f"product is a small part of the work: jaxkde takes {jk / mm_floor:.1f}x the one-product "
         f"floor and {jk / rows[2][2]:.2f}x the blocked product + exp + sum.",
         "",
-        f"W4, {args.samples} draws from the same KDE; median of {args.repeats} runs after the "
-        "first; covariance check as described in benchmarks/mnist_pca.py.",
+        f"W4, {args.samples} draws from the same KDE; median of {args.sample_repeats} runs "
+        "after the first; covariance check as described in benchmarks/mnist_pca.py.",
         "",
         "| tool | time (s) | vs jaxkde | first call (s) | max rel. error of the draws' "
         "covariance |",

@@ -32,7 +32,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _report import Summary, emit, seconds, timed, traced_peak, xla_bytes
+from _report import Summary, emit, jaxkde_timing, seconds, timed, traced_peak, xla_bytes
 from jax import lax
 from scipy.special import logsumexp
 
@@ -109,12 +109,8 @@ def run(argv=None) -> tuple[str, list[Summary]]:
     jax.block_until_ready(kde.state_)
     fit_s = time.perf_counter() - t0
     block = test[: args.batch_size]
-    t0 = time.perf_counter()
-    compiled = jaxkde.log_density.lower(kde.state_, block).compile()
-    compile_s = time.perf_counter() - t0
-    first, med, got = timed(lambda: kde.score_samples(test), args.repeats)
-    err = float(np.max(np.abs(got[:n_ref] - ref)))
-    rows.append(("jaxkde", f"all {m}", med, first, compile_s, xla_bytes(compiled), err))
+    first, med, compile_s, mem, err = jaxkde_timing(kde, test, args.repeats, ref)
+    rows.append(("jaxkde", f"all {m}", med, first, compile_s, mem, err))
     print(
         f"jaxkde: fit {fit_s:.2f} s, compile {compile_s:.2f} s, first {first:.2f} s, "
         f"median {med:.2f} s, max err {err:.2e}",
