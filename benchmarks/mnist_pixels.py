@@ -68,7 +68,7 @@ def run(argv=None) -> tuple[str, list[Summary]]:
     p.add_argument("data_dir", type=pathlib.Path, help="folder with the four MNIST IDX .gz files")
     p.add_argument("--n-train", type=int, default=60000)
     p.add_argument("--n-test", type=int, default=10000)
-    p.add_argument("--repeats", type=int, default=3, help="timed repeats after the first call")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats after the first call")
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--chunk-size", type=int, default=4096)
     p.add_argument("--reference-queries", type=int, default=500)
