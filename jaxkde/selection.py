@@ -313,8 +313,8 @@ def fit_bandwidth(
         rows_sharding = NamedSharding(mesh, P(mesh.axis_names[0]))
         x = jax.device_put(np.pad(centred, ((0, pad), (0, 0))), rows_sharding)
         lw = jax.device_put(np.pad(log_w, (0, pad), constant_values=-np.inf), rows_sharding)
-    objective = functools.partial(loo_log_likelihood, data=x, log_weights=lw, kind=kind,
-                                  kernel=kern, chunk_size=chunk_size, block_size=block_size,
+    objective = functools.partial(loo_log_likelihood, kind=kind, kernel=kern,
+                                  chunk_size=chunk_size, block_size=block_size,
                                   mesh=mesh)  # fmt: skip
     all_rows = jnp.arange(n)
     weights_np = np.exp(log_w.astype(np.float64))
@@ -322,19 +322,23 @@ def fit_bandwidth(
     def full_objective(p) -> float:
         usable = n if n <= block_size else n - n % block_size
         parts = [(0, usable)] + ([(usable, n)] if usable < n else [])
-        total = sum(float(objective(p, rows=all_rows[a:b])) * weights_np[a:b].sum()
+        total = sum(float(objective(p, x, lw, all_rows[a:b])) * weights_np[a:b].sum()
                     for a, b in parts)  # fmt: skip
         return total / weights_np.sum()
 
     @functools.partial(jax.jit, static_argnames="length")
-    def run_steps(p, s, key, length):
-        """``length`` optimiser steps in one compiled loop; a non-finite step freezes the rest."""
+    def run_steps(p, s, key, x, lw, length):
+        """``length`` optimiser steps in one compiled loop; a non-finite step freezes the rest.
+
+        The data are arguments, not constants captured by the trace (which would be copied
+        into the compiled program and lose their sharding).
+        """
 
         def one(carry, _):
             p, s, key, alive = carry
             key, sub = jax.random.split(key)
-            rows = jax.random.permutation(sub, n)[:batch] if batch < n else all_rows
-            value, grad = jax.value_and_grad(lambda q: objective(q, rows=rows))(p)
+            rows = jax.random.permutation(sub, n)[:batch] if batch < n else jnp.arange(n)
+            value, grad = jax.value_and_grad(objective)(p, x, lw, rows)
             updates, s_new = opt.update(-grad, s, p)  # maximise
             p_new = optax.apply_updates(p, updates)
             ok = alive & jnp.all(jnp.isfinite(p_new))
@@ -352,7 +356,7 @@ def fit_bandwidth(
     while steps < max_steps:
         anchor = params
         length = min(patience, max_steps - steps)
-        params, opt_state, key, values, ok = run_steps(params, opt_state, key, length)
+        params, opt_state, key, values, ok = run_steps(params, opt_state, key, x, lw, length)
         ok = np.asarray(ok)
         trace.extend(np.asarray(values)[ok].astype(np.float64).tolist())
         steps += int(ok.sum())
