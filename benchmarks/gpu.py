@@ -96,15 +96,6 @@ def density_rows(name, key, fit, queries, ref, repeats, floor_fn, include_fit=Fa
     return rows
 
 
-def exp_sum_floor(repeats: int):
-    """Floor function for :func:`density_rows`: :func:`_report.kernel_sum_floor`."""
-
-    def floor_fn(kde, queries, precision):
-        return kernel_sum_floor(kde, queries, repeats, precision)
-
-    return floor_fn
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("data_dir", type=pathlib.Path, help="folder with the four MNIST IDX .gz files")
@@ -140,6 +131,9 @@ def main(argv=None) -> int:
 
     rows += density_rows("W1 MNIST pixels", "W1", fit_w1, test, ref, reps, w1_floor)
 
+    def exp_floor(kde, queries, precision):
+        return kernel_sum_floor(kde, queries, reps, precision)
+
     # ------------------------------------------------------------------ W2 PCA-50, Scott full
     z_train, z_test = mnist_pca.load(args.data_dir, 50)
     if quick:
@@ -150,7 +144,7 @@ def main(argv=None) -> int:
     def fit_w2(precision):
         return jaxkde.KDE(bandwidth="scott_full", precision=precision).fit(z_train)
 
-    rows += density_rows("W2 MNIST PCA-50", "W2", fit_w2, z_test, ref, reps, exp_sum_floor(reps))
+    rows += density_rows("W2 MNIST PCA-50", "W2", fit_w2, z_test, ref, reps, exp_floor)
 
     # ------------------------------------------------------------------ W4 sampling
     kde = jaxkde.KDE(bandwidth="scott_full").fit(z_train)
@@ -190,7 +184,7 @@ def main(argv=None) -> int:
         def fit_w3(precision, x=x, bw=bw):
             return jaxkde.KDE(bandwidth=bw, precision=precision).fit(x)
 
-        rows += density_rows(name, key, fit_w3, q, rf, reps, exp_sum_floor(reps), include_fit=True)
+        rows += density_rows(name, key, fit_w3, q, rf, reps, exp_floor, include_fit=True)
 
     # ------------------------------------------------------------------ W5 learned bandwidth
     pca10 = jaxkde.pca_fit(train, 10)

@@ -378,9 +378,9 @@ class KDE(_Params):
         return self
 
     def _default_block_sizes(self) -> tuple[int, int]:
-        platform = None
-        if isinstance(self.mesh, Mesh):
-            platform = self.mesh.devices.flat[0].platform
+        """Backend defaults for the devices of the fitted state (of ``mesh`` before a fit)."""
+        mesh = self.__dict__.get("_fit_mesh", self.mesh)
+        platform = mesh.devices.flat[0].platform if isinstance(mesh, Mesh) else None
         return default_block_sizes(platform)
 
     def _class_priors(self, classes: np.ndarray, totals: np.ndarray) -> np.ndarray:
