@@ -27,13 +27,18 @@ from .conditional import (
     class_log_posterior,
     mixture_log_density,
     sample_classes,
+    sample_classes_host,
 )
 from .engine import (
     BLOCK_SIZES,
     PRECISIONS,
+    RTOL,
     combine_log_sums,
     default_block_sizes,
+    direct_sq_distances,
+    gemm_error_bound,
     log_density,
+    log_density_whitened,
     pairwise_sq_distances,
 )
 from .kde import KDE, KDEClassifier
@@ -50,7 +55,7 @@ from .kernels import (
     get_kernel,
 )
 from .pca import PCAState, pca_fit, pca_inverse_transform, pca_transform
-from .sampling import as_key, sample, sample_around, sample_with_centres
+from .sampling import as_key, sample, sample_around, sample_host, sample_with_centres
 from .selection import (
     CV_RULES,
     BandwidthFit,
@@ -60,8 +65,22 @@ from .selection import (
     loo_log_likelihood,
     parzen_log_likelihood,
 )
-from .sharding import reduce_shards, shard_state, sharded_log_density
-from .state import KDEState, build_state, unwhiten, whiten
+from .sharding import (
+    reduce_shards,
+    shard_state,
+    sharded_log_density,
+    sharded_log_density_whitened,
+)
+from .state import (
+    HostWhitening,
+    KDEState,
+    build_state,
+    host_whitening,
+    unwhiten,
+    unwhiten_host,
+    whiten,
+    whiten_queries,
+)
 
 __version__ = "0.1.0"
 
@@ -71,6 +90,7 @@ __all__ = [
     "KDE",
     "KERNEL_NAMES",
     "PRECISIONS",
+    "RTOL",
     "RULES",
     "BandwidthChoice",
     "BandwidthFit",
@@ -79,6 +99,7 @@ __all__ = [
     "EpanechnikovKernel",
     "ExponentialKernel",
     "GaussianKernel",
+    "HostWhitening",
     "KDEClassifier",
     "KDEState",
     "Kernel",
@@ -95,12 +116,16 @@ __all__ = [
     "combine_log_sums",
     "datasets",
     "default_block_sizes",
+    "direct_sq_distances",
     "effective_sample_size",
     "fit_bandwidth",
+    "gemm_error_bound",
     "get_kernel",
     "grid_log_likelihood",
+    "host_whitening",
     "identity_bandwidth",
     "log_density",
+    "log_density_whitened",
     "loo_log_likelihood",
     "mixture_log_density",
     "pairwise_sq_distances",
@@ -113,16 +138,21 @@ __all__ = [
     "sample",
     "sample_around",
     "sample_classes",
+    "sample_classes_host",
+    "sample_host",
     "sample_with_centres",
     "scott_bandwidth",
     "scott_factor",
     "scott_full_bandwidth",
     "shard_state",
     "sharded_log_density",
+    "sharded_log_density_whitened",
     "silverman_bandwidth",
     "silverman_factor",
     "silverman_full_bandwidth",
     "unwhiten",
+    "unwhiten_host",
     "weighted_mean_and_covariance",
     "whiten",
+    "whiten_queries",
 ]

@@ -2,39 +2,80 @@
 
 from __future__ import annotations
 
+import math
 import numbers
+import sys
 
 import jax
 import numpy as np
 
-__all__ = ["NotFittedError", "check_data", "check_positive_int", "check_weights", "working_dtype"]
-
+__all__ = [
+    "NotFittedError",
+    "check_data",
+    "check_labels",
+    "check_positive_int",
+    "check_real",
+    "check_weights",
+    "not_fitted",
+    "working_dtype",
+]
 
 class NotFittedError(ValueError, AttributeError):
-    """Raised when a method that needs a fitted estimator is called before ``fit``."""
+    """Raised when a method that needs a fitted estimator is called before ``fit``.
+
+    A subclass of ``ValueError`` and ``AttributeError``; once scikit-learn has been imported,
+    the error raised is also an instance of ``sklearn.exceptions.NotFittedError`` (so
+    scikit-learn's model selection and checks recognise it) without jaxkde importing
+    scikit-learn itself.
+    """
 
 
-def working_dtype(dtype: np.dtype) -> np.dtype:
-    """float64 for float64 input under x64 mode, else float32 (integers: the default float)."""
+_BOTH: dict[type, type] = {}
+
+
+def not_fitted(message: str) -> NotFittedError:
+    """A :class:`NotFittedError`, also scikit-learn's when scikit-learn is loaded."""
+    sklearn_exceptions = sys.modules.get("sklearn.exceptions")
+    base = getattr(sklearn_exceptions, "NotFittedError", None)
+    if base is None:
+        return NotFittedError(message)
+    if base not in _BOTH:
+        _BOTH[base] = type("NotFittedError", (NotFittedError, base), {"__module__": __name__})
+    return _BOTH[base](message)
+
+
+def working_dtype(dtype) -> np.dtype:
+    """The dtype computations run in: float64 for floating input of 64 bits or more
+    (``numpy.longdouble`` included) under x64 mode, float32 otherwise (integers: the default
+    float)."""
+    dtype = np.dtype(dtype)
     x64 = bool(jax.config.jax_enable_x64)
     if np.issubdtype(dtype, np.floating):
-        return np.dtype(np.float64 if (x64 and dtype == np.float64) else np.float32)
+        return np.dtype(np.float64 if (x64 and dtype.itemsize >= 8) else np.float32)
     return np.dtype(np.float64 if x64 else np.float32)
 
 
-def check_data(X, name: str = "X", n_features: int | None = None, dtype=None) -> np.ndarray:
-    """Validate a data matrix of shape ``(n, d)`` and return it as a float numpy array.
+def check_data(
+    X, name: str = "X", n_features: int | None = None
+) -> tuple[np.ndarray, np.dtype]:
+    """Validate a data matrix of shape ``(n, d)``.
 
     Parameters
     ----------
     X : array-like, shape (n, d)
-        Finite numbers; integer (e.g. uint8 image) and boolean dtypes are accepted.
+        Finite real numbers; integer (e.g. uint8 image) and boolean dtypes are accepted.
     name : str
         Name of the argument, used in error messages.
     n_features : int, optional
         Required number of columns (the number seen in ``fit``).
-    dtype : numpy dtype, optional
-        Output dtype; default :func:`working_dtype` of the input's.
+
+    Returns
+    -------
+    data : np.ndarray of float64, shape (n, d)
+        The values in float64 on the host (statistics and whitening are computed from these,
+        before any cast to the working dtype).
+    dtype : np.dtype
+        The working dtype for ``X`` (:func:`working_dtype`).
     """
     if X is None:
         raise TypeError(f"{name} must be an array of shape (n_samples, n_features); got None.")
@@ -59,17 +100,24 @@ def check_data(X, name: str = "X", n_features: int | None = None, dtype=None) ->
         raise ValueError(
             f"{name} has {arr.shape[1]} features, but the estimator was fitted with {n_features}."
         )
-    if np.issubdtype(arr.dtype, np.floating):
-        finite = np.isfinite(arr).all(axis=1)
-        if not finite.all():
-            bad = np.flatnonzero(~finite)
-            more = f" (and {bad.size - 1} other rows)" if bad.size > 1 else ""
-            raise ValueError(f"{name} contains NaN or inf in row {int(bad[0])}{more}.")
-    return arr.astype(dtype if dtype is not None else working_dtype(arr.dtype), copy=False)
+    dtype = working_dtype(arr.dtype)
+    with np.errstate(over="ignore"):
+        data = arr.astype(np.float64)  # longdouble beyond float64's range becomes inf
+    finite = np.isfinite(data).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        more = f" (and {bad.size - 1} other rows)" if bad.size > 1 else ""
+        what = "NaN or inf" if np.issubdtype(arr.dtype, np.floating) else "values"
+        raise ValueError(f"{name} contains {what} in row {int(bad[0])}{more}.")
+    return data, dtype
 
 
-def check_weights(sample_weight, n: int, dtype) -> np.ndarray | None:
-    """Validate ``sample_weight`` of shape ``(n,)``: finite, non-negative, not all zero."""
+def check_weights(sample_weight, n: int) -> np.ndarray | None:
+    """Validate ``sample_weight`` of shape ``(n,)``: finite, non-negative, not all zero.
+
+    Returned in float64 (normalise with :func:`jaxkde.state.normalized_log_weights`, which
+    neither underflows nor overflows).
+    """
     if sample_weight is None:
         return None
     try:
@@ -91,7 +139,45 @@ def check_weights(sample_weight, n: int, dtype) -> np.ndarray | None:
         raise ValueError(f"sample_weight must be non-negative; index {i} is {w[i]!r}.")
     if not (w > 0).any():
         raise ValueError("sample_weight must not be all zero.")
-    return w.astype(dtype)
+    return w
+
+
+def check_labels(y, n: int) -> np.ndarray:
+    """Validate class labels: one per row, hashable, no NaN; ``(n, 1)`` columns are ravelled.
+
+    Returns
+    -------
+    np.ndarray of object, shape (n,)
+    """
+    if isinstance(y, (str, bytes)) or not hasattr(y, "__len__"):
+        raise TypeError(f"y must be a sequence of {n} labels; got {y!r}.")
+    if isinstance(y, np.ndarray) or hasattr(y, "__array__"):
+        arr = np.asarray(y)
+        if arr.ndim == 2 and arr.shape[1] == 1:
+            arr = arr.reshape(-1)  # a column vector, as scikit-learn accepts
+        if arr.ndim != 1:
+            raise ValueError(
+                f"y must be one label per row of X, shape ({n},) or ({n}, 1); got shape "
+                f"{arr.shape}."
+            )
+        items = arr.tolist()
+    else:  # a sequence: tuples are labels; one-element lists are the rows of a column
+        items = [
+            item[0] if isinstance(item, (list, np.ndarray)) and len(item) == 1 else item
+            for item in y
+        ]
+    if len(items) != n:
+        raise ValueError(f"y must have one label per row of X, shape ({n},); got {len(items)}.")
+    labels = np.empty(n, dtype=object)
+    for i, label in enumerate(items):
+        if isinstance(label, (float, np.floating)) and math.isnan(label):
+            raise ValueError(f"y contains NaN at index {i}; every row needs a class label.")
+        try:
+            hash(label)
+        except TypeError:
+            raise TypeError(f"y[{i}] = {label!r} is not a hashable label.") from None
+        labels[i] = label
+    return labels
 
 
 def check_positive_int(value, name: str) -> int:
@@ -99,3 +185,17 @@ def check_positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer; got {value!r}.")
     return int(value)
+
+
+def check_real(value, name: str, *, low: float = -math.inf, high: float = math.inf,
+               low_open: bool = False) -> float:  # fmt: skip
+    """Return ``value`` as a float if it is a finite real in ``[low, high]`` (``(low, high]``
+    with ``low_open``), else raise naming ``name``. Booleans are refused."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if ok:
+        value = float(value)
+        ok = math.isfinite(value) and (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        bounds = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        raise ValueError(f"{name} must be a finite number in {bounds}; got {value!r}.")
+    return value

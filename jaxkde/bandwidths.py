@@ -23,6 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from ._validation import check_real
+from .state import normalized_log_weights
+
 __all__ = [
     "RULES",
     "BandwidthChoice",
@@ -79,14 +82,14 @@ def _weighted_variance(data: jax.Array, weights: jax.Array | None = None) -> jax
     return jnp.matmul(w, (data - mean) ** 2, precision=_HIGHEST) / (1.0 - jnp.sum(w**2))
 
 
-def scott_factor(n_eff: jax.Array | float, dim: int) -> jax.Array:
-    """Scott's factor ``n_eff^{-1/(d+4)}``."""
-    return jnp.power(n_eff, -1.0 / (dim + 4))
+def scott_factor(n_eff, dim: int):
+    """Scott's factor ``n_eff^{-1/(d+4)}`` (a float for a float, an array for an array)."""
+    return n_eff ** (-1.0 / (dim + 4))
 
 
-def silverman_factor(n_eff: jax.Array | float, dim: int) -> jax.Array:
+def silverman_factor(n_eff, dim: int):
     """Silverman's factor ``(n_eff (d + 2) / 4)^{-1/(d+4)}``."""
-    return jnp.power(n_eff * (dim + 2) / 4.0, -1.0 / (dim + 4))
+    return (n_eff * (dim + 2) / 4.0) ** (-1.0 / (dim + 4))
 
 
 def _n_eff(data: jax.Array, weights: jax.Array | None) -> jax.Array:
@@ -138,6 +141,23 @@ RULES = {
     "identity": identity_bandwidth,
 }
 ZERO_VARIANCE_MODES = ("floor", "subspace")
+_FACTORS = {"scott": scott_factor, "silverman": silverman_factor}
+
+
+def _host_rule(name: str, centred: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The rule ``name`` in float64 on the host, from centred data and normalised weights.
+
+    The same formulas as the JAX functions of ``RULES`` (weighted, bias-corrected statistics;
+    Kish's effective sample size), computed before any cast to the working dtype.
+    """
+    n_eff = 1.0 / np.sum(w**2)
+    dim = centred.shape[1]
+    factor = _FACTORS[name.removesuffix("_full")](n_eff, dim)
+    scale = 1.0 - np.sum(w**2)
+    if name.endswith("_full"):
+        cov = (centred * w[:, None]).T @ centred / scale
+        return factor**2 * (cov + cov.T) / 2
+    return factor**2 * (w @ centred**2) / scale
 
 
 class BandwidthChoice(NamedTuple):
@@ -163,31 +183,43 @@ def _as_float64(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
+_BANDWIDTH_TYPES = (
+    "a rule name, a positive number, a vector of positive numbers or a positive-definite matrix"
+)
+# A scale h enters H as h^2, which must stay a normal float64.
+_H_RANGE = (1e-150, 1e150)
+
+
 def _check_user_bandwidth(bandwidth, dim: int) -> np.ndarray:
-    """Validate a user scalar (std), vector (std per dimension) or matrix H; return H."""
+    """Validate a user scalar (h), vector (h per dimension) or matrix H; return H."""
+    if isinstance(bandwidth, (bool, np.bool_)) or np.asarray(bandwidth).dtype == bool:
+        raise TypeError(f"bandwidth must be {_BANDWIDTH_TYPES}; got {bandwidth!r}.")
     try:
         arr = np.asarray(bandwidth, dtype=np.float64)
     except (TypeError, ValueError):
-        raise TypeError(
-            "bandwidth must be a rule name, a positive number, a vector of positive numbers or "
-            f"a positive-definite matrix; got {bandwidth!r}."
-        ) from None
+        raise TypeError(f"bandwidth must be {_BANDWIDTH_TYPES}; got {bandwidth!r}.") from None
     if not np.all(np.isfinite(arr)):
         raise ValueError("bandwidth must be finite; it contains NaN or inf.")
-    if arr.ndim == 0:
-        if arr <= 0:
-            raise ValueError(f"bandwidth must be positive; got {float(arr)!r}.")
-        return np.full((dim,), float(arr) ** 2)
-    if arr.ndim == 1:
-        if arr.shape[0] != dim:
+    if arr.ndim in (0, 1):
+        if arr.ndim == 1 and arr.shape[0] != dim:
             raise ValueError(
-                f"bandwidth vector must have one standard deviation per feature, shape ({dim},); "
+                f"bandwidth vector must have one scale h per feature, shape ({dim},); "
                 f"got shape {arr.shape}."
             )
-        if np.any(arr <= 0):
-            bad = int(np.flatnonzero(arr <= 0)[0])
-            raise ValueError(f"bandwidth vector must be positive; entry {bad} is {arr[bad]!r}.")
-        return arr**2
+        flat = arr.reshape(-1)
+        where = "" if arr.ndim == 0 else " entry {}"
+        if np.any(flat <= 0):
+            bad = int(np.flatnonzero(flat <= 0)[0])
+            raise ValueError(
+                f"bandwidth must be positive;{where.format(bad)} got {float(flat[bad])!r}."
+            )
+        if np.any((flat < _H_RANGE[0]) | (flat > _H_RANGE[1])):
+            bad = int(np.flatnonzero((flat < _H_RANGE[0]) | (flat > _H_RANGE[1]))[0])
+            raise ValueError(
+                f"bandwidth must lie in [{_H_RANGE[0]:g}, {_H_RANGE[1]:g}] (h^2 scales H);"
+                f"{where.format(bad)} got {float(flat[bad])!r}. Rescale the data."
+            )
+        return np.full((dim,), float(arr) ** 2) if arr.ndim == 0 else arr**2
     if arr.ndim == 2:
         if arr.shape != (dim, dim):
             raise ValueError(
@@ -217,11 +249,14 @@ def resolve_bandwidth(
 
     Parameters
     ----------
-    data : array, shape (n, d)
-    weights : array, shape (n,), or None
+    data : array-like, shape (n, d)
+        Read in float64: the rules are computed on the host, from data centred there.
+    weights : array-like of shape (n,), or None
     bandwidth : str, float, array of shape (d,) or (d, d)
-        A rule name from ``RULES``, the isotropic standard deviation ``h`` (``H = h^2 I``), one
-        standard deviation per dimension (``H = diag(h_i^2)``), or the matrix ``H``.
+        A rule name from ``RULES``, the isotropic scale ``h`` (``H = h^2 I``), one scale per
+        dimension (``H = diag(h_i^2)``), or the matrix ``H``. ``h`` scales the kernel's radius,
+        as scikit-learn's ``bandwidth`` does: it is the standard deviation of each coordinate for
+        the Gaussian kernel only (see :data:`jaxkde.kernels.KERNEL_STD`).
     zero_variance : {"floor", "subspace"}
         What a data rule does with dimensions of (near) zero variance, which would make ``H``
         singular. ``"floor"`` (default) raises each variance of ``H`` (each eigenvalue for the
@@ -236,39 +271,47 @@ def resolve_bandwidth(
     BandwidthChoice
     """
     dim = data.shape[1]
+    if not isinstance(zero_variance, str) or zero_variance not in ZERO_VARIANCE_MODES:
+        raise ValueError(
+            f"zero_variance must be one of {list(ZERO_VARIANCE_MODES)}; got {zero_variance!r}."
+        )
+    check_real(variance_floor, "variance_floor", low=0.0, high=1.0, low_open=True)
+    if variance_floor == 1.0:
+        raise ValueError(f"variance_floor must be in (0, 1); got {variance_floor!r}.")
     if not isinstance(bandwidth, str):
         return BandwidthChoice(_check_user_bandwidth(bandwidth, dim), None, 0)
     if bandwidth not in RULES:
         raise ValueError(f"bandwidth rule must be one of {list(RULES)}; got {bandwidth!r}.")
     if bandwidth == "identity":
         return BandwidthChoice(np.ones((dim,)), None, 0)
-    if zero_variance not in ZERO_VARIANCE_MODES:
-        raise ValueError(
-            f"zero_variance must be one of {list(ZERO_VARIANCE_MODES)}; got {zero_variance!r}."
-        )
-    if not (np.isfinite(variance_floor) and 0 < variance_floor < 1):
-        raise ValueError(f"variance_floor must be in (0, 1); got {variance_floor!r}.")
     if data.shape[0] < 2:
         raise ValueError(
             f"bandwidth rule {bandwidth!r} needs at least 2 rows of X to estimate a variance; "
             f"got {data.shape[0]}."
         )
-    rule = RULES[bandwidth]
     full = bandwidth.endswith("_full")
-    # Degeneracy is judged in float64 on the host, where a constant feature has exactly zero
-    # variance; the rule itself runs in the working dtype.
+    # Statistics and rules in float64 on the host, from data centred there: the offset of the
+    # data never meets the working dtype's rounding.
     x64 = _as_float64(data)
-    w64 = np.ones(x64.shape[0]) if weights is None else _as_float64(weights)
-    w64 = w64 / w64.sum()
+    w64, _ = normalized_log_weights(None if weights is None else _as_float64(weights), len(x64))
     centred = x64 - w64 @ x64
     scale = 1.0 - np.sum(w64**2)
-    if full:
-        cov = (centred * w64[:, None]).T @ centred / scale
-        eigval, eigvec = np.linalg.eigh((cov + cov.T) / 2)
-    else:
-        eigval = w64 @ centred**2 / scale
-        eigvec = None
+    if not scale > 0:
+        raise ValueError(
+            f"bandwidth rule {bandwidth!r} needs at least 2 rows of X with positive weight."
+        )
+    with np.errstate(over="ignore", invalid="ignore"):
+        if full:
+            cov = (centred * w64[:, None]).T @ centred / scale
+            finite = bool(np.all(np.isfinite(cov)))
+            eigval, eigvec = np.linalg.eigh((cov + cov.T) / 2) if finite else (cov, None)
+        else:
+            eigval, eigvec = w64 @ centred**2 / scale, None
     top = eigval.max()
+    if not np.all(np.isfinite(eigval)):
+        raise ValueError(
+            "the variance of X overflows float64 (values near 1e154 or beyond); rescale X."
+        )
     if not top > 0:
         raise ValueError(
             f"bandwidth rule {bandwidth!r} needs data that vary: every feature of X is constant "
@@ -277,7 +320,7 @@ def resolve_bandwidth(
     degenerate = eigval <= variance_floor * top
     n_degenerate = int(degenerate.sum())
     if n_degenerate == 0:
-        return BandwidthChoice(_as_float64(rule(data, weights)), None, 0)
+        return BandwidthChoice(_host_rule(bandwidth, centred, w64), None, 0)
     what = "eigenvalues of the covariance" if full else "features"
     if zero_variance == "floor":
         warnings.warn(
@@ -288,7 +331,7 @@ def resolve_bandwidth(
             RuntimeWarning,
             stacklevel=3,
         )
-        matrix = _as_float64(rule(data, weights))
+        matrix = _host_rule(bandwidth, centred, w64)
         floor = variance_floor * (np.linalg.eigvalsh(matrix).max() if full else matrix.max())
         if full:
             val, vec = np.linalg.eigh((matrix + matrix.T) / 2)
@@ -307,5 +350,4 @@ def resolve_bandwidth(
         basis = eigvec[:, ~degenerate]
     else:
         basis = np.eye(dim)[:, ~degenerate]
-    projected = jnp.asarray(x64 @ basis, dtype=data.dtype)
-    return BandwidthChoice(_as_float64(rule(projected, weights)), basis, n_degenerate)
+    return BandwidthChoice(_host_rule(bandwidth, centred @ basis, w64), basis, n_degenerate)

@@ -1,4 +1,9 @@
-"""Class-conditional KDE: one KDE per class, evaluated together, and the Bayes posterior."""
+"""Class-conditional KDE: one KDE per class, evaluated together, and the Bayes posterior.
+
+A class may have zero total weight (every row of it weighted 0): it keeps its place in
+``classes_`` with prior 0 and log density ``-inf`` everywhere, so it is never predicted and its
+posterior is 0.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,13 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh
 
-from .engine import log_density
-from .sampling import choose_by_weight, sample_with_centres
-from .sharding import sharded_log_density
-from .state import KDEState
+from .engine import _check_precision, log_density_whitened
+from .sampling import _host_points, choose_by_weight, draw, sample_with_centres
+from .sharding import sharded_log_density_whitened
+from .state import HostWhitening, KDEState, whiten_queries
 
 __all__ = [
     "ClassConditionalState",
@@ -20,6 +26,7 @@ __all__ = [
     "class_log_posterior",
     "mixture_log_density",
     "sample_classes",
+    "sample_classes_host",
 ]
 
 
@@ -32,7 +39,7 @@ class ClassConditionalState:
     states : tuple of KDEState
         One per class, each with its own data, weights and bandwidth (same kernel).
     log_priors : array, shape (n_classes,)
-        ``log P(class)``; they log-sum-exp to 0.
+        ``log P(class)``; they log-sum-exp to 0 (``-inf`` for a class of prior 0).
     """
 
     states: tuple[KDEState, ...]
@@ -48,59 +55,94 @@ jax.tree_util.register_dataclass(
 )
 
 
-@functools.partial(jax.jit, static_argnames=("precision", "mesh"))
+@functools.partial(jax.jit, static_argnames=("precision", "mesh", "output"))
+def _class_terms(cstate, his, los, *, precision, mesh, output):
+    if mesh is None:
+        parts = [log_density_whitened(s, h, lo, precision=precision)
+                 for s, h, lo in zip(cstate.states, his, los, strict=True)]  # fmt: skip
+    else:
+        parts = [sharded_log_density_whitened(s, h, lo, mesh=mesh, precision=precision)
+                 for s, h, lo in zip(cstate.states, his, los, strict=True)]  # fmt: skip
+    dens = jnp.stack(parts, axis=1)
+    if output == "class":
+        return dens
+    joint = dens + cstate.log_priors
+    if output == "mixture":
+        return jax.scipy.special.logsumexp(joint, axis=1)
+    # A query outside the support of every class (compact kernels) has no defined posterior:
+    # its row falls back to the log priors.
+    anywhere = jnp.any(jnp.isfinite(joint), axis=1, keepdims=True)
+    return jax.nn.log_softmax(jnp.where(anywhere, joint, cstate.log_priors), axis=1)
+
+
+def _evaluate(cstate, queries, precision, mesh, whitenings, output):
+    _check_precision(precision)
+    if whitenings is None:
+        whitenings = (None,) * cstate.n_classes
+    words = [whiten_queries(s, queries, w) for s, w in zip(cstate.states, whitenings, strict=True)]
+    his = tuple(h for h, _ in words)
+    los = tuple(lo for _, lo in words)
+    return _class_terms(cstate, his, los, precision=precision, mesh=mesh, output=output)
+
+
 def class_log_density(
     cstate: ClassConditionalState,
-    queries: jax.Array,
+    queries,
     *,
     precision: str = "highest",
     mesh: Mesh | None = None,
+    whitenings: tuple[HostWhitening, ...] | None = None,
 ) -> jax.Array:
     """``log f_c(q)`` of every query under every class's KDE, shape ``(m, n_classes)``.
 
     All classes are evaluated in one compiled program; each data point is visited once per
-    query block, as in :func:`jaxkde.log_density` (the classes partition the data). With a
-    ``mesh``, every class's state was placed by :func:`jaxkde.shard_state` and is evaluated by
+    query block, as in :func:`jaxkde.log_density` (the classes partition the data). Queries are
+    whitened per class as :func:`jaxkde.whiten_queries` does (``whitenings``: each class's
+    :func:`jaxkde.host_whitening`, to reuse across calls). With a ``mesh``, every class's state
+    was placed by :func:`jaxkde.shard_state` and is evaluated by
     :func:`jaxkde.sharded_log_density`.
     """
-    if mesh is None:
-        parts = [log_density(s, queries, precision=precision) for s in cstate.states]
-    else:
-        parts = [sharded_log_density(s, queries, mesh=mesh, precision=precision)
-                 for s in cstate.states]  # fmt: skip
-    return jnp.stack(parts, axis=1)
+    return _evaluate(cstate, queries, precision, mesh, whitenings, "class")
 
 
-@functools.partial(jax.jit, static_argnames=("precision", "mesh"))
 def mixture_log_density(
     cstate: ClassConditionalState,
-    queries: jax.Array,
+    queries,
     *,
     precision: str = "highest",
     mesh: Mesh | None = None,
+    whitenings: tuple[HostWhitening, ...] | None = None,
 ) -> jax.Array:
     """``log sum_c P(c) f_c(q)``, the density of the whole data, shape ``(m,)``."""
-    joint = class_log_density(cstate, queries, precision=precision, mesh=mesh) + cstate.log_priors
-    return jax.scipy.special.logsumexp(joint, axis=1)
+    return _evaluate(cstate, queries, precision, mesh, whitenings, "mixture")
 
 
-@functools.partial(jax.jit, static_argnames=("precision", "mesh"))
 def class_log_posterior(
     cstate: ClassConditionalState,
-    queries: jax.Array,
+    queries,
     *,
     precision: str = "highest",
     mesh: Mesh | None = None,
+    whitenings: tuple[HostWhitening, ...] | None = None,
 ) -> jax.Array:
     """Bayes rule ``log P(c | q)`` by a log-softmax, shape ``(m, n_classes)``.
 
     A query outside the support of every class (compact kernels) has no defined posterior:
-    its row falls back to the log priors.
+    its row falls back to the log priors. A class of prior 0 has posterior 0.
     """
-    joint = class_log_density(cstate, queries, precision=precision, mesh=mesh) + cstate.log_priors
-    anywhere = jnp.any(jnp.isfinite(joint), axis=1, keepdims=True)
-    joint = jnp.where(anywhere, joint, cstate.log_priors)
-    return jax.nn.log_softmax(joint, axis=1)
+    return _evaluate(cstate, queries, precision, mesh, whitenings, "posterior")
+
+
+@functools.partial(jax.jit, static_argnames=("num_samples", "label"))
+def _class_draws(cstate, key, num_samples, label):
+    """Labels, and ``num_samples`` draws from every class (or from ``label`` alone)."""
+    if label is not None:
+        drawn = draw(cstate.states[label], key, num_samples)
+        return jnp.full((num_samples,), label), {label: drawn}
+    key_class, *keys = jax.random.split(key, cstate.n_classes + 1)
+    labels = choose_by_weight(key_class, cstate.log_priors, num_samples)
+    return labels, {c: draw(s, k, num_samples)
+                    for c, (s, k) in enumerate(zip(cstate.states, keys, strict=True))}  # fmt: skip
 
 
 @functools.partial(jax.jit, static_argnames=("num_samples", "label"))
@@ -111,7 +153,8 @@ def sample_classes(
     scaling_factor: float | jax.Array = 1.0,
     label: int | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """Draw from one class (``label``, an index) or from the mixture of classes by prior.
+    """Draw from one class (``label``, an index) or from the mixture of classes by prior
+    (device, working dtype; see :func:`sample_classes_host` for float64 results).
 
     Returns
     -------
@@ -128,11 +171,37 @@ def sample_classes(
         return jnp.full((num_samples,), label), idx, centres, samples
     key_class, *keys = jax.random.split(key, cstate.n_classes + 1)
     labels = choose_by_weight(key_class, cstate.log_priors, num_samples)
-    # Draw num_samples from every class, then keep for each draw the one of its class.
     drawn = [
         sample_with_centres(s, k, num_samples, scaling_factor)
         for s, k in zip(cstate.states, keys, strict=True)
     ]
     idx, centres, samples = (jnp.stack(parts)[labels, jnp.arange(num_samples)]
                              for parts in zip(*drawn, strict=True))  # fmt: skip
+    return labels, idx, centres, samples
+
+
+def sample_classes_host(
+    cstate: ClassConditionalState,
+    key: jax.Array,
+    num_samples: int,
+    scaling_factor: float = 1.0,
+    label: int | None = None,
+    whitenings: tuple[HostWhitening, ...] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`sample_classes` with the centres and samples formed in float64 on the host."""
+    labels, drawn = _class_draws(cstate, key, num_samples, label)
+    labels = np.asarray(labels)
+    if whitenings is None:
+        whitenings = (None,) * cstate.n_classes
+    d = cstate.states[0].n_features
+    idx = np.empty(num_samples, np.int64)
+    centres = np.empty((num_samples, d))
+    samples = np.empty((num_samples, d))
+    for c in np.unique(labels).tolist():
+        rows = labels == c
+        c_idx, z, lo, noise = (None if a is None else np.asarray(a)[rows] for a in drawn[c])
+        idx[rows] = c_idx
+        centres[rows], samples[rows] = _host_points(
+            cstate.states[c], z, lo, noise, scaling_factor, whitenings[c]
+        )
     return labels, idx, centres, samples

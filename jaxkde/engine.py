@@ -1,11 +1,32 @@
 """The evaluation engine: exact blocked log-sum-exp over the data at matrix-product speed.
 
 For a block of whitened queries ``q`` (``(b, k)``) and each chunk of whitened data ``z``
-(``(c, k)``), squared distances come from one matrix product,
-``|q - z|^2 = |q|^2 + |z|^2 - 2 q.z`` (data centred at fit time, clamped at 0), and the chunk's
-log terms ``log w_i + log k(|q - z_i|^2)`` are folded into a running maximum and a running sum of
-exponentials (an online log-sum-exp). Peak memory is ``O(b * c)`` whatever the number of queries
-and data points; nothing of shape ``(n_query, n_data, dim)`` or ``(n_query, n_data)`` exists.
+(``(c, k)``), the chunk's log terms ``log w_i + log k(|q - z_i|^2)`` are folded into a running
+maximum and a running sum of exponentials (an online log-sum-exp). Peak memory is
+``O(b * c)`` whatever the number of queries and data points; nothing of shape
+``(n_query, n_data, dim)`` or ``(n_query, n_data)`` exists.
+
+Squared distances, and how they are kept right:
+
+* **Direct differences** for ``k <= DIRECT_MAX_DIM`` (and for the p = 1 and infinity norms of
+  the seed's kernel): ``sum_j ((q_j - z_j)_hi + (q_j - z_j)_lo)^2`` from the double-word
+  coordinates of :mod:`jaxkde.state`. Each squared distance is right to a few units of
+  rounding of *itself*, whatever the data's offset or the spread-to-bandwidth ratio.
+* **One matrix product** above that: ``|q|^2 + |z|^2 - 2 q.z`` (clamped at 0). Its rounding
+  error grows with the norms, not with the distance: about ``c_k eps (|q|^2 + |z|^2)`` with
+  ``c_k = 2 + sqrt(k) / 2`` (:func:`gemm_error_bound`; measured on the CPU at 2.3 to 7.7 for
+  k = 1 to 784). With ``precision="highest"`` (the default) every block keeps an account of
+  what that error can do to its result: in ``k >= COMPENSATE_MIN_DIM`` dimensions the largest
+  term of each chunk is recomputed by direct differences, and the possible change of all the
+  other terms is summed (:meth:`jaxkde.kernels.Kernel.distance_error`). A query whose account
+  exceeds ``RTOL * s(q)``, with ``s(q) = max(|log f(q)|, |largest log term|, 1)``, is
+  recomputed by direct differences over every chunk. In well-scaled data (MNIST at
+  sigma = 0.2, PCA-50) no query needs it and the account costs nothing measurable; in data
+  whose spread is 10^4 bandwidths or more it is what keeps the answer right.
+
+``RTOL`` is 1e-5 in float32 and 1e-10 in float64: the bound the README states and the tests
+check against float64 brute force. ``precision="high"`` and ``"default"`` (TF32 on GPUs) skip
+the account and its recomputation: they trade that bound for speed.
 
 Matrix products run at ``precision="highest"`` by default: true float32 (or float64) products,
 also on GPUs whose float32 products default to TF32. ``"default"`` lets the backend choose.
@@ -13,20 +34,31 @@ also on GPUs whose float32 products default to TF32. ``"default"`` lets the back
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
-from .state import KDEState, whiten
+from .kernels import Kernel
+from .state import HostWhitening, KDEState, whiten_queries
 
 __all__ = [
     "BLOCK_SIZES",
+    "COMPENSATE_MIN_DIM",
+    "DIRECT_MAX_DIM",
     "PRECISIONS",
+    "RTOL",
     "combine_log_sums",
     "default_block_sizes",
+    "direct_sq_distances",
+    "gemm_error_bound",
     "log_density",
+    "log_density_whitened",
     "pairwise_sq_distances",
 ]
 
@@ -35,6 +67,24 @@ __all__ = [
 #: H200 GPU (4096, 16384) gave 1.67x of the one-product float32 floor against 1.74x for
 #: (1024, 4096), measured side by side (benchmarks/results/gpu_check_h200_run1.log).
 BLOCK_SIZES = {"cpu": (1024, 4096), "gpu": (4096, 16384)}
+
+#: Whitened dimensions up to which every distance is a direct difference (in 1-3 dimensions the
+#: exponentials, not the products, set the speed: 1.0x, 1.8x and 2.2x the product's time per
+#: block on the CPU, measured side by side).
+DIRECT_MAX_DIM = 3
+#: From this dimension on, each chunk's largest term is recomputed exactly (free beside a
+#: product of that length; 40% more time per block at k = 50, measured on the CPU).
+COMPENSATE_MIN_DIM = 256
+#: Relative error bound of a log density, against ``s(q)`` (see the module docstring).
+RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-10}
+#: Queries recomputed together by direct differences when their account is exceeded (when the
+#: caller gives no block size), and the smaller capacity of that recomputation.
+_FALLBACK_ROWS = 256
+_FEW_ROWS = 64
+# A term whose log can move by more than this is not accounted for but recomputed.
+_MAX_LOG_ERROR = 20.0
+# Chunks whose every term lies this far (nats) below the running maximum cannot matter.
+_WINDOW = 60.0
 
 
 def default_block_sizes(platform: str | None = None) -> tuple[int, int]:
@@ -51,6 +101,18 @@ PRECISIONS = {
 }
 
 
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}; got {precision!r}.")
+
+
+def gemm_error_bound(k: int, dtype) -> float:
+    """``c_k eps``: the matrix-product distance ``|q|^2 + |z|^2 - 2 q.z`` in ``k`` dimensions is
+    taken to be within ``c_k eps (|q|^2 + |z|^2)`` of the exact value, ``c_k = 2 + sqrt(k) / 2``.
+    """
+    return (2.0 + 0.5 * math.sqrt(k)) * float(np.finfo(dtype).eps)
+
+
 def pairwise_sq_distances(
     q: jax.Array,
     q_sq: jax.Array,
@@ -61,15 +123,65 @@ def pairwise_sq_distances(
 ) -> jax.Array:
     """Squared p-norm distances between rows of ``q`` ``(b, k)`` and ``z`` ``(c, k)``: ``(b, c)``.
 
-    ``q_sq`` and ``z_sq`` are the squared Euclidean row norms, used by the p = 2 path only.
-    For p = 1 or infinity the difference is formed per pair and reduced over features inside one
-    fused loop: memory is ``O(b * c)`` as long as XLA fuses the reduction (it does on CPU and GPU).
+    ``q_sq`` and ``z_sq`` are the squared Euclidean row norms, used by the p = 2 path only, a
+    single matrix product (see the module docstring for its rounding error). For p = 1 or
+    infinity the difference is formed per pair and reduced over features inside one fused
+    loop: memory is ``O(b * c)`` as long as XLA fuses the reduction (it does on CPU and GPU).
     """
     if norm == 2.0:
         cross = jnp.matmul(q, z.T, precision=PRECISIONS[precision])
         return jnp.maximum(q_sq[:, None] + z_sq[None, :] - 2.0 * cross, 0.0)
-    diff = jnp.abs(q[:, None, :] - z[None, :, :])
-    r = jnp.sum(diff, axis=-1) if norm == 1.0 else jnp.max(diff, axis=-1)
+    return direct_sq_distances(q, None, z, None, norm)
+
+
+def direct_sq_distances(
+    q_hi: jax.Array,
+    q_lo: jax.Array | None,
+    z_hi: jax.Array,
+    z_lo: jax.Array | None,
+    norm: float = 2.0,
+    scale: jax.Array | None = None,
+) -> jax.Array:
+    """Squared p-norm distances ``(b, c)`` by direct differences of double-word coordinates.
+
+    ``(q_hi - z_hi) + (q_lo - z_lo)`` is the difference of the two float64 values to about
+    2^-48 of the coordinates (the first subtraction is exact for nearby points), so each
+    squared distance is right to a few roundings of itself. ``scale`` whitens each difference
+    first, for coordinates not yet whitened: a vector ``(k,)`` divides coordinate j by
+    ``scale[j]`` (a diagonal ``L``); a lower-triangular ``L`` ``(k, k)`` is solved against each
+    difference (up to ``DIRECT_MAX_DIM`` features). Up to ``DIRECT_MAX_DIM`` features the sum
+    is unrolled; above, it is a reduction XLA fuses with the differences, so memory stays
+    ``O(b * c)``.
+    """
+    k = q_hi.shape[1]
+    if k <= DIRECT_MAX_DIM:
+        diffs = []
+        for j in range(k):
+            diff = q_hi[:, j, None] - z_hi[None, :, j]
+            if q_lo is not None:
+                diff = diff + (q_lo[:, j, None] - z_lo[None, :, j])
+            if scale is not None and scale.ndim == 2:  # forward substitution with L
+                for i, prev in enumerate(diffs):
+                    diff = diff - scale[j, i] * prev
+                diff = diff / scale[j, j]
+            elif scale is not None:
+                diff = diff / scale[j]
+            diffs.append(diff)
+        if norm == 2.0:
+            return functools.reduce(jnp.add, [d * d for d in diffs])
+        parts = [jnp.abs(d) for d in diffs]
+        r = functools.reduce(jnp.maximum if norm == math.inf else jnp.add, parts)
+        return r * r
+    if scale is not None and scale.ndim != 1:
+        raise ValueError("a full L is solved per pair only up to DIRECT_MAX_DIM features.")
+    diff = q_hi[:, None, :] - z_hi[None, :, :]
+    if q_lo is not None:
+        diff = diff + (q_lo[:, None, :] - z_lo[None, :, :])
+    if scale is not None:
+        diff = diff / scale
+    if norm == 2.0:
+        return jnp.sum(diff * diff, axis=-1)
+    r = jnp.sum(jnp.abs(diff), axis=-1) if norm == 1.0 else jnp.max(jnp.abs(diff), axis=-1)
     return r * r
 
 
@@ -82,10 +194,14 @@ def lse_update(
     differentiable; a row whose terms are all -inf so far keeps a finite shift (no inf - inf).
     """
     new_max = jnp.maximum(run_max, lax.stop_gradient(jnp.max(logits, axis=-1)))
-    shift = jnp.where(jnp.isfinite(new_max), new_max, 0.0)
+    shift = _finite_or_zero(new_max)
     old = jnp.where(jnp.isfinite(run_max), run_max, shift)
     run_sum = run_sum * jnp.exp(old - shift) + jnp.sum(jnp.exp(logits - shift[..., None]), axis=-1)
     return new_max, run_sum
+
+
+def _finite_or_zero(x: jax.Array) -> jax.Array:
+    return jnp.where(jnp.isfinite(x), x, 0.0)
 
 
 def lse_finish(run_max: jax.Array, run_sum: jax.Array) -> jax.Array:
@@ -94,7 +210,7 @@ def lse_finish(run_max: jax.Array, run_sum: jax.Array) -> jax.Array:
     An empty sum gives -inf with a zero (not NaN) gradient, so a shard or chunk holding only
     padding does not poison the gradient of a combined result.
     """
-    shift = jnp.where(jnp.isfinite(run_max), run_max, 0.0)
+    shift = _finite_or_zero(run_max)
     empty = run_sum <= 0
     return jnp.where(empty, -jnp.inf, shift + jnp.log(jnp.where(empty, 1.0, run_sum)))
 
@@ -109,51 +225,329 @@ def combine_log_sums(parts: jax.Array) -> jax.Array:
     return lse_finish(*lse_update(*init, parts.T))
 
 
-def _block_logsumexp(
+def _own_mask(query_rows, first, chunk):
+    return query_rows[:, None] == first + jnp.arange(chunk)[None, :]
+
+
+def _chunk_inputs(state: KDEState, row_offset):
+    chunk = state.points.shape[1]
+    starts = row_offset + jnp.arange(state.points.shape[0]) * chunk
+    lo = state.points_lo if state.points_lo is not None else jnp.zeros((state.points.shape[0],))
+    return (state.points, lo, state.sq_norms, state.log_weights, starts)
+
+
+def _log_terms(kernel, d2, log_w, grid, own):
+    """Log terms ``(b, g, c)`` from squared distances ``(b, c)``, scaled by each of the grid's
+    ``g`` inverse squared bandwidths (``g = 1``, unscaled, without a grid)."""
+    sq = d2[:, None, :] if grid is None else d2[:, None, :] * grid[None, :, None]
+    logits = log_w[None, None, :] + kernel.log_profile(sq)
+    if own is not None:
+        logits = jnp.where(own[:, None, :], -jnp.inf, logits)
+    return logits, sq
+
+
+def _direct_logsumexp(state, q_hi, q_lo, query_rows, row_offset, remat, scale, grid):
+    """The log-sum-exp ``(b, g)`` of one query block, every distance a direct difference."""
+    kernel = state.kernel
+    chunk = state.points.shape[1]
+    has_lo = state.points_lo is not None and q_lo is not None
+
+    def step(carry, xs):
+        z, z_lo, _, log_w, first = xs
+        d2 = direct_sq_distances(q_hi, q_lo if has_lo else None, z, z_lo if has_lo else None,
+                                 kernel.norm, scale)  # fmt: skip
+        own = None if query_rows is None else _own_mask(query_rows, first, chunk)
+        return lse_update(*carry, _log_terms(kernel, d2, log_w, grid, own)[0]), None
+
+    if remat:
+        step = jax.checkpoint(step)
+    shape = (q_hi.shape[0], 1 if grid is None else grid.shape[0])
+    init = (jnp.full(shape, -jnp.inf, q_hi.dtype), jnp.zeros(shape, q_hi.dtype))
+    (run_max, run_sum), _ = lax.scan(step, init, _chunk_inputs(state, row_offset))
+    return lse_finish(run_max, run_sum)
+
+
+def _gemm_logsumexp(state, zq_hi, precision, query_rows, row_offset, remat, grid):
+    """Matrix-product distances without an error account (``precision`` other than highest)."""
+    kernel = state.kernel
+    chunk = state.points.shape[1]
+    q_sq = jnp.sum(zq_hi * zq_hi, axis=1)
+
+    def step(carry, xs):
+        z, _, z_sq, log_w, first = xs
+        d2 = pairwise_sq_distances(zq_hi, q_sq, z, z_sq, 2.0, precision)
+        d2 = jnp.where(jnp.isnan(d2), jnp.inf, d2)
+        own = None if query_rows is None else _own_mask(query_rows, first, chunk)
+        return lse_update(*carry, _log_terms(kernel, d2, log_w, grid, own)[0]), None
+
+    if remat:
+        step = jax.checkpoint(step)
+    shape = (zq_hi.shape[0], 1 if grid is None else grid.shape[0])
+    init = (jnp.full(shape, -jnp.inf, zq_hi.dtype), jnp.zeros(shape, zq_hi.dtype))
+    (run_max, run_sum), _ = lax.scan(step, init, _chunk_inputs(state, row_offset))
+    return lse_finish(run_max, run_sum)
+
+
+def _argmax_in_blocks(logits, sub_max, chunk_max, sub):
+    """Position ``(b, g)`` of a largest entry of ``logits`` ``(b, g, c)``, from the maxima of
+    its sub-blocks of ``sub`` entries: the first sub-block holding the maximum, then the first
+    largest entry within it (``b * g * sub`` values read, not another pass over all)."""
+    n_sub = sub_max.shape[-1]
+    iota = lax.broadcasted_iota(jnp.int32, sub_max.shape, sub_max.ndim - 1)
+    block = jnp.min(jnp.where(sub_max >= chunk_max[..., None], iota, n_sub - 1), axis=-1)
+    cols = block[..., None] * sub + jnp.arange(sub)
+    part = jnp.take_along_axis(logits, cols, axis=-1)
+    within = jnp.argmax(part, axis=-1).astype(jnp.int32)
+    return block * sub + within
+
+
+def _checked_gemm_logsumexp(state, zq_hi, zq_lo, query_rows, row_offset, remat, grid,
+                            log_normalizer):  # fmt: skip
+    """Matrix-product distances with the rounding-error account (see the module docstring).
+
+    Returns the block's log-sum-exp ``(b, g)`` and, per query, whether its account was
+    exceeded (for any bandwidth of the grid).
+    """
+    kernel = state.kernel
+    b, k = zq_hi.shape
+    chunk = state.points.shape[1]
+    dtype = zq_hi.dtype
+    has_lo = state.points_lo is not None and zq_lo is not None
+    compensate = k >= COMPENSATE_MIN_DIM and not kernel.compact
+    # Kernels whose log profile is steeper near r = 0 (exponential) need the nearest distance.
+    needs_min = type(kernel).distance_error is not Kernel.distance_error and not kernel.compact
+    factor = gemm_error_bound(k, dtype)
+    q_sq = jnp.sum(zq_hi * zq_hi, axis=1)
+    g = 1 if grid is None else grid.shape[0]
+    sub = math.gcd(chunk, 128)
+
+    def scaled(x):  # (b,) squared distances or errors -> (b, g)
+        return x[:, None] if grid is None else x[:, None] * grid[None, :]
+
+    def step(carry, xs):
+        run_max, run_sum, run_err, unsafe = carry
+        z, z_lo, z_sq, log_w, first = xs
+        d2 = pairwise_sq_distances(zq_hi, q_sq, z, z_sq, 2.0, "highest")
+        d2 = jnp.where(jnp.isnan(d2), jnp.inf, d2)  # inf - inf of overflowing norms
+        own = None if query_rows is None else _own_mask(query_rows, first, chunk)
+        logits, sq = _log_terms(kernel, d2, log_w, grid, own)
+        if compensate:  # the maximum by sub-blocks, to find its position without another pass
+            sub_max = jnp.max(logits.reshape(b, g, chunk // sub, sub), axis=-1)
+            chunk_max = lax.stop_gradient(jnp.max(sub_max, axis=-1))
+        else:
+            chunk_max = lax.stop_gradient(jnp.max(logits, axis=-1))
+        z_max = jnp.max(jnp.where(jnp.isfinite(log_w), z_sq, 0.0))
+        delta = lax.stop_gradient(scaled(factor * (q_sq + z_max)))
+        new_max = jnp.maximum(run_max, chunk_max)
+        if compensate:  # each chunk's largest term, again by direct differences
+            top = _argmax_in_blocks(logits, sub_max, chunk_max, sub)
+            top_approx = jnp.take_along_axis(logits, top[..., None], axis=-1)[..., 0]
+            diff = zq_hi[:, None, :] - z[top]
+            if has_lo:
+                diff = diff + (zq_lo[:, None, :] - z_lo[top])
+            d2_top = jnp.sum(diff * diff, axis=-1)
+            top_exact = log_w[top] + kernel.log_profile(
+                d2_top if grid is None else d2_top * grid[None, :]
+            )
+            if query_rows is not None:
+                top_exact = jnp.where(query_rows[:, None] == first + top, -jnp.inf, top_exact)
+            new_max = jnp.maximum(new_max, lax.stop_gradient(top_exact))
+        shift = _finite_or_zero(new_max)
+        total = jnp.sum(jnp.exp(logits - shift[..., None]), axis=-1)
+        rest = total
+        if compensate:
+            rest = jnp.maximum(total - jnp.exp(top_approx - shift), 0.0)
+            total = rest + jnp.exp(top_exact - shift)
+        if kernel.compact:  # each term's possible change, in the kernel's value
+            err = jnp.sum(jnp.exp(log_w[None, None, :] - shift[..., None])
+                          * kernel.distance_error(sq, delta[..., None]), axis=-1)  # fmt: skip
+            # Errors of a whole unit of squared distance leave nothing of the support known.
+            unsafe = unsafe | ~(delta < 1.0)
+        else:
+            sq_min = jnp.min(sq, axis=-1) if needs_min else jnp.zeros_like(delta)
+            move = kernel.distance_error(sq_min, delta)
+            err = lax.stop_gradient(rest) * jnp.expm1(jnp.minimum(move, _MAX_LOG_ERROR))
+            # Past _MAX_LOG_ERROR the terms' order is unknown: a chunk that might hold the
+            # largest term is recomputed (NaN-safe: a NaN comparison counts as unsafe).
+            unsafe = unsafe | (~(move <= _MAX_LOG_ERROR) & ~(chunk_max + move < shift - _WINDOW))
+        old = jnp.where(jnp.isfinite(run_max), run_max, shift)
+        rescale = lax.stop_gradient(jnp.exp(old - shift))
+        run_sum = run_sum * rescale + total
+        run_err = lax.stop_gradient(run_err * rescale + err)
+        return (new_max, run_sum, run_err, unsafe), None
+
+    if remat:
+        step = jax.checkpoint(step)
+    zeros = jnp.zeros((b, g), dtype)
+    init = (jnp.full((b, g), -jnp.inf, dtype), zeros, zeros, jnp.zeros((b, g), bool))
+    (run_max, run_sum, run_err, unsafe), _ = lax.scan(step, init, _chunk_inputs(state, row_offset))
+    lse = lse_finish(run_max, run_sum)
+    positive = run_sum > 0
+    ratio = jnp.where(positive, run_err / jnp.where(positive, run_sum, 1.0),
+                      jnp.where(run_err > 0, jnp.inf, 0.0))  # fmt: skip
+    log_f = lax.stop_gradient(lse + log_normalizer)
+    scale = jnp.maximum(jnp.maximum(jnp.abs(_finite_or_zero(log_f)),
+                                    jnp.abs(_finite_or_zero(run_max))), 1.0)  # fmt: skip
+    exceeded = unsafe | ~(jnp.log1p(ratio) <= RTOL[np.dtype(dtype)] * scale) | jnp.isnan(log_f)
+    return lse, jnp.any(exceeded, axis=1)
+
+
+def _recompute_rows(lse, exceeded, recompute, block: int):
+    """Replace the rows marked ``exceeded`` of ``lse`` ``(m, g)`` by ``recompute(rows)``.
+
+    The marked rows are gathered into the smaller of two fixed capacities (``_FEW_ROWS`` or
+    all ``m``) that holds them all, and recomputed ``block`` rows at a time; nothing runs when
+    no row is marked. Fixed capacities keep the shapes static, and a switch at the top level
+    (no branch inside a loop) keeps reverse-mode residuals to those of one plain pass. (Each
+    capacity is a program of its own: two keep the first call's compilation short.)
+    """
+    m = lse.shape[0]
+    capacities = sorted({min(_FEW_ROWS, m), m})
+
+    def run(capacity):
+        def branch(lse):
+            idx = jnp.nonzero(exceeded, size=capacity, fill_value=m)[0]
+            rows = jnp.minimum(idx, m - 1)
+            size = min(block, capacity)
+            n_blocks = -(-capacity // size)
+            rows = jnp.pad(rows, (0, n_blocks * size - capacity), constant_values=m - 1)
+            values = lax.map(recompute, rows.reshape(n_blocks, size))
+            values = values.reshape(n_blocks * size, -1)[:capacity]
+            return lse.at[idx].set(values, mode="drop")
+
+        return branch
+
+    count = jnp.sum(exceeded)
+    which = jnp.searchsorted(jnp.asarray(capacities), count, side="left") + (count > 0)
+    which = jnp.where(count > 0, which, 0)
+    branches = [lambda x: x] + [run(c) for c in capacities]
+    return lax.switch(jnp.minimum(which, len(capacities)), branches, lse)
+
+
+class DirectCoordinates(NamedTuple):
+    """Coordinates for direct differences when they are not the whitened ones of the state.
+
+    Learned bandwidths keep the centred data unwhitened (whitening is the parameter): the
+    differences are whitened per pair by ``scale`` (see :func:`direct_sq_distances`).
+    """
+
+    q_hi: jax.Array
+    q_lo: jax.Array | None
+    points: jax.Array
+    points_lo: jax.Array | None
+    scale: jax.Array
+
+
+def _logsumexp(
     state: KDEState,
-    zq: jax.Array,
+    zq_hi: jax.Array,
+    zq_lo: jax.Array | None,
     precision: str,
     query_rows: jax.Array | None = None,
     remat: bool = False,
     row_offset: jax.Array | int = 0,
+    *,
+    block_size: int | None = None,
+    grid: jax.Array | None = None,
+    direct: DirectCoordinates | None = None,
+    log_normalizer: jax.Array | None = None,
 ) -> jax.Array:
-    """``logsumexp_i [log w_i + log k(|zq - z_i|^2)]`` for one block of whitened queries.
+    """``logsumexp_i [log w_i + log k(|zq - z_i|^2)]`` for whitened queries ``(m, k)``.
 
-    ``query_rows`` (``(b,)`` ints) marks each query as a row of the data, whose own term is
+    The queries are taken ``block_size`` at a time (all at once by default); a query whose
+    rounding-error account is exceeded is then recomputed by direct differences, a few at a
+    time, once all blocks are done.
+
+    ``query_rows`` (``(m,)`` ints) marks each query as a row of the data, whose own term is
     left out (leave-one-out); ``row_offset`` is the global row of ``state``'s first point (a
     shard's position in the whole data). ``remat`` recomputes each step in the backward pass, so a
     gradient needs memory for the carries only, not for every step's ``(b, chunk)`` terms.
+    ``grid`` ``(g,)`` scales every squared distance by each of ``g`` factors (a grid of
+    bandwidths sharing one distance computation): the result is then ``(m, g)``, else ``(m,)``.
+    ``direct`` gives the coordinates of direct differences when they are not the whitened ones;
+    ``log_normalizer`` (default the state's; ``(g,)`` with a grid) sizes the error account.
     """
-    kernel = state.kernel
-    q_sq = jnp.sum(zq * zq, axis=1)
-    chunk = state.points.shape[1]
+    m, k = zq_hi.shape
+    if direct is None:
+        direct_state, dq_hi, dq_lo, scale = state, zq_hi, zq_lo, None
+    else:
+        direct_state = dataclasses.replace(state, points=direct.points,
+                                           points_lo=direct.points_lo)  # fmt: skip
+        dq_hi, dq_lo, scale = direct.q_hi, direct.q_lo, direct.scale
+    if state.kernel.norm != 2.0 or k <= DIRECT_MAX_DIM:
+        mode = "direct"
+    else:
+        mode = "checked" if precision == "highest" else "unchecked"
+    norm = state.log_normalizer if log_normalizer is None else log_normalizer
 
-    def step(carry, xs):
-        z, z_sq, log_w, first = xs
-        d2 = pairwise_sq_distances(zq, q_sq, z, z_sq, kernel.norm, precision)
-        logits = log_w[None, :] + kernel.log_profile(d2)
-        if query_rows is not None:
-            own = query_rows[:, None] == first + jnp.arange(chunk)[None, :]
-            logits = jnp.where(own, -jnp.inf, logits)
-        return lse_update(*carry, logits), None
+    def first_pass(args):
+        zh, zl, dh, dl, rows = args
+        if mode == "direct":
+            lse = _direct_logsumexp(direct_state, dh, dl, rows, row_offset, remat, scale, grid)
+            return lse, jnp.zeros(lse.shape[:1], bool)
+        if mode == "unchecked":
+            lse = _gemm_logsumexp(state, zh, precision, rows, row_offset, remat, grid)
+            return lse, jnp.zeros(lse.shape[:1], bool)
+        return _checked_gemm_logsumexp(state, zh, zl, rows, row_offset, remat, grid, norm)
 
-    if remat:
-        step = jax.checkpoint(step)
-    b = zq.shape[0]
-    init = (jnp.full((b,), -jnp.inf, zq.dtype), jnp.zeros((b,), zq.dtype))
-    starts = row_offset + jnp.arange(state.points.shape[0]) * chunk
-    xs = (state.points, state.sq_norms, state.log_weights, starts)
-    (run_max, run_sum), _ = lax.scan(step, init, xs)
-    return lse_finish(run_max, run_sum)
+    args = (zq_hi, zq_lo, dq_hi, dq_lo, query_rows)
+    if block_size is None or block_size >= m:
+        lse, exceeded = first_pass(args)
+    else:
+        n_blocks = -(-m // block_size)
+        pad = n_blocks * block_size - m
+
+        def blocks(a, fill=None):
+            if a is None:
+                return None
+            if fill is None:  # pad with copies of the first query: real, harmless queries
+                a = jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)]) if pad else a
+            else:
+                a = jnp.pad(a, (0, pad), constant_values=fill)
+            return a.reshape(n_blocks, block_size, *a.shape[1:])
+
+        blocked = (*(blocks(a) for a in args[:4]), blocks(query_rows, -1))
+        lse, exceeded = lax.map(first_pass, blocked)
+        lse = lse.reshape(n_blocks * block_size, -1)[:m]
+        exceeded = exceeded.reshape(-1)[:m]
+    if mode == "checked":
+
+        def recompute(rows):
+            return _direct_logsumexp(
+                direct_state, dq_hi[rows], None if dq_lo is None else dq_lo[rows],
+                None if query_rows is None else query_rows[rows], row_offset, remat, scale, grid,
+            )  # fmt: skip
+
+        lse = _recompute_rows(lse, exceeded, recompute, min(m, block_size or _FALLBACK_ROWS))
+    return lse[:, 0] if grid is None else lse
 
 
 @functools.partial(jax.jit, static_argnames=("block_size", "precision"))
-def log_density(
+def log_density_whitened(
     state: KDEState,
-    queries: jax.Array,
+    zq_hi: jax.Array,
+    zq_lo: jax.Array | None,
     *,
     block_size: int | None = None,
     precision: str = "highest",
+) -> jax.Array:
+    """:func:`log_density` of queries already whitened by :func:`jaxkde.whiten_queries`.
+
+    The compiled program behind :func:`log_density`: one per query count, block size and
+    precision, reused for every state of the same shapes.
+    """
+    _check_precision(precision)
+    lse = _logsumexp(state, zq_hi, zq_lo, precision, block_size=block_size)
+    return lse + state.log_normalizer
+
+
+def log_density(
+    state: KDEState,
+    queries,
+    *,
+    block_size: int | None = None,
+    precision: str = "highest",
+    whitening: HostWhitening | None = None,
 ) -> jax.Array:
     """Log density of the KDE ``state`` at each query.
 
@@ -162,29 +556,25 @@ def log_density(
     state : KDEState
         Fitted state (see :func:`jaxkde.build_state`).
     queries : array, shape (m, d)
-        Query points in the original coordinates; cast to the state's dtype.
+        Query points in the original coordinates. Host arrays (NumPy, lists) are centred and
+        whitened in float64 before the cast to the working dtype; inside ``jit`` or ``grad``
+        they are whitened on the device (see :func:`jaxkde.whiten_queries`).
     block_size : int, optional
         Queries evaluated together; ``None`` evaluates all ``m`` at once. Peak memory is
         ``O(block_size * chunk_size)``.
     precision : {"highest", "high", "default"}
         Precision of the distance matrix products (see module docstring).
+    whitening : HostWhitening, optional
+        ``jaxkde.host_whitening(state)``, to reuse across calls (computed here otherwise).
 
     Returns
     -------
     array, shape (m,)
-        ``log f(queries)``; ``-inf`` only where every kernel term underflows to exactly zero,
-        which the Gaussian kernel never does for finite inputs.
+        ``log f(queries)``, within ``RTOL * s(q)`` of the exact value at
+        ``precision="highest"``; ``-inf`` where every kernel term underflows to exactly zero
+        (outside a compact kernel's support, or so far away that the squared whitened distance
+        overflows the working dtype), never NaN for finite input.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {list(PRECISIONS)}; got {precision!r}.")
-    queries = jnp.asarray(queries, state.dtype)
-    m = queries.shape[0]
-    zq = whiten(state, queries)
-    if block_size is None or block_size >= m:
-        lse = _block_logsumexp(state, zq, precision)
-    else:
-        n_blocks = -(-m // block_size)
-        zq = jnp.pad(zq, ((0, n_blocks * block_size - m), (0, 0)))
-        blocks = zq.reshape(n_blocks, block_size, zq.shape[1])
-        lse = lax.map(lambda blk: _block_logsumexp(state, blk, precision), blocks).reshape(-1)[:m]
-    return lse + state.log_normalizer
+    _check_precision(precision)
+    zq_hi, zq_lo = whiten_queries(state, queries, whitening)
+    return log_density_whitened(state, zq_hi, zq_lo, block_size=block_size, precision=precision)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
-import math
 import numbers
 
 import jax
@@ -12,21 +10,28 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from ._validation import NotFittedError, check_data, check_positive_int, check_weights
+from ._validation import (
+    check_data,
+    check_labels,
+    check_positive_int,
+    check_real,
+    check_weights,
+    not_fitted,
+)
 from .bandwidths import RULES, resolve_bandwidth
 from .conditional import (
     ClassConditionalState,
     class_log_density,
     class_log_posterior,
     mixture_log_density,
-    sample_classes,
+    sample_classes_host,
 )
 from .engine import PRECISIONS, default_block_sizes, log_density
 from .kernels import UnivariateGaussianKernel, get_kernel
-from .sampling import as_key, sample_with_centres
-from .selection import CV_RULES, fit_bandwidth
+from .sampling import as_key, check_sample_size, sample_host
+from .selection import _STATUS_MESSAGES, CV_RULES, fit_bandwidth
 from .sharding import shard_state, sharded_log_density
-from .state import KDEState, build_state
+from .state import KDEState, build_state, host_whitening
 
 __all__ = ["KDE", "KDEClassifier"]
 
@@ -105,12 +110,7 @@ class _Params:
 
 def _encode_labels(y, n: int) -> tuple[np.ndarray, np.ndarray]:
     """``(classes, codes)``: sorted unique labels (first-seen order if unsortable), codes 0..C-1."""
-    if isinstance(y, (str, bytes)) or not hasattr(y, "__len__"):
-        raise TypeError(f"y must be a sequence of {n} labels; got {y!r}.")
-    labels = np.empty(len(y), dtype=object)
-    labels[:] = list(y)
-    if labels.shape != (n,):
-        raise ValueError(f"y must have one label per row of X, shape ({n},); got {labels.shape}.")
+    labels = check_labels(y, n)
     try:
         classes, codes = np.unique(labels, return_inverse=True)
     except TypeError:  # labels of mixed, unorderable types: order of first appearance
@@ -287,13 +287,15 @@ class KDE(_Params):
         Parameters
         ----------
         X : array-like, shape (n_samples, n_features)
-            Finite data; integer (e.g. uint8 pixel) input is converted to float.
-        y : array-like of shape (n_samples,), optional
-            Class labels of any hashable type. With labels, one KDE is fitted per class (rules
-            applied within each class) for :meth:`class_log_density` and class sampling;
-            :meth:`score_samples` is then the prior-weighted mixture of the classes.
+            Finite data; integer (e.g. uint8 pixel) input is converted to float. Centring,
+            rules and whitening are computed in float64 on the host, then cast to the working
+            dtype (float32, or float64 for float64 input under x64).
+        y : array-like of shape (n_samples,) or (n_samples, 1), optional
+            Class labels of any hashable type (not NaN). With labels, one KDE is fitted per
+            class (rules applied within each class) for :meth:`class_log_density` and class
+            sampling; :meth:`score_samples` is then the prior-weighted mixture of the classes.
         sample_weight : array-like, shape (n_samples,), optional
-            Non-negative weights, not all zero.
+            Non-negative weights, not all zero. A class whose rows all weigh 0 gets prior 0.
 
         Returns
         -------
@@ -306,47 +308,59 @@ class KDE(_Params):
         )
         if self.batch_size is not None:
             check_positive_int(self.batch_size, "batch_size")
-        if self.precision not in PRECISIONS:
+        if not isinstance(self.precision, str) or self.precision not in PRECISIONS:
             raise ValueError(
                 f"precision must be one of {list(PRECISIONS)}; got {self.precision!r}."
             )
         if self.mesh is not None and not isinstance(self.mesh, Mesh):
             raise TypeError(f"mesh must be a jax.sharding.Mesh or None; got {self.mesh!r}.")
-        data = check_data(X, "X")
-        weights = check_weights(sample_weight, data.shape[0], data.dtype)
+        if y is None and self.priors is not None:
+            raise ValueError("priors needs class labels: fit(X, y) with y, or priors=None.")
+        data, dtype = check_data(X, "X")
+        weights = check_weights(sample_weight, data.shape[0])
 
         def fit_one(rows, label=None):
             spec = self._bandwidth_spec(kernel, label)
-            x = jnp.asarray(data if rows is None else data[rows])
-            w = None if weights is None else jnp.asarray(weights if rows is None else weights[rows])
+            x = data if rows is None else data[rows]
+            w = None if weights is None else (weights if rows is None else weights[rows])
+            empty = w is not None and not np.any(w > 0)  # a class of zero total weight
+            rule_w = None if empty else w
             fit = None
             if isinstance(spec, str) and spec in CV_RULES:
-                fit = fit_bandwidth(
-                    np.asarray(x), None if w is None else np.asarray(w),
-                    kind=CV_RULES[spec], kernel=kernel, mesh=self.mesh,
-                )  # fmt: skip
-                spec = fit.matrix if fit.matrix.ndim == 2 else np.sqrt(fit.matrix)
+                if empty:
+                    spec = "scott"
+                else:
+                    fit = fit_bandwidth(x, w, kind=CV_RULES[spec], kernel=kernel,
+                                        mesh=self.mesh, dtype=dtype)  # fmt: skip
+                    if fit.status in ("unbounded", "nonfinite"):
+                        where = "" if label is None else f" (class {label!r})"
+                        raise ValueError(
+                            f"bandwidth={spec!r}{where}: {_STATUS_MESSAGES[fit.status]}"
+                        )
+                    spec = fit.matrix if fit.matrix.ndim == 2 else np.sqrt(fit.matrix)
             try:
                 choice = resolve_bandwidth(
-                    x, w, spec,
+                    x, rule_w, spec,
                     zero_variance=self.zero_variance, variance_floor=self.variance_floor,
                 )  # fmt: skip
+                state = build_state(x, w, choice.matrix, kernel, basis=choice.basis,
+                                    chunk_size=chunk_size, dtype=dtype)  # fmt: skip
             except ValueError as exc:
                 if label is None:
                     raise
                 raise ValueError(f"class {label!r}: {exc}") from None
-            state = build_state(x, w, choice.matrix, kernel, basis=choice.basis,
-                                chunk_size=chunk_size)  # fmt: skip
+            whitening = host_whitening(state)
             if self.mesh is not None:
                 state = shard_state(state, self.mesh)
-            return state, choice.n_degenerate, fit
+            return state, choice.n_degenerate, fit, whitening
 
         if y is None:
-            state, n_degenerate, fit = fit_one(None)
+            state, n_degenerate, fit, whitening = fit_one(None)
             fitted = {
                 "state_": state,
                 "bandwidth_": state.bandwidth_matrix(),
                 "bandwidth_fit_": fit,
+                "_whitening": whitening,
             }
         else:
             classes, codes = _encode_labels(y, data.shape[0])
@@ -356,17 +370,18 @@ class KDE(_Params):
                 fit_one(np.flatnonzero(codes == c), label)
                 for c, label in enumerate(classes.tolist())
             ]
-            states = tuple(state for state, _, _ in fits)
-            n_degenerate = sum(n for _, n, _ in fits)
+            states = tuple(f[0] for f in fits)
+            n_degenerate = sum(f[1] for f in fits)
             with np.errstate(divide="ignore"):
-                log_priors = jnp.asarray(np.log(priors), data.dtype)
+                log_priors = jnp.asarray(np.log(priors), dtype)
             fitted = {
                 "state_": ClassConditionalState(states, log_priors),
                 "bandwidth_": np.stack([s.bandwidth_matrix() for s in states]),
                 "classes_": classes,
                 "class_prior_": priors,
                 "class_count_": np.bincount(codes, minlength=len(classes)),
-                "bandwidth_fit_": [fit for _, _, fit in fits],
+                "bandwidth_fit_": [f[2] for f in fits],
+                "_whitening": tuple(f[3] for f in fits),
             }
         for name in ("classes_", "class_prior_", "class_count_"):
             self.__dict__.pop(name, None)
@@ -384,62 +399,78 @@ class KDE(_Params):
         return default_block_sizes(platform)
 
     def _class_priors(self, classes: np.ndarray, totals: np.ndarray) -> np.ndarray:
+        empty = totals <= 0
         if self.priors is None:
             return totals / totals.sum()
         if isinstance(self.priors, dict):
             missing = [c for c in classes.tolist() if c not in self.priors]
             if missing:
                 raise ValueError(f"priors has no entry for classes {missing}.")
-            priors = np.array([self.priors[c] for c in classes.tolist()], dtype=np.float64)
+            values = [self.priors[c] for c in classes.tolist()]
         else:
-            priors = np.asarray(self.priors, dtype=np.float64)
+            values = self.priors
+        try:
+            priors = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"priors must be numbers, one per class; got {self.priors!r}."
+            ) from None
         if priors.shape != classes.shape:
             raise ValueError(
                 f"priors must have one entry per class, shape {classes.shape}; got {priors.shape}."
             )
         if not np.all(np.isfinite(priors)) or np.any(priors < 0) or abs(priors.sum() - 1) > 1e-6:
             raise ValueError(f"priors must be non-negative and sum to 1; got {priors.tolist()}.")
-        return priors
+        if np.any(empty & (priors > 0)):
+            bad = classes[np.flatnonzero(empty & (priors > 0))[0]]
+            raise ValueError(
+                f"class {bad!r} has zero total sample_weight, so its prior must be 0; "
+                f"priors gives it {priors[np.flatnonzero(empty & (priors > 0))[0]]!r}."
+            )
+        return priors / priors.sum()
 
     def _check_fitted(self) -> KDEState | ClassConditionalState:
         if not hasattr(self, "state_"):
-            raise NotFittedError(
+            raise not_fitted(
                 f"This {type(self).__name__} is not fitted yet; call fit before using it."
             )
         return self.state_
 
     def _evaluate(self, fn, X, batch_size: int | None) -> np.ndarray:
-        """Apply the jitted ``fn(state, block, precision=..., mesh=...)`` to ``X`` by blocks.
-
-        One compiled program per block shape, reused by every later call.
-        """
+        """Apply ``fn(state, block, precision=..., [mesh=...], whitening(s)=...)`` to ``X`` by
+        blocks: each block is whitened in float64 on the host, then evaluated by one compiled
+        program per block shape, reused by every later call."""
         state = self._check_fitted()
+        kwargs = {"precision": self.precision}
         mesh = self.__dict__.get("_fit_mesh")
         if mesh is not None:
-            fn = functools.partial(fn, mesh=mesh)
+            kwargs["mesh"] = mesh
+        whitening = self.__dict__.get("_whitening")
+        per_class = isinstance(state, ClassConditionalState)
+        kwargs["whitenings" if per_class else "whitening"] = whitening
         if batch_size is None:
             batch_size = self.batch_size
         if batch_size is None:
             batch_size = self._default_block_sizes()[0]
         block = check_positive_int(batch_size, "batch_size")
-        dtype = (state.states[0] if isinstance(state, ClassConditionalState) else state).dtype
-        queries = check_data(X, "X", n_features=self.n_features_in_, dtype=dtype)
+        queries, _ = check_data(X, "X", n_features=self.n_features_in_)
         out = []
         for start in range(0, queries.shape[0], block):
             chunk = queries[start : start + block]
             rows = chunk.shape[0]
             padded = _query_block_rows(rows, block)
-            if padded != rows:
-                pad = np.zeros((padded - rows, chunk.shape[1]), chunk.dtype)
-                chunk = np.concatenate([chunk, pad])
-            out.append((fn(state, chunk, precision=self.precision), rows))
+            if padded != rows:  # padded with copies of the first row: a real, harmless query
+                chunk = np.concatenate([chunk, np.repeat(chunk[:1], padded - rows, axis=0)])
+            out.append((fn(state, chunk, **kwargs), rows))
         # Blocks were dispatched asynchronously; slicing on the host adds no compiled programs.
         return np.concatenate([np.asarray(block_out)[:rows] for block_out, rows in out])
 
     def score_samples(self, X, batch_size: int | None = None) -> np.ndarray:
-        """Log density at each row of ``X``, shape ``(n_queries,)``.
+        """Log density at each row of ``X``, shape ``(n_queries,)``, in the working dtype.
 
         Fitted with labels, this is the density of the prior-weighted mixture of the classes.
+        Within ``1e-5 * s(q)`` of the exact value in float32 (``1e-10`` in float64), where
+        ``s(q) = max(|log f(q)|, |largest log term|, 1)`` (see :mod:`jaxkde.engine`).
         """
         if hasattr(self, "classes_"):
             fn = mixture_log_density
@@ -456,7 +487,7 @@ class KDE(_Params):
         """
         if not hasattr(self, "classes_"):
             self._check_fitted()
-            raise NotFittedError("class_log_density needs a KDE fitted with labels: fit(X, y).")
+            raise not_fitted("class_log_density needs a KDE fitted with labels: fit(X, y).")
         return self._evaluate(class_log_density, X, batch_size)
 
     def predict(self, X, batch_size: int | None = None) -> np.ndarray:
@@ -474,28 +505,27 @@ class KDE(_Params):
         """The seed's name for :meth:`predict`: densities, shape ``(n_queries,)``."""
         return self.predict(X, batch_size=batch_size)
 
-    def score(self, X, y=None) -> float:
-        """Total log-likelihood of ``X`` under the model (the sum of :meth:`score_samples`)."""
+    def score(self, X, y=None, sample_weight=None) -> float:
+        """Total log-likelihood of ``X`` under the model (the sum of :meth:`score_samples`,
+        weighted by ``sample_weight`` when given); ``-inf`` if a row has density 0."""
         del y
-        return float(np.sum(self.score_samples(X), dtype=np.float64))
+        log_dens = self.score_samples(X).astype(np.float64)
+        w = check_weights(sample_weight, log_dens.shape[0])
+        if w is None:
+            return float(np.sum(log_dens))
+        return float(np.sum(np.where(w > 0, w * log_dens, 0.0)))
 
     # ----------------------------------------------------------------------------- sampling
     def _sample(self, n_samples, key, scaling_factor, label=None):
         state = self._check_fitted()
-        n_samples = check_positive_int(n_samples, "n_samples")
-        if (
-            isinstance(scaling_factor, bool)
-            or not isinstance(scaling_factor, numbers.Real)
-            or not (math.isfinite(scaling_factor) and scaling_factor >= 0)
-        ):
-            raise ValueError(
-                f"scaling_factor must be a finite number >= 0; got {scaling_factor!r}."
-            )
+        n_samples = check_sample_size(n_samples, self.n_features_in_)
+        scaling_factor = check_real(scaling_factor, "scaling_factor", low=0.0)
         key = as_key(key)
+        whitening = self.__dict__.get("_whitening")
         if not hasattr(self, "classes_"):
             if label is not None:
                 raise ValueError("label needs a KDE fitted with labels: fit(X, y).")
-            _, centres, samples = sample_with_centres(state, key, n_samples, float(scaling_factor))
+            _, centres, samples = sample_host(state, key, n_samples, scaling_factor, whitening)
             return None, centres, samples
         index = None
         if label is not None:
@@ -505,19 +535,28 @@ class KDE(_Params):
                     f"label {label!r} is not a class; classes: {self.classes_.tolist()}."
                 )
             index = hits[0]
-        codes, _, centres, samples = sample_classes(
-            state, key, n_samples, float(scaling_factor), label=index
+            if not self.class_prior_[index] > 0:
+                raise ValueError(
+                    f"class {label!r} has prior 0 (zero total sample_weight or a prior of 0): "
+                    "there is nothing to sample from it."
+                )
+        codes, _, centres, samples = sample_classes_host(
+            state, key, n_samples, scaling_factor, label=index, whitenings=whitening
         )
         return self.classes_[np.asarray(codes)], centres, samples
 
     def sample(
         self, n_samples: int = 1, key=None, scaling_factor: float = 1.0, label=None
     ) -> np.ndarray:
-        """Draw ``n_samples`` points from the KDE, shape ``(n_samples, n_features_in_)``.
+        """Draw ``n_samples`` points from the KDE, shape ``(n_samples, n_features_in_)``, float64.
+
+        The centre and kernel noise are drawn on the device; the point is formed in float64 on
+        the host, so samples of data far from the origin keep their precision.
 
         Parameters
         ----------
         n_samples : int
+            Refused (``ValueError``) when the draws would not fit in memory.
         key : JAX PRNG key or int, optional
             The same key gives the same samples; ``None`` draws fresh entropy.
         scaling_factor : float
@@ -526,7 +565,7 @@ class KDE(_Params):
         label : optional
             Fitted with labels: draw from this class only (default: classes by prior).
         """
-        return np.asarray(self._sample(n_samples, key, scaling_factor, label)[2])
+        return self._sample(n_samples, key, scaling_factor, label)[2]
 
     def random_sample(
         self, scaling_factor: float = 1.0, key=None, label=None
@@ -540,7 +579,7 @@ class KDE(_Params):
             For the Gaussian kernel, a draw from ``N(x_r, scaling_factor * H)``.
         """
         _, centres, samples = self._sample(1, key, scaling_factor, label)
-        return np.asarray(centres[0]), np.asarray(samples[0])
+        return centres[0], samples[0]
 
 
 class KDEClassifier(_Params):
@@ -604,7 +643,7 @@ class KDEClassifier(_Params):
 
     def _kde(self) -> KDE:
         if not hasattr(self, "kde_"):
-            raise NotFittedError("This KDEClassifier is not fitted yet; call fit(X, y) first.")
+            raise not_fitted("This KDEClassifier is not fitted yet; call fit(X, y) first.")
         return self.kde_
 
     def predict_log_proba(self, X, batch_size: int | None = None) -> np.ndarray:

@@ -9,7 +9,10 @@ Every kernel is evaluated on *whitened* differences ``u = L^{-1} (x - x_i)``, wh
   density (``log_det_chol = log |det L|``);
 * ``sample_unit(key, shape, dtype)``: draws from the normalised kernel in whitened space;
 * ``norm``: the p of the p-norm in which distances are measured (2 for every kernel except
-  the seed's extended univariate Gaussian, which also takes 1 and infinity).
+  the seed's extended univariate Gaussian, which also takes 1 and infinity);
+* ``distance_error(sq_dist, delta)``: how far a term can move when its squared distance is off
+  by at most ``delta`` (the engine's rounding-error account, see :mod:`jaxkde.engine`): in log
+  space for kernels with full support, in the kernel's value (its peak is 1) for compact ones.
 
 Kernels are frozen dataclasses, hashable, and travel as static metadata of the fitted state,
 so switching kernels compiles a new program while refitting the same kernel does not.
@@ -88,6 +91,28 @@ class Kernel:
     ) -> jax.Array:  # pragma: no cover
         raise NotImplementedError
 
+    def coordinate_variance(self, dim: int) -> float:  # pragma: no cover - abstract
+        """Variance of each coordinate of the unit kernel in ``dim`` dimensions (``H = I``).
+
+        With a scalar bandwidth ``h`` a coordinate's standard deviation is
+        ``h * sqrt(coordinate_variance(dim))``: ``h`` scales the kernel's radius, and is the
+        standard deviation for the Gaussian kernel only.
+        """
+        raise NotImplementedError
+
+    def distance_error(self, sq_dist: jax.Array, delta: jax.Array) -> jax.Array:
+        """Bound on a term's change when its squared distance moves by at most ``delta``.
+
+        Kernels with full support: ``|log k(r'^2) - log k(r^2)|`` for every ``r^2 >= sq_dist``.
+        Compact kernels: ``|k(r'^2) - k(r^2)|`` at ``r^2 = sq_dist`` (the peak ``k(0)`` is 1).
+        """
+        return 0.5 * delta  # the Gaussian's log profile -r^2/2
+
+
+def _sqrt_error(sq_dist, delta):
+    """Bound on ``|sqrt(a) - sqrt(b)|`` for ``|a - b| <= delta``, ``a >= sq_dist``."""
+    return jnp.minimum(jnp.sqrt(delta), delta / jnp.sqrt(jnp.maximum(sq_dist, 1e-30)))
+
 
 @dataclasses.dataclass(frozen=True)
 class GaussianKernel(Kernel):
@@ -105,6 +130,9 @@ class GaussianKernel(Kernel):
     def log_normalizer(self, dim: int, log_det_chol: jax.Array) -> jax.Array:
         return -0.5 * dim * _LOG_2PI - log_det_chol
 
+    def coordinate_variance(self, dim: int) -> float:
+        return 1.0
+
     def sample_unit(self, key: jax.Array, shape: tuple[int, int], dtype) -> jax.Array:
         return jax.random.normal(key, shape, dtype)
 
@@ -119,8 +147,15 @@ class TophatKernel(Kernel):
     def log_profile(self, sq_dist):
         return jnp.where(sq_dist < 1.0, 0.0, -jnp.inf).astype(sq_dist.dtype)
 
+    def distance_error(self, sq_dist, delta):
+        # A term flips in or out of the ball only within delta of its edge.
+        return jnp.where(jnp.abs(sq_dist - 1.0) <= delta, 1.0, 0.0).astype(sq_dist.dtype)
+
     def log_normalizer(self, dim, log_det_chol):
         return -log_unit_ball_volume(dim) - log_det_chol
+
+    def coordinate_variance(self, dim):
+        return 1.0 / (dim + 2.0)  # E r^2 = d / (d + 2)
 
     def sample_unit(self, key, shape, dtype):
         # density r^{d-1} on [0, 1): r = U^{1/d}
@@ -141,9 +176,15 @@ class EpanechnikovKernel(Kernel):
         # The inner where keeps log1p away from -1, so gradients stay finite (no 0 * inf).
         return jnp.where(inside, jnp.log1p(-jnp.where(inside, sq_dist, 0.0)), -jnp.inf)
 
+    def distance_error(self, sq_dist, delta):
+        return jnp.where(sq_dist < 1.0 + delta, delta, 0.0)  # |dk / dr^2| = 1
+
     def log_normalizer(self, dim, log_det_chol):
         # int_0^1 (1 - r^2) r^{d-1} dr = 2 / (d (d + 2))
         return -_log_radial_mass(dim, math.log(2.0 / (dim * (dim + 2.0)))) - log_det_chol
+
+    def coordinate_variance(self, dim):
+        return 1.0 / (dim + 4.0)  # r^2 ~ Beta(d/2, 2)
 
     def sample_unit(self, key, shape, dtype):
         # r^2 ~ Beta(d/2, 2)
@@ -162,9 +203,15 @@ class ExponentialKernel(Kernel):
     def log_profile(self, sq_dist):
         return -_safe_sqrt(sq_dist)
 
+    def distance_error(self, sq_dist, delta):
+        return _sqrt_error(sq_dist, delta)
+
     def log_normalizer(self, dim, log_det_chol):
         # int_0^inf exp(-r) r^{d-1} dr = Gamma(d)
         return -_log_radial_mass(dim, math.lgamma(dim)) - log_det_chol
+
+    def coordinate_variance(self, dim):
+        return dim + 1.0  # r ~ Gamma(d, 1)
 
     def sample_unit(self, key, shape, dtype):
         # r ~ Gamma(d, 1)
@@ -185,9 +232,15 @@ class LinearKernel(Kernel):
         inside = r < 1.0
         return jnp.where(inside, jnp.log1p(-jnp.where(inside, r, 0.0)), -jnp.inf)
 
+    def distance_error(self, sq_dist, delta):
+        return jnp.where(sq_dist < 1.0 + delta, _sqrt_error(sq_dist, delta), 0.0)
+
     def log_normalizer(self, dim, log_det_chol):
         # int_0^1 (1 - r) r^{d-1} dr = 1 / (d (d + 1))
         return -_log_radial_mass(dim, -math.log(dim * (dim + 1.0))) - log_det_chol
+
+    def coordinate_variance(self, dim):
+        return (dim + 1.0) / ((dim + 2.0) * (dim + 3.0))  # r ~ Beta(d, 2)
 
     def sample_unit(self, key, shape, dtype):
         # r ~ Beta(d, 2)
@@ -247,8 +300,15 @@ class CosineKernel(Kernel):
         cos = jnp.cos(0.5 * jnp.pi * jnp.where(inside, r, 0.0))
         return jnp.where(inside, jnp.log(cos), -jnp.inf)
 
+    def distance_error(self, sq_dist, delta):
+        # |dk / dr^2| = (pi / 4) sin(pi r / 2) / r <= pi^2 / 8
+        return jnp.where(sq_dist < 1.0 + delta, (math.pi**2 / 8.0) * delta, 0.0)
+
     def log_normalizer(self, dim, log_det_chol):
         return -_log_radial_mass(dim, math.log(_cosine_moment(dim))) - log_det_chol
+
+    def coordinate_variance(self, dim):
+        return _cosine_moment(dim + 2) / (_cosine_moment(dim) * dim)
 
     def sample_unit(self, key, shape, dtype):
         return _radial_sample(key, shape, dtype, _cosine_radius)
@@ -279,6 +339,15 @@ class UnivariateGaussianKernel(Kernel):
     def log_normalizer(self, dim: int, log_det_chol: jax.Array) -> jax.Array:
         # Bandwidth is h^2 I, so log |det L| = dim * log h.
         return -0.5 * _LOG_2PI - log_det_chol / dim
+
+    def coordinate_variance(self, dim: int) -> float:
+        # Of the normalised kernel it samples from; for p = 2 exactly N(0, h^2 I).
+        if self.norm == 2.0:
+            return 1.0
+        # u = r * direction, E r^2 = d (r ~ chi_d), direction from the norm's cone measure:
+        if self.norm == 1.0:  # Dirichlet(1, ..., 1) magnitudes: E dir_j^2 = 2 / (d (d + 1))
+            return 2.0 / (dim + 1.0)
+        return (dim + 2.0) / 3.0  # cube surface: E dir_j^2 = 1/d + (d - 1) / (3 d)
 
     def sample_unit(self, key: jax.Array, shape: tuple[int, int], dtype) -> jax.Array:
         if self.norm == 2.0:

@@ -1,23 +1,41 @@
-"""Sampling from a fitted KDE: a centre drawn by weight plus kernel noise shaped by H."""
+"""Sampling from a fitted KDE: a centre drawn by weight plus kernel noise shaped by H.
+
+Draws happen on the device (:func:`draw`: centre indices, the centres' whitened coordinates and
+unit kernel noise). :func:`sample_with_centres` maps them back to the data's coordinates on the
+device, in the working dtype; :func:`sample_host` does it on the host in float64, so samples of
+data far from the origin (timestamps, say) keep their precision. The same key gives the same
+draws in both.
+"""
 
 from __future__ import annotations
 
 import functools
+import math
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .state import KDEState, unwhiten
+from .state import HostWhitening, KDEState, unwhiten, unwhiten_host
 
-__all__ = ["as_key", "choose_by_weight", "sample", "sample_around", "sample_with_centres"]
+__all__ = [
+    "as_key",
+    "check_sample_size",
+    "choose_by_weight",
+    "draw",
+    "sample",
+    "sample_around",
+    "sample_host",
+    "sample_with_centres",
+]
 
 
 def as_key(key: jax.Array | int | None) -> jax.Array:
     """Return a JAX PRNG key from a key, an integer seed, or ``None`` (fresh OS entropy)."""
     if key is None:
         return jax.random.key(int(np.random.SeedSequence().generate_state(1, np.uint32)[0]))
-    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+    if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
         if not 0 <= int(key) < 2**63:
             raise ValueError(f"key must be a non-negative integer seed below 2**63; got {key}.")
         return jax.random.key(int(key))
@@ -27,6 +45,35 @@ def as_key(key: jax.Array | int | None) -> jax.Array:
         ):
             return key
     raise TypeError(f"key must be a JAX PRNG key, an integer seed or None; got {key!r}.")
+
+
+def check_sample_size(n_samples, n_features: int, name: str = "n_samples") -> int:
+    """Refuse sample counts that cannot be allocated, before anything is allocated.
+
+    The draws need about ``8 * n_samples * n_features`` bytes several times over (indices,
+    noise, float64 results); more than the machine's memory, or more than ``2**31 - 1`` values
+    (the index range of JAX arrays without x64), is refused with a ``ValueError`` naming
+    ``name``.
+    """
+    if isinstance(n_samples, (bool, np.bool_)) or not isinstance(n_samples, (int, np.integer)):
+        raise ValueError(f"{name} must be a positive integer; got {n_samples!r}.")
+    n = int(n_samples)
+    if n < 1:
+        raise ValueError(f"{name} must be a positive integer; got {n_samples!r}.")
+    values = n * max(1, n_features)
+    needed = 32 * values
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        memory = None
+    if values > 2**31 - 1 or (memory is not None and needed > memory):
+        raise ValueError(
+            f"{name}={n} is too many: {n} x {n_features} values need about "
+            f"{needed / 2**30:.3g} GiB" + (f", and this machine has {memory / 2**30:.3g} GiB"
+                                           if memory else "")
+            + "; draw in batches of fewer samples."
+        )
+    return n
 
 
 def choose_by_weight(key: jax.Array, log_weights: jax.Array, num: int) -> jax.Array:
@@ -39,7 +86,35 @@ def choose_by_weight(key: jax.Array, log_weights: jax.Array, num: int) -> jax.Ar
     cdf = jnp.cumsum(w)
     u = jax.random.uniform(key, (num,), cdf.dtype) * cdf[-1]
     idx = jnp.searchsorted(cdf, u, side="right")
-    return jnp.minimum(idx, log_weights.shape[0] - 1)
+    # Never past the last index of positive weight (u can round up to the total).
+    last = jnp.max(jnp.where(w > 0, jnp.arange(w.shape[0]), 0))
+    return jnp.minimum(idx, last)
+
+
+def _around(state: KDEState, key: jax.Array, indices: jax.Array):
+    k = state.dim
+    z = state.points.reshape(-1, k)[indices]
+    lo = None if state.points_lo is None else state.points_lo.reshape(-1, k)[indices]
+    noise = state.kernel.sample_unit(key, (indices.shape[0], k), state.dtype)
+    return z, lo, noise
+
+
+@functools.partial(jax.jit, static_argnames=("num_samples",))
+def draw(state: KDEState, key: jax.Array, num_samples: int):
+    """The random part of sampling, on the device.
+
+    Returns
+    -------
+    indices : int array, shape (num_samples,)
+        Rows of the training data used as centres, drawn by weight.
+    z_hi, z_lo : arrays, shape (num_samples, k)
+        The centres' whitened coordinates (double words; ``z_lo`` is ``None`` in float64).
+    noise : array, shape (num_samples, k)
+        Draws from the unit kernel (whitened space).
+    """
+    key_centre, key_noise = jax.random.split(key)
+    idx = choose_by_weight(key_centre, state.log_weights.reshape(-1), num_samples)
+    return (idx, *_around(state, key_noise, idx))
 
 
 @jax.jit
@@ -66,9 +141,9 @@ def sample_around(
         The rows ``x_r``, reconstructed from the whitened state (exact up to rounding).
     samples : array, shape (m, d)
     """
-    k = state.dim
-    z = state.points.reshape(-1, k)[indices]
-    noise = state.kernel.sample_unit(key, (indices.shape[0], k), state.dtype)
+    z, lo, noise = _around(state, key, indices)
+    if lo is not None:
+        z = z + lo
     scale = jnp.sqrt(jnp.asarray(scaling_factor, state.dtype))
     return unwhiten(state, z), unwhiten(state, z + scale * noise)
 
@@ -77,10 +152,11 @@ def sample_around(
 def sample_with_centres(
     state: KDEState, key: jax.Array, num_samples: int, scaling_factor: float | jax.Array = 1.0
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Draw ``num_samples`` points and report the data point each was drawn around.
+    """Draw ``num_samples`` points and report the data point each was drawn around (device,
+    working dtype; see :func:`sample_host` for float64 results).
 
-    A centre ``x_r`` is drawn with probability equal to its weight, then a point around it by
-    :func:`sample_around`.
+    A centre ``x_r`` is drawn with probability equal to its weight, then a point around it,
+    ``x_r + sqrt(scaling_factor) L u`` with ``u`` from the unit kernel.
 
     Returns
     -------
@@ -89,10 +165,45 @@ def sample_with_centres(
     centres : array, shape (num_samples, d)
     samples : array, shape (num_samples, d)
     """
-    key_centre, key_noise = jax.random.split(key)
-    idx = choose_by_weight(key_centre, state.log_weights.reshape(-1), num_samples)
-    centres, samples = sample_around(state, key_noise, idx, scaling_factor)
-    return idx, centres, samples
+    idx, z, lo, noise = draw(state, key, num_samples)
+    if lo is not None:
+        z = z + lo
+    scale = jnp.sqrt(jnp.asarray(scaling_factor, state.dtype))
+    return idx, unwhiten(state, z), unwhiten(state, z + scale * noise)
+
+
+def sample_host(
+    state: KDEState,
+    key: jax.Array,
+    num_samples: int,
+    scaling_factor: float = 1.0,
+    whitening: HostWhitening | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`sample_with_centres` with the centres and samples formed in float64 on the host.
+
+    Returns ``(indices, centres, samples)`` as NumPy arrays, the last two float64; raises a
+    ``ValueError`` naming ``scaling_factor`` if the samples overflow float64.
+    """
+    idx, z, lo, noise = draw(state, key, num_samples)
+    return (np.asarray(idx), *_host_points(state, z, lo, noise, scaling_factor, whitening))
+
+
+def _host_points(state, z, lo, noise, scaling_factor, whitening):
+    z = np.asarray(z, np.float64)
+    if lo is not None:
+        z = z + np.asarray(lo, np.float64)
+    centres = unwhiten_host(state, z, whitening=whitening)
+    with np.errstate(over="ignore", invalid="ignore"):
+        samples = unwhiten_host(
+            state, z + math.sqrt(scaling_factor) * np.asarray(noise, np.float64),
+            whitening=whitening,
+        )  # fmt: skip
+    if not np.all(np.isfinite(samples)):
+        raise ValueError(
+            f"scaling_factor={scaling_factor!r} spreads the samples beyond float64's range; "
+            "use a smaller scaling_factor."
+        )
+    return centres, samples
 
 
 def sample(

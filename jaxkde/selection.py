@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -33,12 +34,19 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ._validation import check_data, check_positive_int, check_weights
-from .bandwidths import scott_bandwidth
-from .engine import _block_logsumexp, lse_finish, lse_update, pairwise_sq_distances
+from ._validation import check_data, check_positive_int, check_real, check_weights
+from .bandwidths import _host_rule
+from .engine import DIRECT_MAX_DIM, DirectCoordinates, _logsumexp
 from .kernels import Kernel, TophatKernel, UnivariateGaussianKernel, get_kernel
 from .sharding import reduce_shards
-from .state import KDEState, chunk_layout
+from .state import (
+    KDEState,
+    build_state,
+    chunk_layout,
+    normalized_log_weights,
+    split_double_word,
+    whiten_queries,
+)
 
 __all__ = [
     "CV_RULES",
@@ -107,39 +115,50 @@ def _whiten_rows(x: jax.Array, chol: jax.Array) -> tuple[jax.Array, jax.Array]:
     return z, jnp.sum(jnp.log(jnp.diag(chol)))
 
 
-def _loo_log_sum(data, log_weights, zq, rows, chol, row_offset, *, kernel, chunk_size,
-                 block_size, precision) -> jax.Array:  # fmt: skip
-    """``log sum_{j != i} w_j k(|zq_i - z_j|^2)`` over the rows of ``data`` (a whole data set or
-    one device's shard starting at global row ``row_offset``), for the queries ``zq`` that are
-    the data rows ``rows``; shape ``(m,)``. Built inside a trace: differentiable in ``chol``.
+def _loo_log_sum(x_hi, x_lo, log_weights, q_hi, q_lo, rows, chol, log_norm, row_offset, *,
+                 kernel, chunk_size, block_size, precision, grid=None):  # fmt: skip
+    """``log sum_{j != i} w_j k(|L^{-1}(x_i - x_j)|^2)`` over the rows of ``x`` (a whole data
+    set or one device's shard starting at global row ``row_offset``), for the queries ``q`` that
+    are the data rows ``rows``; shape ``(m,)`` (``(m, g)`` with a ``grid`` of squared-distance
+    scales). Built inside a trace: differentiable in ``chol``.
+
+    Distances follow the engine (:func:`jaxkde.engine._block_logsumexp`): matrix products of
+    the whitened points with an error account, or direct differences of the centred
+    double-word coordinates whitened per pair (``L`` diagonal, or full up to
+    ``DIRECT_MAX_DIM`` features; above that, of the whitened words).
     """
-    n, d = data.shape
+    n, d = x_hi.shape
     n_chunks, size = chunk_layout(n, chunk_size)
-    z, _ = _whiten_rows(data, chol)
     pad = n_chunks * size - n
-    z = jnp.pad(z, ((0, pad), (0, 0)))
-    lw = jnp.pad(log_weights, (0, pad), constant_values=-jnp.inf)
+
+    def chunks(a, fill=0.0):
+        a = jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1), constant_values=fill)
+        return a.reshape((n_chunks, size, *a.shape[1:]))
+
+    z_hi, _ = _whiten_rows(x_hi, chol)
+    z_lo = None if x_lo is None else _whiten_rows(x_lo, chol)[0]
+    zq_hi, _ = _whiten_rows(q_hi, chol)
+    zq_lo = None if q_lo is None else _whiten_rows(q_lo, chol)[0]
     state = KDEState(
-        points=z.reshape(n_chunks, size, d),
-        sq_norms=jnp.sum(z * z, axis=1).reshape(n_chunks, size),
-        log_weights=lw.reshape(n_chunks, size),
-        mean=jnp.zeros((d,), data.dtype),
+        points=chunks(z_hi),
+        points_lo=None if z_lo is None else chunks(z_lo),
+        sq_norms=chunks(jnp.sum(z_hi * z_hi, axis=1)),
+        log_weights=chunks(log_weights, -jnp.inf),
+        mean=jnp.zeros((d,), x_hi.dtype),
         chol=chol,
         basis=None,
-        log_normalizer=jnp.zeros((), data.dtype),
+        log_normalizer=log_norm,
         n_samples=n,
         kernel=kernel,
     )
-    m = rows.shape[0]
-    if m <= block_size:
-        return _block_logsumexp(state, zq, precision, rows, remat=True, row_offset=row_offset)
-    blocks = m // block_size
-    return lax.map(
-        lambda args: _block_logsumexp(
-            state, args[0], precision, args[1], remat=True, row_offset=row_offset
-        ),
-        (zq.reshape(blocks, block_size, d), rows.reshape(blocks, block_size)),
-    ).reshape(-1)
+    if chol.ndim == 1 or d <= DIRECT_MAX_DIM:  # direct differences whitened per pair, exactly
+        direct = (q_hi, q_lo, chunks(x_hi), None if x_lo is None else chunks(x_lo), chol)
+    else:
+        direct = None
+    coords = None if direct is None else DirectCoordinates(*direct)
+    return _logsumexp(state, zq_hi, zq_lo, precision, rows, remat=True, row_offset=row_offset,
+                      block_size=block_size, grid=grid, direct=coords,
+                      log_normalizer=log_norm)  # fmt: skip
 
 
 @functools.partial(
@@ -151,6 +170,7 @@ def loo_log_likelihood(
     data: jax.Array,
     log_weights: jax.Array,
     rows: jax.Array,
+    data_lo: jax.Array | None = None,
     *,
     kind: str = "scalar",
     kernel: Kernel = get_kernel("gaussian"),  # noqa: B008 - a frozen, hashable value
@@ -169,35 +189,45 @@ def loo_log_likelihood(
     params : array
         Unconstrained bandwidth parameters (see :func:`bandwidth_from_params`).
     data : array, shape (n, d)
-        Centred data (subtracting the mean changes nothing but rounding).
+        Centred data (subtracting the mean changes nothing but rounding); in float32, the high
+        words of the float64 centred data.
     log_weights : array, shape (n,)
         Normalised log weights (log-sum-exp 0); padding rows carry -inf.
     rows : int array, shape (m,)
         Evaluation points, as rows of ``data``; ``m`` a multiple of ``block_size`` or smaller.
+    data_lo : array of shape (n, d), optional
+        The low words of the centred data (``data + data_lo`` is the float64 value); with them
+        distances of nearby points are exact whatever the data's offset and spread.
     mesh : jax.sharding.Mesh, optional
-        ``data`` and ``log_weights`` are sharded by rows along the mesh's first axis (``n`` a
-        multiple of its size): each device sums over its own rows and the partial sums are
-        merged exactly (:func:`jaxkde.sharding.reduce_shards`).
+        ``data`` (and ``data_lo``) and ``log_weights`` are sharded by rows along the mesh's first
+        axis (``n`` a multiple of its size): each device sums over its own rows and the partial
+        sums are merged exactly (:func:`jaxkde.sharding.reduce_shards`).
     """
     d = data.shape[1]
     chol = bandwidth_from_params(params, kind, d)
-    zq, log_det = _whiten_rows(data[rows], chol)
+    log_det = jnp.sum(jnp.log(chol if chol.ndim == 1 else jnp.diag(chol)))
+    log_norm = kernel.log_normalizer(d, log_det)
+    q_hi = data[rows]
+    q_lo = None if data_lo is None else data_lo[rows]
     local = functools.partial(_loo_log_sum, kernel=kernel, chunk_size=chunk_size,
                               block_size=block_size, precision=precision)  # fmt: skip
     if mesh is None:
-        lse = local(data, log_weights, zq, rows, chol, 0)
+        lse = local(data, data_lo, log_weights, q_hi, q_lo, rows, chol, log_norm, 0)
     else:
         axis = mesh.axis_names[0]
         per_device = data.shape[0] // mesh.shape[axis]
 
-        def on_shard(x, lw, zq, rows, chol, index):
-            return local(x, lw, zq, rows, chol, index * per_device)
+        def on_shard(x, x_lo, lw, q_hi, q_lo, rows, chol, log_norm, index):
+            return local(x, x_lo, lw, q_hi, q_lo, rows, chol, log_norm, index * per_device)
 
-        lse = reduce_shards(on_shard, mesh, axis, (data, log_weights, zq, rows, chol),
-                            (P(axis), P(axis), P(), P(), P()))  # fmt: skip
+        lo_spec = None if data_lo is None else P(axis)
+        q_spec = None if q_lo is None else P()
+        lse = reduce_shards(on_shard, mesh, axis,
+                            (data, data_lo, log_weights, q_hi, q_lo, rows, chol, log_norm),
+                            (P(axis), lo_spec, P(axis), P(), q_spec, P(), P(), P()))  # fmt: skip
     own = log_weights[rows]
     # f_{-i}(x_i) = sum_{j != i} w_j K / (1 - w_i); a point with all the weight has none left.
-    log_loo = lse - jnp.log1p(-jnp.exp(own)) + kernel.log_normalizer(d, log_det)
+    log_loo = lse - jnp.log1p(-jnp.exp(own)) + log_norm
     w = jnp.exp(own)
     return jnp.sum(w * log_loo) / jnp.sum(w)
 
@@ -212,11 +242,26 @@ class BandwidthFit(NamedTuple):
     objective : float
         Mean leave-one-out log-likelihood at ``matrix``, on all the data.
     trace : np.ndarray
-        The objective (on each step's minibatch) at every step.
+        The objective at every optimiser step (after the scale search).
     steps : int
+        Optimiser steps taken (0 for ``kind="scalar"``, solved by the scale search alone).
     converged : bool
-        Whether the tolerance was met before the step budget ran out.
+        True only when a maximum was certified: the largest gradient entry (in log bandwidth)
+        is at most ``gtol``, or, for a scalar bandwidth, a maximum is bracketed within a
+        relative width of ``xtol``.
     params : np.ndarray
+    status : str
+        ``"converged"``; ``"max_steps"`` (budget spent, gradient above ``gtol``);
+        ``"stalled"`` (no parameter moved by ``tol`` in ``patience`` steps, gradient above
+        ``gtol``); ``"unbounded"`` (the objective keeps growing as the bandwidth shrinks, as it
+        does when every point has an exact duplicate: no maximum exists, ``matrix`` is the
+        starting one); ``"nonfinite"`` (the objective is -inf or NaN at every bandwidth tried).
+    gradient : float
+        Largest absolute entry of the objective's gradient at ``params`` (on the evaluation
+        rows; NaN when not computed).
+    scale : float
+        The factor the scale search applied to the starting bandwidth's ``L`` (``H`` scaled by
+        ``scale**2``) before any optimiser step.
     """
 
     matrix: np.ndarray
@@ -225,6 +270,120 @@ class BandwidthFit(NamedTuple):
     steps: int
     converged: bool
     params: np.ndarray
+    status: str = "converged"
+    gradient: float = math.nan
+    scale: float = 1.0
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("kind", "kernel", "chunk_size", "block_size", "precision", "mesh"),
+)
+def _loo_at_scales(params, data, log_weights, rows, data_lo, log_scales, *, kind, kernel,
+                   chunk_size, block_size, precision, mesh):  # fmt: skip
+    """The objective of :func:`loo_log_likelihood` at ``L * exp(s)`` for every ``s`` of
+    ``log_scales`` ``(g,)``, from one shared distance computation: shape ``(g,)``."""
+    d = data.shape[1]
+    chol = bandwidth_from_params(params, kind, d)
+    log_det = jnp.sum(jnp.log(chol if chol.ndim == 1 else jnp.diag(chol)))
+    log_norm = kernel.log_normalizer(d, log_det + d * log_scales)
+    grid = jnp.exp(-2.0 * log_scales)
+    q_hi = data[rows]
+    q_lo = None if data_lo is None else data_lo[rows]
+    local = functools.partial(_loo_log_sum, kernel=kernel, chunk_size=chunk_size,
+                              block_size=block_size, precision=precision)  # fmt: skip
+    m, g = rows.shape[0], log_scales.shape[0]
+    if mesh is None:
+        lse = local(data, data_lo, log_weights, q_hi, q_lo, rows, chol, log_norm, 0, grid=grid)
+    else:
+        axis = mesh.axis_names[0]
+        per_device = data.shape[0] // mesh.shape[axis]
+
+        def on_shard(x, x_lo, lw, q_hi, q_lo, rows, chol, log_norm, grid, index):
+            out = local(x, x_lo, lw, q_hi, q_lo, rows, chol, log_norm, index * per_device,
+                        grid=grid)  # fmt: skip
+            return out.reshape(-1)
+
+        specs = (P(axis), None if data_lo is None else P(axis), P(axis), P(),
+                 None if q_lo is None else P(), P(), P(), P(), P())  # fmt: skip
+        args = (data, data_lo, log_weights, q_hi, q_lo, rows, chol, log_norm, grid)
+        lse = reduce_shards(on_shard, mesh, axis, args, specs).reshape(m, g)
+    own = log_weights[rows]
+    log_loo = lse - jnp.log1p(-jnp.exp(own))[:, None] + log_norm[None, :]
+    w = jnp.exp(own)
+    return jnp.sum(w[:, None] * log_loo, axis=0) / jnp.sum(w)
+
+
+def _check_init(init, kind: str, d: int) -> np.ndarray:
+    """Validate a starting ``H`` (``(d,)`` diagonal or ``(d, d)``) for :func:`fit_bandwidth`."""
+    try:
+        h = np.asarray(init, np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"init must be a bandwidth matrix H of numbers; got {init!r}.") from None
+    if h.ndim == 0:
+        h = np.full(d, float(h))
+    if h.shape not in ((d,), (d, d)):
+        raise ValueError(f"init must be H of shape ({d},) or ({d}, {d}); got {h.shape}.")
+    if not np.all(np.isfinite(h)):
+        raise ValueError("init must be finite; it contains NaN or inf.")
+    if h.ndim == 1 and not np.all((h > 1e-300) & (h < 1e300)):
+        raise ValueError(f"init must hold positive variances in [1e-300, 1e300]; got {h.tolist()}.")
+    if h.ndim == 2:
+        if not np.allclose(h, h.T, rtol=1e-10, atol=0.0):
+            raise ValueError("init must be a symmetric matrix.")
+        try:
+            np.linalg.cholesky(h)
+        except np.linalg.LinAlgError:
+            raise ValueError("init must be positive definite.") from None
+    return h
+
+
+#: The scale search: a first grid of factors of the starting L (10^-3 to 10^1, a quarter
+#: decade apart), moved by 3 decades while the best value sits at an edge, up to these limits.
+_SCALE_GRID = np.linspace(-3.0, 1.0, 17) * math.log(10.0)
+_SCALE_LIMITS = (-12.0 * math.log(10.0), 6.0 * math.log(10.0))
+
+
+def _scale_search(evaluate, xtol: float):
+    """Maximise ``evaluate(log_scales) -> values`` over a log scale by grids of 17 points.
+
+    Returns ``(status, best_log_scale, best_value, width)``: the best grid point, and the
+    width of the bracket around it once the maximum is bracketed (status ``"converged"``),
+    ``"unbounded"`` if the values keep growing towards the smallest scale allowed, or
+    ``"nonfinite"`` if no value is finite.
+    """
+    grid = _SCALE_GRID.copy()
+    while True:
+        values = np.asarray(evaluate(grid), np.float64)
+        finite = np.isfinite(values)
+        if not finite.any():
+            if grid[-1] >= _SCALE_LIMITS[1]:
+                return "nonfinite", 0.0, -math.inf, math.inf
+            grid = grid + (grid[-1] - grid[0])  # larger bandwidths reach more neighbours
+            continue
+        best = int(np.argmax(np.where(finite, values, -np.inf)))
+        span = grid[-1] - grid[0]
+        if best == 0 and grid[0] > _SCALE_LIMITS[0]:
+            grid = grid - span
+            continue
+        if best == grid.size - 1 and grid[-1] < _SCALE_LIMITS[1]:
+            grid = grid + span
+            continue
+        if best == 0:
+            return "unbounded", grid[0], values[0], math.inf
+        if best == grid.size - 1:
+            return "nonfinite", grid[-1], values[-1], math.inf
+        break
+    # Refine: 17 points across the bracket of the best point, until it is narrower than xtol.
+    while True:
+        lo, hi = grid[best - 1], grid[best + 1]
+        if hi - lo <= xtol:
+            return "converged", grid[best], values[best], hi - lo
+        grid = np.linspace(lo, hi, 17)
+        values = np.asarray(evaluate(grid), np.float64)
+        best = int(np.argmax(np.where(np.isfinite(values), values, -np.inf)))
+        if best in (0, grid.size - 1):  # rounding noise at the bracket's edge: stop here
+            return "converged", grid[best], values[best], hi - lo
 
 
 def fit_bandwidth(
@@ -236,19 +395,33 @@ def fit_bandwidth(
     init=None,
     optimizer: optax.GradientTransformation | None = None,
     max_steps: int = 500,
-    tol: float = 1e-4,
+    gtol: float = 1e-3,
+    xtol: float = 1e-3,
+    tol: float = 1e-7,
     patience: int = 10,
     batch_size: int | None = None,
     key=0,
     chunk_size: int = 2048,
     block_size: int = 256,
     mesh: Mesh | None = None,
+    dtype=None,
 ) -> BandwidthFit:
-    """Learn a bandwidth by maximising the leave-one-out likelihood with optax.
+    """Learn a bandwidth by maximising the leave-one-out likelihood.
+
+    Two stages. First a **scale search**: the objective at ``c * L_init`` for 17 values of
+    ``log c`` at a time (one shared distance computation per grid, as
+    :func:`grid_log_likelihood`), the grid moved by 3 decades while its best point sits at an
+    edge (from 1e-12 to 1e6 times the start) and then refined inside the bracket of the best
+    point until it is narrower than ``xtol`` in ``log h``. This reaches optima many decades
+    from the start, and finds when none exists. For ``kind="scalar"`` that is the answer.
+    For ``"diagonal"`` and ``"full"`` an **optimiser** (L-BFGS with a zoom line search by
+    default) then maximises the objective from the scaled start, until the largest entry of
+    the gradient is at most ``gtol``.
 
     Parameters
     ----------
     X : array-like, shape (n, d)
+        Read in float64; centred there, then split into double words of the working dtype.
     sample_weight : array-like, shape (n,), optional
     kind : {"scalar", "diagonal", "full"}
         Parameterisation: ``H = h^2 I``, ``diag(h_i^2)`` or ``L L^T``.
@@ -257,19 +430,32 @@ def fit_bandwidth(
     init : array, optional
         Starting ``H`` (``(d,)`` diagonal or ``(d, d)``); default Scott's diagonal rule.
     optimizer : optax.GradientTransformation, optional
-        Default: Adam on the parameters with a learning rate of 0.1 halved every 25 steps.
-    max_steps, tol, patience
-        Stop after ``max_steps``, or once no parameter has moved by more than ``tol`` (in log
-        bandwidth: a relative change of ``tol``) over the last ``patience`` steps. The steps
-        between two such checks run as one compiled loop on the device (one host round trip
-        per ``patience`` steps).
+        Default ``optax.lbfgs()``; any optax transformation works (it receives the negated
+        gradient, and ``value``, ``grad`` and ``value_fn`` when it takes extra arguments).
+    max_steps : int
+        Optimiser step budget.
+    gtol : float
+        Convergence: largest absolute gradient entry (nats per unit of log bandwidth).
+    xtol : float
+        Width in ``log h`` of the bracket that certifies the scale search's maximum.
+    tol, patience
+        The optimiser runs ``patience`` steps per compiled loop (one host round trip each) and
+        stops as ``"stalled"`` when no parameter moved by more than ``tol`` over them.
     batch_size : int, optional
-        Evaluation points per step (a multiple of ``block_size`` is best); default all points
-        when ``n <= 4096``, else 4096. Minibatches are drawn without replacement from ``key``.
+        Evaluation rows: all of them when ``n <= 4096`` (default), else a fixed random subset
+        of this many (4096 by default) drawn from ``key``; the objective on those rows is the
+        one maximised (the returned ``objective`` is on all rows).
     key : JAX PRNG key or int
     mesh : jax.sharding.Mesh, optional
         Shard the data by rows over the mesh's first axis (see :func:`loo_log_likelihood`);
         the result equals the single-device one up to rounding.
+    dtype : numpy dtype, optional
+        Working dtype (default from ``X``: float32, or float64 under x64).
+
+    Returns
+    -------
+    BandwidthFit
+        Its ``status`` says what happened; anything but ``"converged"`` also warns.
     """
     from .sampling import as_key
 
@@ -278,124 +464,189 @@ def fit_bandwidth(
     if mesh is not None and not isinstance(mesh, Mesh):
         raise TypeError(f"mesh must be a jax.sharding.Mesh or None; got {mesh!r}.")
     kern = _check_kernel(kernel)
-    data = check_data(X, "X")
+    data, in_dtype = check_data(X, "X")
+    dtype = in_dtype if dtype is None else np.dtype(dtype)
     n, d = data.shape
     if n < 2:
         raise ValueError(f"leave-one-out selection needs at least 2 rows of X; got {n}.")
-    weights = check_weights(sample_weight, n, data.dtype)
+    weights = check_weights(sample_weight, n)
+    if weights is not None and np.count_nonzero(weights) < 2:
+        raise ValueError(
+            "leave-one-out selection needs at least 2 rows of X with positive sample_weight."
+        )
     max_steps = check_positive_int(max_steps, "max_steps")
     patience = check_positive_int(patience, "patience")
     block_size = check_positive_int(block_size, "block_size")
-    w = np.ones(n) if weights is None else weights.astype(np.float64)
-    with np.errstate(divide="ignore"):
-        log_w = np.log(w / w.sum()).astype(data.dtype)
-    centred = (data - np.average(data.astype(np.float64), axis=0, weights=w)).astype(data.dtype)
+    chunk_size = check_positive_int(chunk_size, "chunk_size")
+    gtol = check_real(gtol, "gtol", low=0.0)
+    xtol = check_real(xtol, "xtol", low=0.0, low_open=True)
+    tol = check_real(tol, "tol", low=0.0)
+    w64, log_w64 = normalized_log_weights(weights, n)
+    centred = data - w64 @ data  # float64, on the host
     if init is None:
-        init = np.asarray(scott_bandwidth(jnp.asarray(centred),
-                                          None if weights is None else jnp.asarray(w)))  # fmt: skip
+        init = _host_rule("scott", centred, w64)
+        if not init.max() > 0:
+            raise ValueError(
+                "X has no variance (every feature constant): no bandwidth to learn."
+            )
         init = np.maximum(init, 1e-12 * init.max())
-    params = jnp.asarray(params_from_bandwidth(init, kind), data.dtype)
+    init = _check_init(init, kind, d)
+    params0 = params_from_bandwidth(init, kind)
+    if kind == "scalar":  # the search scales an isotropic start
+        init = np.full(d, math.exp(2.0 * float(params0)))
+    hi, lo = split_double_word(centred, dtype)
+    log_w = log_w64.astype(dtype)
     batch = min(n, 4096) if batch_size is None else check_positive_int(batch_size, "batch_size")
     batch = min(batch, n)
     if batch > block_size:
         batch -= batch % block_size
-    if optimizer is None:
-        schedule = optax.exponential_decay(0.1, transition_steps=25, decay_rate=0.5)
-        optimizer = optax.adam(schedule)
-    opt = optimizer
-    opt_state = opt.init(params)
+    key = as_key(key)
+    if batch < n:
+        eval_rows = jnp.sort(jax.random.permutation(key, n)[:batch])
+    else:
+        eval_rows = jnp.arange(n)
     if mesh is None:
-        x, lw = jnp.asarray(centred), jnp.asarray(log_w)
+        x, x_lo, lw = jnp.asarray(hi), None if lo is None else jnp.asarray(lo), jnp.asarray(log_w)
     else:  # pad the rows to equal shards (log weight -inf), then place them on the devices
         devices = mesh.shape[mesh.axis_names[0]]
         n_chunks, size = chunk_layout(-(-n // devices), chunk_size)
         pad = devices * n_chunks * size - n
         rows_sharding = NamedSharding(mesh, P(mesh.axis_names[0]))
-        x = jax.device_put(np.pad(centred, ((0, pad), (0, 0))), rows_sharding)
+        x = jax.device_put(np.pad(hi, ((0, pad), (0, 0))), rows_sharding)
+        x_lo = None if lo is None else jax.device_put(np.pad(lo, ((0, pad), (0, 0))),
+                                                       rows_sharding)  # fmt: skip
         lw = jax.device_put(np.pad(log_w, (0, pad), constant_values=-np.inf), rows_sharding)
-    objective = functools.partial(loo_log_likelihood, kind=kind, kernel=kern,
-                                  chunk_size=chunk_size, block_size=block_size,
-                                  mesh=mesh)  # fmt: skip
-    all_rows = jnp.arange(n)
-    weights_np = np.exp(log_w.astype(np.float64))
+    static = {"kind": kind, "kernel": kern, "chunk_size": chunk_size, "block_size": block_size,
+              "precision": "highest", "mesh": mesh}  # fmt: skip
+    objective = functools.partial(loo_log_likelihood, **static)
+    weights_np = np.exp(log_w64)
 
-    def full_objective(p) -> float:
+    def on_all_rows(p) -> float:
         usable = n if n <= block_size else n - n % block_size
         parts = [(0, usable)] + ([(usable, n)] if usable < n else [])
-        total = sum(float(objective(p, x, lw, all_rows[a:b])) * weights_np[a:b].sum()
+        total = sum(float(objective(p, x, lw, jnp.arange(a, b), x_lo)) * weights_np[a:b].sum()
                     for a, b in parts)  # fmt: skip
         return total / weights_np.sum()
 
+    # Stage 1: the scale of the starting bandwidth, over as many decades as it takes.
+    start = jnp.asarray(params0, dtype)
+
+    def evaluate(log_scales):
+        return _loo_at_scales(start, x, lw, eval_rows, x_lo, jnp.asarray(log_scales, dtype),
+                              **static)  # fmt: skip
+
+    status, log_c, _, _ = _scale_search(evaluate, xtol)
+    if status != "converged":
+        fit = BandwidthFit(init, on_all_rows(start), np.zeros(0), 0, False, params0, status)
+        _warn_fit(fit)
+        return fit
+    scaled = init * math.exp(2.0 * log_c)
+    params = jnp.asarray(params_from_bandwidth(scaled, kind), dtype)
+    value_and_grad = jax.jit(jax.value_and_grad(objective))
+
+    def gradient_at(p) -> float:
+        return float(jnp.max(jnp.abs(value_and_grad(p, x, lw, eval_rows, x_lo)[1])))
+
+    if kind == "scalar":
+        fit = BandwidthFit(_matrix(params, kind, d), on_all_rows(params), np.zeros(0), 0, True,
+                           np.asarray(params), "converged", gradient_at(params),
+                           math.exp(log_c))  # fmt: skip
+        return fit
+
+    # Stage 2: the optimiser, from the scaled start.
+    opt = optax.lbfgs() if optimizer is None else optimizer
+    extra = isinstance(opt, optax.GradientTransformationExtraArgs)
+    opt_state = opt.init(params)
+
     @functools.partial(jax.jit, static_argnames="length")
-    def run_steps(p, s, key, x, lw, length):
+    def run_steps(p, s, x, x_lo, lw, length):
         """``length`` optimiser steps in one compiled loop; a non-finite step freezes the rest.
 
         The data are arguments, not constants captured by the trace (which would be copied
         into the compiled program and lose their sharding).
         """
 
+        def loss(q):
+            return -objective(q, x, lw, eval_rows, x_lo)
+
         def one(carry, _):
-            p, s, key, alive = carry
-            key, sub = jax.random.split(key)
-            rows = jax.random.permutation(sub, n)[:batch] if batch < n else jnp.arange(n)
-            value, grad = jax.value_and_grad(objective)(p, x, lw, rows)
-            updates, s_new = opt.update(-grad, s, p)  # maximise
+            p, s, alive = carry
+            value, grad = jax.value_and_grad(loss)(p)
+            if extra:
+                updates, s_new = opt.update(grad, s, p, value=value, grad=grad, value_fn=loss)
+            else:
+                updates, s_new = opt.update(grad, s, p)
             p_new = optax.apply_updates(p, updates)
-            ok = alive & jnp.all(jnp.isfinite(p_new))
+            ok = alive & jnp.all(jnp.isfinite(p_new)) & jnp.isfinite(value)
             keep = functools.partial(jax.tree.map, lambda new, old: jnp.where(ok, new, old))
-            return (keep(p_new, p), keep(s_new, s), key, ok), (value, ok)
+            return (keep(p_new, p), keep(s_new, s), ok), (-value, ok, jnp.max(jnp.abs(grad)))
 
-        (p, s, key, _), (values, ok) = lax.scan(one, (p, s, key, jnp.asarray(True)), None,
-                                                length=length)  # fmt: skip
-        return p, s, key, values, ok
+        (p, s, _), (values, ok, grads) = lax.scan(one, (p, s, jnp.asarray(True)), None,
+                                                  length=length)  # fmt: skip
+        return p, s, values, ok, grads
 
-    key = as_key(key)
     trace: list[float] = []
-    converged = False
     steps = 0
+    status = "max_steps"
     while steps < max_steps:
         anchor = params
         length = min(patience, max_steps - steps)
-        params, opt_state, key, values, ok = run_steps(params, opt_state, key, x, lw, length)
-        ok = np.asarray(ok)
+        params, opt_state, values, ok, grads = run_steps(params, opt_state, x, x_lo, lw, length)
+        ok, grads = np.asarray(ok), np.asarray(grads)
         trace.extend(np.asarray(values)[ok].astype(np.float64).tolist())
         steps += int(ok.sum())
         if not ok.all():  # a step left the finite range: keep the last finite parameters
+            status = "nonfinite"
             break
-        if length == patience and float(jnp.max(jnp.abs(params - anchor))) < tol:
-            converged = True
+        if grads[-1] <= gtol:  # the gradient at the last step's start
+            status = "converged"
             break
+        if float(jnp.max(jnp.abs(params - anchor))) <= tol:
+            status = "stalled"
+            break
+    gradient = gradient_at(params)
+    if status != "nonfinite" and gradient <= gtol:
+        status = "converged"
+    fit = BandwidthFit(_matrix(params, kind, d), on_all_rows(params), np.asarray(trace), steps,
+                       status == "converged", np.asarray(params), status, gradient,
+                       math.exp(log_c))  # fmt: skip
+    if status != "converged":
+        _warn_fit(fit)
+    return fit
+
+
+def _matrix(params, kind: str, d: int) -> np.ndarray:
     chol = np.asarray(bandwidth_from_params(params, kind, d), np.float64)
-    matrix = chol**2 if chol.ndim == 1 else chol @ chol.T
-    return BandwidthFit(
-        matrix=matrix,
-        objective=full_objective(params),
-        trace=np.asarray(trace),
-        steps=steps,
-        converged=converged,
-        params=np.asarray(params),
+    return chol**2 if chol.ndim == 1 else chol @ chol.T
+
+
+_STATUS_MESSAGES = {
+    "unbounded": "the leave-one-out likelihood keeps growing as the bandwidth shrinks (down to "
+    "1e-12 times the start): it has no maximum, as when every point has an exact duplicate. "
+    "The starting bandwidth is returned; remove the duplicates or choose the bandwidth by a "
+    "rule.",
+    "nonfinite": "the leave-one-out likelihood is -inf or NaN at every bandwidth tried (from "
+    "1e-12 to 1e6 times the start): some point has no neighbour the kernel reaches, or all the "
+    "weight sits on one point. The starting bandwidth is returned.",
+    "max_steps": "the optimiser spent max_steps without reaching gtol; the last bandwidth is "
+    "returned (raise max_steps, or loosen gtol).",
+    "stalled": "the optimiser stopped moving before the gradient reached gtol; the last "
+    "bandwidth is returned.",
+}
+
+
+def _warn_fit(fit: BandwidthFit) -> None:
+    warnings.warn(
+        f"fit_bandwidth: {_STATUS_MESSAGES[fit.status]} (status {fit.status!r}, largest "
+        f"gradient entry {fit.gradient:.3g}).",
+        RuntimeWarning,
+        stacklevel=3,
     )
 
 
-@functools.partial(jax.jit, static_argnames=("kernel", "loo", "precision"))
-def _grid_block(q, q_rows, x, x_sq, log_w, inv_h2, *, kernel, loo, precision):
-    chunk = x.shape[1]
-    q_sq = jnp.sum(q * q, axis=1)
-
-    def step(carry, xs):
-        z, z_sq, lw, first = xs
-        d2 = pairwise_sq_distances(q, q_sq, z, z_sq, 2.0, precision)  # (b, c), shared by the grid
-        logits = lw[None, None, :] + kernel.log_profile(d2[:, None, :] * inv_h2[None, :, None])
-        if loo:
-            own = q_rows[:, None] == first + jnp.arange(chunk)[None, :]
-            logits = jnp.where(own[:, None, :], -jnp.inf, logits)
-        return lse_update(*carry, logits), None
-
-    b, g = q.shape[0], inv_h2.shape[0]
-    init = (jnp.full((b, g), -jnp.inf, q.dtype), jnp.zeros((b, g), q.dtype))
-    starts = jnp.arange(x.shape[0]) * chunk
-    (run_max, run_sum), _ = lax.scan(step, init, (x, x_sq, log_w, starts))
-    return lse_finish(run_max, run_sum)
+@functools.partial(jax.jit, static_argnames=("precision",))
+def _grid_block(state, q_hi, q_lo, rows, grid, log_norm, *, precision):
+    return _logsumexp(state, q_hi, q_lo, precision, rows, grid=grid, log_normalizer=log_norm)
 
 
 def grid_log_likelihood(
@@ -411,8 +662,10 @@ def grid_log_likelihood(
 ) -> np.ndarray:
     """Log densities of ``queries`` under KDEs of ``X`` for many scalar bandwidths at once.
 
-    Every block of squared distances is computed once and shared by the whole grid. With
-    ``queries=None`` the rows of ``X`` are scored leave-one-out (their own term excluded).
+    Every block of squared distances is computed once and shared by the whole grid, with the
+    engine's accuracy (data centred in float64, direct differences in low dimension, the
+    rounding-error account of the matrix products above). With ``queries=None`` the rows of
+    ``X`` are scored leave-one-out (their own term excluded).
 
     Returns
     -------
@@ -421,41 +674,40 @@ def grid_log_likelihood(
     kern = get_kernel(kernel) if isinstance(kernel, str) else kernel
     if kern.norm != 2.0 or isinstance(kern, UnivariateGaussianKernel):
         raise ValueError("grid_log_likelihood supports the six normalised kernels.")
-    data = check_data(X, "X")
+    data, dtype = check_data(X, "X")
     n, d = data.shape
-    hs = np.asarray(bandwidths, np.float64).reshape(-1)
+    try:
+        hs = np.asarray(bandwidths, np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise TypeError(f"bandwidths must be positive numbers; got {bandwidths!r}.") from None
     if hs.size == 0 or not np.all(np.isfinite(hs) & (hs > 0)):
         raise ValueError(f"bandwidths must be positive numbers; got {bandwidths!r}.")
     loo = queries is None
-    q = data if loo else check_data(queries, "queries", n_features=d, dtype=data.dtype)
-    weights = check_weights(sample_weight, n, data.dtype)
-    w = np.ones(n) if weights is None else weights.astype(np.float64)
-    w = w / w.sum()
-    mean = np.average(data.astype(np.float64), axis=0, weights=w)
-    x = (data - mean).astype(data.dtype)
-    qc = (q - mean).astype(data.dtype)
-    n_chunks, size = chunk_layout(n, chunk_size)
-    pad = n_chunks * size - n
-    xp = np.pad(x, ((0, pad), (0, 0))).reshape(n_chunks, size, d)
-    with np.errstate(divide="ignore"):
-        lw = np.pad(np.log(w), (0, pad), constant_values=-np.inf).reshape(n_chunks, size)
-    xj, lwj = jnp.asarray(xp), jnp.asarray(lw, data.dtype)
-    x_sq = jnp.sum(xj * xj, axis=2)
-    inv_h2 = jnp.asarray(1.0 / hs**2, data.dtype)
-    out = []
-    for start in range(0, qc.shape[0], block_size):
-        blk = qc[start : start + block_size]
-        rows = np.arange(start, start + blk.shape[0])
-        if blk.shape[0] < block_size:  # pad the last block: one compiled shape
-            extra = block_size - blk.shape[0]
-            blk = np.concatenate([blk, np.zeros((extra, d), blk.dtype)])
-            rows = np.concatenate([rows, np.full(extra, -1)])
-        res = _grid_block(jnp.asarray(blk), jnp.asarray(rows), xj, x_sq, lwj, inv_h2,
-                          kernel=kern, loo=loo, precision=precision)  # fmt: skip
-        out.append(res)
-    lse = np.concatenate([np.asarray(r) for r in out])[: qc.shape[0]].astype(np.float64)
+    q = data if loo else check_data(queries, "queries", n_features=d)[0]
+    weights = check_weights(sample_weight, n)
+    state = build_state(data, weights, np.ones(d), kern, chunk_size=chunk_size, dtype=dtype)
+    q_hi, q_lo = whiten_queries(state, q)
+    with np.errstate(over="ignore"):
+        grid = jnp.asarray((1.0 / hs**2).astype(dtype))
     log_norm = np.array([float(kern.log_normalizer(d, d * math.log(h))) for h in hs])
+    log_norm_j = jnp.asarray(log_norm.astype(dtype))
+    out = []
+    m = q_hi.shape[0]
+    for start in range(0, m, block_size):
+        stop = min(start + block_size, m)
+        rows = np.arange(start, stop)
+        blk_hi, blk_lo = q_hi[start:stop], None if q_lo is None else q_lo[start:stop]
+        if stop - start < block_size:  # pad the last block: one compiled shape
+            extra = block_size - (stop - start)
+            blk_hi = jnp.concatenate([blk_hi, jnp.repeat(blk_hi[:1], extra, axis=0)])
+            if blk_lo is not None:
+                blk_lo = jnp.concatenate([blk_lo, jnp.repeat(blk_lo[:1], extra, axis=0)])
+            rows = np.concatenate([rows, np.full(extra, -1)])
+        out.append(_grid_block(state, blk_hi, blk_lo, jnp.asarray(rows) if loo else None, grid,
+                               log_norm_j, precision=precision))  # fmt: skip
+    lse = np.concatenate([np.asarray(r) for r in out])[:m].astype(np.float64)
     if loo:
+        w, _ = normalized_log_weights(weights, n)
         with np.errstate(divide="ignore"):
             lse = lse - np.log1p(-w)[:, None]
     return lse + log_norm[None, :]

@@ -23,10 +23,15 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from .engine import PRECISIONS, _block_logsumexp, combine_log_sums
-from .state import KDEState, whiten
+from .engine import _check_precision, _logsumexp, combine_log_sums
+from .state import HostWhitening, KDEState, whiten_queries
 
-__all__ = ["reduce_shards", "shard_state", "sharded_log_density"]
+__all__ = [
+    "reduce_shards",
+    "shard_state",
+    "sharded_log_density",
+    "sharded_log_density_whitened",
+]
 
 
 def shard_state(state: KDEState, mesh: Mesh, axis: str | None = None) -> KDEState:
@@ -39,10 +44,12 @@ def shard_state(state: KDEState, mesh: Mesh, axis: str | None = None) -> KDEStat
     size = mesh.shape[axis]
     n_chunks = state.points.shape[0]
     pad = (-n_chunks) % size
+    lo = state.points_lo
     if pad:
         state = dataclasses.replace(
             state,
             points=jnp.pad(state.points, ((0, pad), (0, 0), (0, 0))),
+            points_lo=None if lo is None else jnp.pad(lo, ((0, pad), (0, 0), (0, 0))),
             sq_norms=jnp.pad(state.sq_norms, ((0, pad), (0, 0))),
             log_weights=jnp.pad(state.log_weights, ((0, pad), (0, 0)), constant_values=-jnp.inf),
         )
@@ -51,6 +58,7 @@ def shard_state(state: KDEState, mesh: Mesh, axis: str | None = None) -> KDEStat
     return dataclasses.replace(
         state,
         points=jax.device_put(state.points, data),
+        points_lo=None if lo is None else jax.device_put(state.points_lo, data),
         sq_norms=jax.device_put(state.sq_norms, data),
         log_weights=jax.device_put(state.log_weights, data),
         mean=jax.device_put(state.mean, replicated),
@@ -65,6 +73,7 @@ def _state_specs(state: KDEState, axis: str) -> KDEState:
     return dataclasses.replace(
         state,
         points=P(axis),
+        points_lo=None if state.points_lo is None else P(axis),
         sq_norms=P(axis),
         log_weights=P(axis),
         mean=P(),
@@ -100,25 +109,46 @@ def reduce_shards(
 
 
 @functools.partial(jax.jit, static_argnames=("mesh", "axis", "precision"))
-def sharded_log_density(
+def sharded_log_density_whitened(
     state: KDEState,
-    queries: jax.Array,
+    zq_hi: jax.Array,
+    zq_lo: jax.Array | None,
     *,
     mesh: Mesh,
     axis: str | None = None,
     precision: str = "highest",
 ) -> jax.Array:
+    """:func:`sharded_log_density` of queries already whitened by :func:`jaxkde.whiten_queries`.
+
+    The queries are replicated; each device reduces its own chunks of the data (with the
+    engine's rounding-error account and recomputation, per device).
+    """
+    _check_precision(precision)
+    axis = mesh.axis_names[0] if axis is None else axis
+
+    def local(shard: KDEState, zq_hi, zq_lo, index: jax.Array) -> jax.Array:
+        return _logsumexp(shard, zq_hi, zq_lo, precision)
+
+    specs = (_state_specs(state, axis), P(), None if zq_lo is None else P())
+    lse = reduce_shards(local, mesh, axis, (state, zq_hi, zq_lo), specs)
+    return lse + state.log_normalizer
+
+
+def sharded_log_density(
+    state: KDEState,
+    queries,
+    *,
+    mesh: Mesh,
+    axis: str | None = None,
+    precision: str = "highest",
+    whitening: HostWhitening | None = None,
+) -> jax.Array:
     """:func:`jaxkde.log_density` of a state placed by :func:`shard_state`; shape ``(m,)``.
 
-    The queries are replicated; each device reduces its own chunks of the data.
+    The queries are whitened as :func:`jaxkde.whiten_queries` does and replicated; each device
+    reduces its own chunks of the data.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {list(PRECISIONS)}; got {precision!r}.")
-    axis = mesh.axis_names[0] if axis is None else axis
-    zq = whiten(state, jnp.asarray(queries, state.dtype))
-
-    def local(shard: KDEState, zq: jax.Array, index: jax.Array) -> jax.Array:
-        return _block_logsumexp(shard, zq, precision)
-
-    lse = reduce_shards(local, mesh, axis, (state, zq), (_state_specs(state, axis), P()))
-    return lse + state.log_normalizer
+    _check_precision(precision)
+    zq_hi, zq_lo = whiten_queries(state, queries, whitening)
+    return sharded_log_density_whitened(state, zq_hi, zq_lo, mesh=mesh, axis=axis,
+                                        precision=precision)  # fmt: skip

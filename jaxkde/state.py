@@ -1,9 +1,19 @@
-"""The fitted state of a KDE: an immutable pytree holding what evaluation and sampling need."""
+"""The fitted state of a KDE: an immutable pytree holding what evaluation and sampling need.
+
+Everything that decides accuracy is prepared on the host in float64 before any cast to the
+working dtype: the weighted centre, the whitening ``z = L^{-1} B^T (x - centre)`` of the data
+and of the queries, and the weights. In float32 a whitened coordinate is stored as a
+double-word pair ``hi + lo`` (``hi`` the float32 rounding of the float64 value, ``lo`` the
+float32 rounding of the remainder), so differences of nearby points are exact to about 2^-48
+of the coordinates, whatever the data's offset or the spread-to-bandwidth ratio; under x64
+the float64 value is kept alone (``lo`` is ``None``).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +23,19 @@ from jax.scipy.linalg import solve_triangular
 
 from .kernels import Kernel
 
-__all__ = ["KDEState", "build_state", "chunk_layout", "unwhiten", "whiten"]
+__all__ = [
+    "HostWhitening",
+    "KDEState",
+    "build_state",
+    "chunk_layout",
+    "host_whitening",
+    "normalized_log_weights",
+    "split_double_word",
+    "unwhiten",
+    "unwhiten_host",
+    "whiten",
+    "whiten_queries",
+]
 
 # Whitening is a change of coordinates every result depends on: always true float32/float64
 # products, never TF32, whatever the engine's distance precision.
@@ -31,13 +53,18 @@ class KDEState:
     Attributes
     ----------
     points : array, shape (n_chunks, chunk_size, k)
-        Whitened, centred data split into equal chunks; padding rows are zero.
+        Whitened, centred data split into equal chunks (the high word in float32); padding rows
+        are zero.
+    points_lo : array of shape (n_chunks, chunk_size, k), or None
+        Low word of the whitened data in float32 (``points + points_lo`` is the float64 value to
+        about 2^-48 relative); ``None`` in float64.
     sq_norms : array, shape (n_chunks, chunk_size)
         ``|z_i|^2`` of each point (0 on padding).
     log_weights : array, shape (n_chunks, chunk_size)
         Normalised log weights (they log-sum-exp to 0); ``-inf`` on padding.
     mean : array, shape (d,)
-        Weighted mean of the data, subtracted before whitening.
+        The centre subtracted before whitening: the data's weighted mean, rounded to the working
+        dtype (its float64 value is what the host subtracts, exactly).
     chol : array, shape (k,) or (k, k)
         Cholesky factor ``L`` of the bandwidth: its diagonal when ``H`` is diagonal.
     basis : array of shape (d, k), or None
@@ -51,6 +78,7 @@ class KDEState:
     """
 
     points: jax.Array
+    points_lo: jax.Array | None
     sq_norms: jax.Array
     log_weights: jax.Array
     mean: jax.Array
@@ -86,13 +114,100 @@ class KDEState:
 
 jax.tree_util.register_dataclass(
     KDEState,
-    data_fields=["points", "sq_norms", "log_weights", "mean", "chol", "basis", "log_normalizer"],
+    data_fields=[
+        "points", "points_lo", "sq_norms", "log_weights", "mean", "chol", "basis",
+        "log_normalizer",
+    ],
     meta_fields=["n_samples", "kernel"],
-)
+)  # fmt: skip
+
+
+class HostWhitening(NamedTuple):
+    """The float64 map of a state from original to whitened coordinates, for host use.
+
+    ``z = (x - centre) @ basis @ transform.T`` (``basis`` and ``transform`` optional), where
+    ``transform`` is ``L^{-1}`` (or ``1 / diag(L)`` as a vector). Every value is the float64
+    value of the state's working-dtype arrays, so host and device agree on the coordinates.
+    """
+
+    centre: np.ndarray
+    basis: np.ndarray | None
+    transform: np.ndarray
+    chol: np.ndarray
+    dtype: np.dtype
+
+
+def host_whitening(state: KDEState) -> HostWhitening:
+    """The float64 whitening of ``state`` (``L^{-1}`` computed once; reuse it across calls)."""
+    chol = np.asarray(state.chol, np.float64)
+    transform = 1.0 / chol if chol.ndim == 1 else np.linalg.inv(chol)
+    basis = None if state.basis is None else np.asarray(state.basis, np.float64)
+    return HostWhitening(
+        np.asarray(state.mean, np.float64), basis, transform, chol, np.dtype(state.dtype)
+    )
+
+
+def _whiten64(x: np.ndarray, hw: HostWhitening) -> np.ndarray:
+    u = np.asarray(x, np.float64) - hw.centre
+    if hw.basis is not None:
+        u = u @ hw.basis
+    return u * hw.transform if hw.transform.ndim == 1 else u @ hw.transform.T
+
+
+def split_double_word(z: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(hi, lo)``: ``hi`` the rounding of float64 ``z`` to ``dtype``, ``lo`` that of the rest.
+
+    For float64 ``lo`` is ``None``. Overflow leaves ``inf`` in ``hi`` (callers check).
+    """
+    dtype = np.dtype(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        hi = z.astype(dtype)
+        if dtype == np.float64:
+            return hi, None
+        lo = np.where(np.isfinite(hi), z - hi.astype(np.float64), 0.0).astype(dtype)
+    return hi, lo
+
+
+def whiten_queries(
+    state: KDEState, queries, whitening: HostWhitening | None = None
+) -> tuple[jax.Array, jax.Array | None]:
+    """Whitened double-word coordinates ``(hi, lo)`` of ``queries`` ``(m, d)``, each ``(m, k)``.
+
+    Host data (NumPy arrays, lists, concrete JAX arrays) are centred and whitened in float64 on
+    the host and split into words; inside a JAX trace (``jit``, ``grad``) the queries are
+    whitened on the device in the working dtype (``lo = 0``). A query whose whitened
+    coordinates overflow the working dtype is mapped to ``inf``: the engine returns ``-inf``
+    for it (its squared distance to every point overflows too).
+    """
+    if isinstance(queries, jax.core.Tracer):
+        hi = whiten(state, jnp.asarray(queries, state.dtype))
+        return hi, None if state.points_lo is None else jnp.zeros_like(hi)
+    hw = host_whitening(state) if whitening is None else whitening
+    z = _whiten64(np.asarray(queries, np.float64), hw)
+    hi, lo = split_double_word(z, hw.dtype)
+    bad = ~np.isfinite(hi).all(axis=1)
+    if bad.any():  # beyond the working dtype: infinitely far from every point in that dtype
+        hi[bad] = np.inf
+        if lo is not None:
+            lo[bad] = 0.0
+    return jnp.asarray(hi), None if lo is None else jnp.asarray(lo)
+
+
+def unwhiten_host(state: KDEState, z_hi, z_lo=None, whitening: HostWhitening | None = None):
+    """Original coordinates ``(m, d)`` in float64 of whitened points ``z_hi (+ z_lo)``."""
+    hw = host_whitening(state) if whitening is None else whitening
+    z = np.asarray(z_hi, np.float64)
+    if z_lo is not None:
+        z = z + np.asarray(z_lo, np.float64)
+    u = z * hw.chol if hw.chol.ndim == 1 else z @ hw.chol.T
+    if hw.basis is not None:
+        u = u @ hw.basis.T
+    return u + hw.centre
 
 
 def whiten(state: KDEState, x: jax.Array) -> jax.Array:
-    """Map points ``(m, d)`` to the whitened coordinates ``(m, k)`` of ``state``."""
+    """Map points ``(m, d)`` to whitened coordinates ``(m, k)`` on the device, in the working
+    dtype (for traced use; host data go through :func:`whiten_queries`)."""
     u = x - state.mean
     if state.basis is not None:
         u = jnp.matmul(u, state.basis, precision=_HIGHEST)
@@ -121,22 +236,51 @@ def chunk_layout(n: int, max_chunk: int) -> tuple[int, int]:
     return n_chunks, size
 
 
+def normalized_log_weights(weights, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(w, log_w)`` in float64: weights divided by their sum, and their logs (-inf for 0).
+
+    Scaled by the largest weight first, so weights of 1e-300 or 1e300 normalise without
+    underflow or overflow.
+    """
+    if weights is None:
+        return np.full(n, 1.0 / n), np.full(n, -math.log(n))
+    w = np.asarray(weights, np.float64)
+    w = w / w.max()
+    w = w / w.sum()
+    with np.errstate(divide="ignore"):
+        return w, np.log(w)
+
+
+def _cast_checked(values: np.ndarray, dtype, what: str) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        out = np.asarray(values, np.float64).astype(dtype)
+    if not np.all(np.isfinite(out)):
+        raise ValueError(
+            f"{what} overflows {np.dtype(dtype).name} (largest finite value "
+            f"{np.finfo(dtype).max:.3g}); rescale the data or enable float64 "
+            "(jax.config.update('jax_enable_x64', True))."
+        )
+    return out
+
+
 def build_state(
-    data: jax.Array,
-    weights: jax.Array | None,
+    data,
+    weights,
     bandwidth: np.ndarray,
     kernel: Kernel,
     *,
     basis: np.ndarray | None = None,
     chunk_size: int = 4096,
+    dtype=None,
 ) -> KDEState:
-    """Whiten, centre and chunk ``data`` for evaluation.
+    """Centre, whiten and chunk ``data`` for evaluation, in float64 on the host.
 
     Parameters
     ----------
-    data : array, shape (n, d)
-        Training points, already in the working dtype.
-    weights : array, shape (n,), or None
+    data : array-like, shape (n, d)
+        Training points (read in float64: the centre and the whitening are computed before any
+        cast to the working dtype).
+    weights : array-like of shape (n,), or None
         Non-negative weights, not all zero (``None``: equal weights).
     bandwidth : array, shape (k,) or (k, k)
         Diagonal or full bandwidth matrix ``H`` in the coordinates of ``basis``.
@@ -144,34 +288,63 @@ def build_state(
     basis : array of shape (d, k), or None
     chunk_size : int
         Maximum number of data points reduced per step.
+    dtype : numpy dtype, optional
+        Working dtype; default ``data``'s dtype (float32 or float64).
     """
-    dtype = data.dtype
-    n, _ = data.shape
-    w = jnp.ones((n,), dtype) if weights is None else jnp.asarray(weights, dtype)
-    w = w / jnp.sum(w)
-    # The centre is computed in float64 on the host: a constant feature stays exactly constant.
-    mean = jnp.asarray(
-        np.average(np.asarray(data, np.float64), axis=0, weights=np.asarray(w)), dtype
-    )
+    dtype = np.dtype(np.asarray(data).dtype if dtype is None else dtype)
+    if dtype not in (np.float32, np.float64):
+        dtype = np.dtype(np.float32)
+    x64 = np.asarray(data, np.float64)
+    n, _ = x64.shape
+    w64, log_w64 = normalized_log_weights(weights, n)
+    centre = np.einsum("i,ij->j", w64, x64)  # weighted mean in float64
     h = np.asarray(bandwidth, np.float64)
     chol64 = np.sqrt(h) if h.ndim == 1 else np.linalg.cholesky(h)
-    log_det = float(np.sum(np.log(chol64 if h.ndim == 1 else np.diag(chol64))))
-    basis_j = None if basis is None else jnp.asarray(basis, dtype)
+    chol_w = _cast_checked(chol64, dtype, "the bandwidth's Cholesky factor")
+    if not np.all((chol_w if chol_w.ndim == 1 else np.diag(chol_w)) > 0):
+        raise ValueError(
+            f"the bandwidth is below the smallest positive {dtype.name} "
+            f"({np.finfo(dtype).tiny:.3g}); rescale the data or enable float64."
+        )
+    mean_w = _cast_checked(centre, dtype, "the data's mean")
+    basis_w = None if basis is None else np.asarray(basis, np.float64).astype(dtype)
     partial = KDEState(
-        points=None, sq_norms=None, log_weights=None, mean=mean,
-        chol=jnp.asarray(chol64, dtype), basis=basis_j, log_normalizer=None,
-        n_samples=n, kernel=kernel,
+        points=None, points_lo=None, sq_norms=None, log_weights=None,
+        mean=jnp.asarray(mean_w), chol=jnp.asarray(chol_w),
+        basis=None if basis_w is None else jnp.asarray(basis_w),
+        log_normalizer=None, n_samples=n, kernel=kernel,
     )  # fmt: skip
-    z = whiten(partial, data)
-    k = z.shape[1]
+    hw = HostWhitening(
+        mean_w.astype(np.float64),
+        None if basis_w is None else basis_w.astype(np.float64),
+        None,
+        chol_w.astype(np.float64),
+        dtype,
+    )
+    hw = hw._replace(transform=1.0 / hw.chol if hw.chol.ndim == 1 else np.linalg.inv(hw.chol))
+    z64 = _whiten64(x64, hw)
+    hi, lo = split_double_word(z64, dtype)
+    if not np.all(np.isfinite(hi)):
+        raise ValueError(
+            f"X relative to the bandwidth (the whitened data) overflows {dtype.name}; rescale X, "
+            "use a larger bandwidth or enable float64."
+        )
+    k = z64.shape[1]
+    log_det = float(np.sum(np.log(hw.chol if hw.chol.ndim == 1 else np.diag(hw.chol))))
     n_chunks, size = chunk_layout(n, chunk_size)
     pad = n_chunks * size - n
-    z = jnp.pad(z, ((0, pad), (0, 0)))
-    log_w = jnp.pad(jnp.log(w), (0, pad), constant_values=-jnp.inf)
+    with np.errstate(over="ignore"):
+        sq = np.einsum("ij,ij->i", z64, z64).astype(dtype)
+
+    def chunked(a, fill=0.0):
+        a = np.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1), constant_values=fill)
+        return jnp.asarray(a.reshape((n_chunks, size, *a.shape[1:])))
+
     return dataclasses.replace(
         partial,
-        points=z.reshape(n_chunks, size, k),
-        sq_norms=jnp.sum(z * z, axis=1).reshape(n_chunks, size),
-        log_weights=log_w.reshape(n_chunks, size),
+        points=chunked(hi),
+        points_lo=None if lo is None else chunked(lo),
+        sq_norms=chunked(sq),
+        log_weights=chunked(log_w64.astype(dtype), -np.inf),
         log_normalizer=jnp.asarray(kernel.log_normalizer(k, log_det), dtype),
     )

@@ -112,7 +112,8 @@ def test_peak_memory_is_bounded_by_block_sizes(kernel, p):
     def temp_bytes(d):
         x = np.random.default_rng(5).random((4 * chunk, d), dtype=np.float32)
         kde = jaxkde.KDE(kernel, bandwidth=1.0, p=p, chunk_size=chunk).fit(x)
-        compiled = jaxkde.log_density.lower(kde.state_, jnp.asarray(x[:block])).compile()
+        hi, lo = jaxkde.whiten_queries(kde.state_, x[:block])
+        compiled = jaxkde.log_density_whitened.lower(kde.state_, hi, lo).compile()
         return compiled.memory_analysis().temp_size_in_bytes
 
     small, large = temp_bytes(392), temp_bytes(784)
@@ -128,7 +129,8 @@ def test_memory_does_not_grow_with_data_size():
     for n in (2048, 8192):
         x = np.random.default_rng(6).random((n, 64), dtype=np.float32)
         kde = jaxkde.KDE(bandwidth=1.0, chunk_size=512).fit(x)
-        c = jaxkde.log_density.lower(kde.state_, jnp.asarray(x[:256])).compile()
+        hi, lo = jaxkde.whiten_queries(kde.state_, x[:256])
+        c = jaxkde.log_density_whitened.lower(kde.state_, hi, lo).compile()
         temps.append(c.memory_analysis().temp_size_in_bytes)
     assert temps[1] <= temps[0] * 1.05 + 4096
 
@@ -197,17 +199,19 @@ def test_precision_argument_is_validated():
 )
 def test_matrix_products_run_at_the_stated_precision(params):
     """Every product in the program is HIGHEST by default (no TF32 on GPUs), DEFAULT on request
-    for the distance product only; whitening and projection always stay HIGHEST."""
+    for the distance product only; whitening and projection (on the device, inside a trace)
+    always stay HIGHEST."""
     rng = np.random.default_rng(9)
-    x = rng.normal(size=(64, 3))
+    x = rng.normal(size=(64, 5))
     x = np.column_stack([x, x[:, 0] + x[:, 1]])  # collinear: the full rule projects (basis)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         kde = jaxkde.KDE(**params).fit(x)
-    q = jnp.zeros((8, 4), jnp.float32)
+    assert kde.state_.dim > jaxkde.engine.DIRECT_MAX_DIM  # the matrix-product path
 
     def dots(precision):
-        text = jaxkde.log_density.lower(kde.state_, q, precision=precision).as_text()
+        traced = jax.jit(lambda q: jaxkde.log_density(kde.state_, q, precision=precision))
+        text = traced.lower(jnp.zeros((8, 6), jnp.float32)).as_text()
         return [line for line in text.splitlines() if "dot_general" in line]
 
     highest = dots("highest")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -109,7 +110,7 @@ def test_optimiser_finds_the_grid_optimum(d):
     best = grid[int(np.argmax(brute))]
     learned = math.sqrt(fit.matrix[0])
     assert abs(learned - best) <= grid[1] - grid[0]
-    assert fit.converged and fit.trace.size == fit.steps
+    assert fit.converged and fit.trace.size == fit.steps == 0
     assert fit.objective >= max(brute) - 1e-6
 
 
@@ -123,28 +124,105 @@ def test_diagonal_and_full_improve_on_anisotropic_data(data2d):
     np.testing.assert_allclose(full.matrix, full.matrix.T)
 
 
-def test_minibatches_are_deterministic_per_key():
-    x = np.random.default_rng(4).normal(size=(3000, 3))
-    a = jaxkde.fit_bandwidth(x, batch_size=512, max_steps=30, key=5)
-    b = jaxkde.fit_bandwidth(x, batch_size=512, max_steps=30, key=5)
-    c = jaxkde.fit_bandwidth(x, batch_size=512, max_steps=30, key=6)
+def test_evaluation_subsets_are_deterministic_per_key():
+    x = np.random.default_rng(4).normal(size=(3000, 3)) * [1.0, 2.0, 0.5]
+    a = jaxkde.fit_bandwidth(x, kind="diagonal", batch_size=512, max_steps=30, key=5)
+    b = jaxkde.fit_bandwidth(x, kind="diagonal", batch_size=512, max_steps=30, key=5)
+    c = jaxkde.fit_bandwidth(x, kind="diagonal", batch_size=512, max_steps=30, key=6)
     np.testing.assert_array_equal(a.trace, b.trace)
-    assert not np.array_equal(a.trace, c.trace)
+    np.testing.assert_array_equal(a.matrix, b.matrix)
+    assert not np.array_equal(a.matrix, c.matrix)
 
 
 def test_step_budget_and_loops_of_patience_steps(data2d):
-    fit = jaxkde.fit_bandwidth(data2d, max_steps=7, patience=3, tol=0.0)
+    with pytest.warns(RuntimeWarning, match="max_steps"):
+        fit = jaxkde.fit_bandwidth(data2d, kind="diagonal", max_steps=7, patience=3, gtol=0.0)
     assert fit.steps == 7 and fit.trace.size == 7 and not fit.converged
+    assert fit.status == "max_steps" and fit.gradient > 0
     # The stopping rule is checked after each loop of `patience` steps.
-    fit = jaxkde.fit_bandwidth(data2d, max_steps=500, patience=4, tol=1e9)
-    assert fit.converged and fit.steps == 4
+    fit = jaxkde.fit_bandwidth(data2d, kind="diagonal", max_steps=500, patience=4, gtol=1e9)
+    assert fit.converged and fit.steps == 4 and fit.status == "converged"
 
 
 def test_a_step_that_leaves_the_finite_range_keeps_the_last_finite_bandwidth(data2d):
-    fit = jaxkde.fit_bandwidth(data2d, optimizer=optax.sgd(1e30), max_steps=50, patience=5)
-    assert 0 < fit.steps < 50 and not fit.converged
+    with pytest.warns(RuntimeWarning, match="nonfinite"):
+        fit = jaxkde.fit_bandwidth(data2d, kind="diagonal", optimizer=optax.sgd(1e30),
+                                   max_steps=50, patience=5)  # fmt: skip
+    assert 0 < fit.steps < 50 and not fit.converged and fit.status == "nonfinite"
     assert np.all(np.isfinite(fit.params)) and np.all(np.isfinite(fit.trace))
     assert fit.trace.size == fit.steps
+
+
+def _clusters(rng, n_clusters=20, per=25, gap=50.0, spread=0.01):
+    centres = gap * np.arange(n_clusters)
+    return (centres[:, None] + spread * rng.normal(size=(n_clusters, per))).reshape(-1, 1)
+
+
+def test_optima_decades_from_the_start_are_reached_and_certified():
+    """Twenty tight clusters: Scott's rule is ~10^4 times the optimum (the issue's example)."""
+    x = _clusters(np.random.default_rng(7))
+    fit = jaxkde.fit_bandwidth(x, kind="scalar")
+    h = math.sqrt(fit.matrix[0])
+    grid = np.exp(np.linspace(math.log(1e-3), math.log(100.0), 400))
+    with jax.enable_x64(True):
+        brute = np.array([brute_loo(x, np.full(1, g * g)) for g in grid])
+    best = grid[int(np.argmax(brute))]
+    scott = math.sqrt(jaxkde.scott_bandwidth(jnp.asarray(x))[0])
+    assert scott / best > 1e3  # the start is more than three decades away
+    assert abs(math.log(h / best)) < 0.02  # within the brute-force grid's spacing
+    assert fit.converged and fit.status == "converged" and fit.gradient <= 1e-3
+    assert fit.objective >= brute.max() - 1e-3
+    assert fit.objective > brute[np.argmin(np.abs(grid - 1.58))] + 4.0  # the old answer, h = 1.58
+    # The same through the estimator, and for a diagonal bandwidth.
+    assert math.sqrt(jaxkde.KDE(bandwidth="cv").fit(x).bandwidth_[0, 0]) == pytest.approx(h)
+    diag = jaxkde.fit_bandwidth(x, kind="diagonal")
+    assert diag.converged and abs(math.log(math.sqrt(diag.matrix[0]) / best)) < 0.05
+
+
+def test_duplicated_points_have_no_maximum():
+    x = np.repeat(np.random.default_rng(8).normal(size=(40, 2)), 2, axis=0)
+    with pytest.warns(RuntimeWarning, match="no maximum"):
+        fit = jaxkde.fit_bandwidth(x, kind="scalar")
+    assert fit.status == "unbounded" and not fit.converged
+    with pytest.raises(ValueError, match="no maximum"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        jaxkde.KDE(bandwidth="cv").fit(x)
+
+
+def test_objectives_that_are_minus_inf_at_the_start_are_left_for_finite_ones():
+    """Epanechnikov: an outlier no kernel of Scott's width reaches makes the objective -inf."""
+    rng = np.random.default_rng(9)
+    x = np.concatenate([rng.normal(size=(200, 1)), [[40.0]]])
+    scott = jaxkde.scott_bandwidth(jnp.asarray(x - x.mean(0)))
+    kern = jaxkde.get_kernel("epanechnikov")
+    with jax.enable_x64(True):
+        lw = jnp.full((201,), -math.log(201.0))
+        start = jaxkde.loo_log_likelihood(jnp.asarray(0.5 * math.log(float(scott[0]))),
+                                          jnp.asarray(x - x.mean(0)), lw, jnp.arange(201),
+                                          kernel=kern)  # fmt: skip
+    assert float(start) == -np.inf
+    fit = jaxkde.fit_bandwidth(x, kernel="epanechnikov")
+    assert np.isfinite(fit.objective) and fit.converged
+    assert math.sqrt(fit.matrix[0]) > 20.0  # it must reach the outlier
+
+
+def test_scale_search_reports_what_happened():
+    from jaxkde.selection import _scale_search
+
+    status, _, _, _ = _scale_search(lambda s: np.full(len(s), -np.inf), 1e-3)
+    assert status == "nonfinite"
+    status, s, _, _ = _scale_search(lambda s: -np.asarray(s), 1e-3)  # grows as h -> 0
+    assert status == "unbounded" and s <= -12 * math.log(10) + 1e-9
+    status, s, _, width = _scale_search(lambda s: -((np.asarray(s) - 7.0) ** 2), 1e-4)
+    assert status == "converged" and abs(s - 7.0) < 1e-4 and width <= 1e-4
+
+
+def test_bad_init_is_refused(data2d):
+    for init, match in [(np.array([1.0, -1.0]), "positive"), (np.array([np.nan, 1.0]), "finite"),
+                        (np.ones(3), "shape"), ([[1.0, 2.0], [2.0, 1.0]], "positive definite"),
+                        ("scott", "numbers")]:  # fmt: skip
+        with pytest.raises((ValueError, TypeError), match=match):
+            jaxkde.fit_bandwidth(data2d, init=init)
 
 
 def test_kde_cv_bandwidth_uses_fit_bandwidth(data2d):
