@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import sys
+import warnings
 
 import jax
 import numpy as np
@@ -55,19 +56,27 @@ def working_dtype(dtype) -> np.dtype:
     return np.dtype(np.float64 if x64 else np.float32)
 
 
+def _warning_class(name: str, fallback: type[Warning]) -> type[Warning]:
+    """scikit-learn's warning class ``name`` when scikit-learn is loaded, else ``fallback``."""
+    return getattr(sys.modules.get("sklearn.exceptions"), name, fallback)
+
+
 def check_data(
-    X, name: str = "X", n_features: int | None = None
+    X, name: str = "X", n_features: int | None = None, owner: str = "the estimator"
 ) -> tuple[np.ndarray, np.dtype]:
     """Validate a data matrix of shape ``(n, d)``.
 
     Parameters
     ----------
     X : array-like, shape (n, d)
-        Finite real numbers; integer (e.g. uint8 image) and boolean dtypes are accepted.
+        Finite real numbers; integer (e.g. uint8 image), boolean and numeric object arrays are
+        accepted. Sparse matrices and complex numbers are refused.
     name : str
         Name of the argument, used in error messages.
     n_features : int, optional
         Required number of columns (the number seen in ``fit``).
+    owner : str
+        Who expects ``n_features`` (the estimator's class name), for the error message.
 
     Returns
     -------
@@ -79,26 +88,50 @@ def check_data(
     """
     if X is None:
         raise TypeError(f"{name} must be an array of shape (n_samples, n_features); got None.")
+    if type(X).__module__.startswith("scipy.sparse") or hasattr(X, "tocsr"):
+        raise TypeError(
+            f"{name} is a sparse matrix; sparse input is not supported (kernel densities need "
+            f"dense data): pass {name}.toarray()."
+        )
     try:
         arr = np.asarray(X)
     except Exception as exc:
         raise TypeError(f"{name} could not be converted to an array: {exc}") from None
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise ValueError(
+            f"Complex data not supported: {name} has dtype {arr.dtype}; pass real numbers."
+        )
+    if arr.dtype == object:
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} could not be converted to numbers: {exc}") from None
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise TypeError(f"{name} must hold real numbers; got dtype {arr.dtype}.")
     if arr.ndim != 2:
-        hint = " Reshape 1-D data with X.reshape(-1, 1)." if arr.ndim == 1 else ""
+        hint = (
+            f" Reshape your data with {name}.reshape(-1, 1) for one feature, or "
+            f"{name}.reshape(1, -1) for one sample."
+            if arr.ndim == 1
+            else ""
+        )
         raise ValueError(
             f"{name} must be 2-D of shape (n_samples, n_features); got shape {arr.shape}.{hint}"
         )
     if arr.shape[0] == 0:
-        raise ValueError(f"{name} is empty: it has 0 rows (shape {arr.shape}).")
+        raise ValueError(
+            f"{name} is empty: 0 sample(s) (shape={arr.shape}) while a minimum of 1 is required."
+        )
     if arr.shape[1] == 0:
-        raise ValueError(f"{name} has 0 features (shape {arr.shape}).")
+        raise ValueError(
+            f"{name} has 0 feature(s) (shape={arr.shape}) while a minimum of 1 is required."
+        )
     if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(
-            f"{name} has {arr.shape[1]} features, but the estimator was fitted with {n_features}."
+            f"{name} has {arr.shape[1]} features, but {owner} is expecting {n_features} "
+            "features as input."
         )
     dtype = working_dtype(arr.dtype)
     with np.errstate(over="ignore"):
@@ -107,8 +140,10 @@ def check_data(
     if not finite.all():
         bad = np.flatnonzero(~finite)
         more = f" (and {bad.size - 1} other rows)" if bad.size > 1 else ""
-        what = "NaN or inf" if np.issubdtype(arr.dtype, np.floating) else "values"
-        raise ValueError(f"{name} contains {what} in row {int(bad[0])}{more}.")
+        raise ValueError(
+            f"{name} contains NaN or infinity (or a value beyond float64's range) in row "
+            f"{int(bad[0])}{more}."
+        )
     return data, dtype
 
 
@@ -149,29 +184,43 @@ def check_labels(y, n: int) -> np.ndarray:
     -------
     np.ndarray of object, shape (n,)
     """
-    if isinstance(y, (str, bytes)) or not hasattr(y, "__len__"):
+    if y is None or isinstance(y, (str, bytes)):
         raise TypeError(f"y must be a sequence of {n} labels; got {y!r}.")
     if isinstance(y, np.ndarray) or hasattr(y, "__array__"):
         arr = np.asarray(y)
         if arr.ndim == 2 and arr.shape[1] == 1:
-            arr = arr.reshape(-1)  # a column vector, as scikit-learn accepts
+            warnings.warn(
+                "A column-vector y was passed when a 1d array was expected; it is ravelled.",
+                _warning_class("DataConversionWarning", UserWarning),
+                stacklevel=3,
+            )
+            arr = arr.reshape(-1)
         if arr.ndim != 1:
             raise ValueError(
                 f"y must be one label per row of X, shape ({n},) or ({n}, 1); got shape "
                 f"{arr.shape}."
             )
         items = arr.tolist()
-    else:  # a sequence: tuples are labels; one-element lists are the rows of a column
+    elif hasattr(y, "__len__"):  # a sequence: tuples are labels; [label] rows form a column
         items = [
             item[0] if isinstance(item, (list, np.ndarray)) and len(item) == 1 else item
             for item in y
         ]
+    else:
+        raise TypeError(f"y must be a sequence of {n} labels; got {y!r}.")
     if len(items) != n:
         raise ValueError(f"y must have one label per row of X, shape ({n},); got {len(items)}.")
     labels = np.empty(n, dtype=object)
     for i, label in enumerate(items):
-        if isinstance(label, (float, np.floating)) and math.isnan(label):
-            raise ValueError(f"y contains NaN at index {i}; every row needs a class label.")
+        if isinstance(label, (float, np.floating)):
+            if not math.isfinite(label):
+                raise ValueError(f"y contains NaN or infinity at index {i}; every row needs a "
+                                 "class label.")  # fmt: skip
+            if label != int(label):
+                raise ValueError(
+                    f"Unknown label type: continuous (y[{i}] = {label!r}); class labels must be "
+                    "discrete: integers, strings or other hashable values."
+                )
         try:
             hash(label)
         except TypeError:

@@ -48,6 +48,11 @@ _HIGHEST = lax.Precision.HIGHEST
 
 def _normalised_weights(data: jax.Array, weights: jax.Array | None) -> jax.Array:
     n = data.shape[0]
+    if data.ndim != 2 or n < 2:
+        raise ValueError(
+            f"data must have shape (n_samples, n_features) with at least 2 samples to estimate "
+            f"a variance; got {data.shape}."
+        )
     if weights is None:
         return jnp.full((n,), 1.0 / n, dtype=data.dtype)
     weights = jnp.asarray(weights, dtype=data.dtype)
@@ -286,8 +291,8 @@ def resolve_bandwidth(
         return BandwidthChoice(np.ones((dim,)), None, 0)
     if data.shape[0] < 2:
         raise ValueError(
-            f"bandwidth rule {bandwidth!r} needs at least 2 rows of X to estimate a variance; "
-            f"got {data.shape[0]}."
+            f"bandwidth rule {bandwidth!r} needs at least 2 samples (rows of X) to estimate a "
+            f"variance; got {data.shape[0]} sample."
         )
     full = bandwidth.endswith("_full")
     # Statistics and rules in float64 on the host, from data centred there: the offset of the
@@ -298,7 +303,8 @@ def resolve_bandwidth(
     scale = 1.0 - np.sum(w64**2)
     if not scale > 0:
         raise ValueError(
-            f"bandwidth rule {bandwidth!r} needs at least 2 rows of X with positive weight."
+            f"bandwidth rule {bandwidth!r} needs at least 2 samples (rows of X) with positive "
+            "weight to estimate a variance; got 1 sample."
         )
     with np.errstate(over="ignore", invalid="ignore"):
         if full:

@@ -7,10 +7,13 @@ never by ``import jaxkde``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import pathlib
 import sys
+import tempfile
+import traceback
 import warnings
 
 import numpy as np
@@ -30,6 +33,8 @@ def _bandwidth(text: str):
         return text
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a rule name or a positive number; got {text!r}")
+    if not 1e-150 <= value <= 1e150:
+        raise argparse.ArgumentTypeError(f"must lie in [1e-150, 1e150]; got {text!r}")
     return value
 
 
@@ -57,6 +62,16 @@ def _positive_float(text: str) -> float:
     value = _non_negative_float(text)
     if value == 0:
         raise argparse.ArgumentTypeError(f"must be a number > 0; got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0; got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to 2**63 - 1; got {text!r}")
     return value
 
 
@@ -104,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--split", choices=list(MNIST_FILES), default="test", help="data (test)")
     s.add_argument("--data-dir", type=pathlib.Path, help=data_help)
-    s.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    s.add_argument("--seed", type=_seed, default=0, help="random seed, >= 0 (0)")
     s.add_argument(
         "--out", type=pathlib.Path, default=pathlib.Path("digits.png"), help=".png or .npy"
     )
@@ -158,6 +173,23 @@ def _progress(total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="img", file=sys.stderr)
 
 
+def _write_atomically(path: pathlib.Path, write) -> None:
+    """Write ``path`` through ``write(file)`` into a temporary file beside it, then rename it
+    into place: a failed or interrupted write leaves the previous file (if any) untouched."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def _cmd_sample(args) -> int:
     out: pathlib.Path = args.out
     if out.suffix.lower() not in {".png", ".npy"}:
@@ -174,9 +206,9 @@ def _cmd_sample(args) -> int:
         source=args.source,
         key=args.seed,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".npy":
-        np.save(out, result.samples.astype(np.float32))
+        samples = result.samples.astype(np.float32)
+        _write_atomically(out, lambda f: np.save(f, samples))
     else:
         try:
             from PIL import Image
@@ -184,12 +216,13 @@ def _cmd_sample(args) -> int:
             raise ValueError(
                 "writing PNG needs Pillow: pip install 'jaxkde[cli]' (or write --out FILE.npy)."
             ) from None
-        Image.fromarray(digit_pairs_grid(result.sources, result.samples)).save(out)
+        picture = Image.fromarray(digit_pairs_grid(result.sources, result.samples))
+        _write_atomically(out, lambda f: picture.save(f, format="PNG"))
     what = "any digit" if args.digit is None else f"digit {args.digit}"
     print(
         f"{args.n_samples} samples of {what} (k={args.scaling_factor}, "
         f"{args.components} PCA components, bandwidth {args.bandwidth!r}) -> {out}"
-    )
+    )  # the name written is exactly --out, whatever its suffix's case
     print("log density of each sample (nats, in PCA space):")
     for i, (src, ld) in enumerate(zip(result.source_indices, result.log_density, strict=True)):
         print(f"  {i:3d}  source image {int(src):5d}  {float(ld):10.3f}")
@@ -231,13 +264,27 @@ def _cmd_parzen(args) -> int:
 
     try:
         samples = np.load(args.samples, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:
         raise ValueError(f"--samples {str(args.samples)!r} is not a readable .npy: {exc}") from None
+    if not isinstance(samples, np.ndarray):  # an .npz archive
+        samples.close()
+        raise ValueError(
+            f"--samples {str(args.samples)!r} is an .npz archive; give one .npy array of images."
+        )
+    if not (np.issubdtype(samples.dtype, np.floating) or np.issubdtype(samples.dtype, np.integer)):
+        raise ValueError(f"--samples must hold numbers; got dtype {samples.dtype}.")
     if samples.ndim == 3:
         samples = samples.reshape(samples.shape[0], -1)
     if samples.ndim != 2 or samples.shape[1] != 784:
         raise ValueError(
             f"--samples must hold [n, 28, 28] or [n, 784] images; got {samples.shape}."
+        )
+    finite = samples[np.isfinite(samples)] if samples.size else samples
+    if samples.size and (not np.all(np.isfinite(samples)) or finite.min() < 0 or finite.max() > 1):
+        raise ValueError(
+            f"--samples must hold finite pixels in [0, 1], as the Parzen protocol scores them "
+            f"against test images / 255; these range over [{finite.min():g}, {finite.max():g}]"
+            + (" (0-255? divide by 255)." if finite.max() > 1 else ".")
         )
     test, _ = load_mnist(args.test, args.data_dir)
     valid, _ = load_mnist(args.validation, args.data_dir)
@@ -256,17 +303,32 @@ def _cmd_parzen(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``jaxkde`` command; returns the exit code."""
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except KeyboardInterrupt:
+        return 130
     warnings.showwarning = _one_line_warning
     try:
         commands = {"sample": _cmd_sample, "score": _cmd_score, "parzen": _cmd_parzen}
         return commands[args.command](args)
+    except KeyboardInterrupt:  # Ctrl-C: quiet, and files are only ever renamed into place
+        print("jaxkde: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # output piped into a reader that stopped (e.g. head)
         sys.stdout = open(os.devnull, "w")  # silence the flush at exit
         return 1
     except (ValueError, TypeError, OSError) as exc:
         print(f"jaxkde: error: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:  # a bug: one line, and the traceback only on request
+        if os.environ.get("JAXKDE_DEBUG"):
+            traceback.print_exc()
+        print(
+            f"jaxkde: internal error: {type(exc).__name__}: {exc} (set JAXKDE_DEBUG=1 for the "
+            "traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

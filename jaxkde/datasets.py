@@ -18,13 +18,16 @@ MNIST is by Yann LeCun, Corinna Cortes and Christopher J.C. Burges, CC BY-SA 3.0
 
 from __future__ import annotations
 
-import gzip
 import hashlib
+import http.client
+import math
 import os
 import pathlib
+import stat
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 
 import numpy as np
 
@@ -62,45 +65,86 @@ MNIST_MIRRORS = [
 ]
 
 
-class DatasetError(OSError):
-    """A data set could not be found, downloaded or verified."""
+class DatasetError(OSError, ValueError):
+    """A data set could not be found, downloaded or verified (an ``OSError``, and a
+    ``ValueError`` for malformed contents)."""
 
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
+def _read_file(path: pathlib.Path, limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes (symlinks followed); anything
+    else (a folder, a device, a pipe, a file too large) is refused before it is read."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read it ({exc.strerror or exc}).") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise DatasetError(f"{path} is not a regular file; it cannot be a data file.")
+    if info.st_size > limit:
+        raise DatasetError(f"{path} holds {info.st_size} bytes, more than the {limit} expected.")
+    with path.open("rb") as f:
+        raw = f.read(limit + 1)
+    if len(raw) > limit:
+        raise DatasetError(f"{path} grew past {limit} bytes while being read.")
+    return raw
+
+
+def _decompressed(raw: bytes, limit: int, path: pathlib.Path) -> bytes:
+    """``raw`` gunzipped when it is gzip (at most ``limit`` bytes out), else itself.
+
+    A corrupt or truncated stream raises ``DatasetError`` (zlib's own errors included).
+    """
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflate.decompress(raw, limit + 1)
+    except zlib.error as exc:
+        raise DatasetError(f"{path}: corrupt gzip stream ({exc}).") from None
+    if len(out) > limit:
+        raise DatasetError(f"{path} decompresses to more than {limit} bytes.")
+    if not inflate.eof:
+        raise DatasetError(f"{path}: corrupt gzip stream (truncated).")
+    return out
+
+
+def read_idx(path: str | os.PathLike, max_bytes: int = 2**31) -> np.ndarray:
     """Read an IDX file (gzipped or not) into a numpy array.
 
     Parameters
     ----------
     path : path-like
-        File in the IDX format: two zero bytes, a type code, the number of dimensions, one
-        big-endian uint32 size per dimension, then the data.
+        A regular file in the IDX format: two zero bytes, a type code, the number of
+        dimensions, one big-endian uint32 size per dimension, then the data.
+    max_bytes : int
+        Largest file, and largest decompressed content, accepted (2 GiB by default).
 
     Returns
     -------
     np.ndarray
         Shape given by the header, e.g. ``(10000, 28, 28)`` uint8 for MNIST test images.
+
+    Raises
+    ------
+    DatasetError
+        (a ``ValueError`` and an ``OSError``) when the file is missing, not a regular file, too
+        large, corrupt, or not IDX.
     """
     path = pathlib.Path(path)
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise ValueError(f"{path}: corrupt gzip stream ({exc}).") from None
+    raw = _decompressed(_read_file(path, max_bytes), max_bytes, path)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()}).")
+        raise DatasetError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()}).")
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise ValueError(f"{path}: truncated IDX header.")
+        raise DatasetError(f"{path}: truncated IDX header.")
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected = int(np.prod(shape)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize
     if len(raw) - header != expected:
-        raise ValueError(
+        raise DatasetError(
             f"{path}: IDX header promises {expected} bytes of data for shape {shape}, "
             f"the file holds {len(raw) - header}."
         )
@@ -113,17 +157,17 @@ def mnist_cache_dir() -> pathlib.Path:
     return pathlib.Path(base) / "jaxkde" / "mnist"
 
 
-def _decompressed(raw: bytes) -> bytes:
-    return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+#: Largest MNIST file accepted, compressed or not (the training images are 47 MB).
+_MNIST_MAX_BYTES = 64 * 2**20
 
 
 def _verify(path: pathlib.Path, sha256: str, where: str) -> None:
     """Raise DatasetError unless the decompressed bytes of ``path`` have the given SHA-256."""
     try:
-        data = _decompressed(path.read_bytes())
-    except (OSError, EOFError) as exc:
+        data = _decompressed(_read_file(path, _MNIST_MAX_BYTES), _MNIST_MAX_BYTES, path)
+    except DatasetError as exc:
         raise DatasetError(
-            f"{path} is corrupt ({exc}); put a good copy of {path.name} in {where}."
+            f"{str(exc).rstrip('.')}; put a good copy of {path.name} in {where}."
         ) from None
     if hashlib.sha256(data).hexdigest() != sha256:
         raise DatasetError(
@@ -133,29 +177,39 @@ def _verify(path: pathlib.Path, sha256: str, where: str) -> None:
 
 
 def _download(name: str, sha256: str, cache: pathlib.Path, mirrors: list[str]) -> pathlib.Path:
+    """Fetch ``name`` from the first mirror that serves a verified copy, into ``cache``.
+
+    Each attempt streams into a temporary file beside the target (at most
+    ``_MNIST_MAX_BYTES``), which is removed whatever goes wrong (network errors, broken or
+    truncated HTTP responses, a wrong checksum, an interruption) before the next mirror is
+    tried; only a verified file is renamed into place.
+    """
     cache.mkdir(parents=True, exist_ok=True)
     errors = []
     for mirror in mirrors:
         url = mirror + name
-        try:
-            with urllib.request.urlopen(url, timeout=30) as response:
-                raw = response.read()
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            errors.append(f"{url}: {getattr(exc, 'reason', exc)}")
-            continue
         fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{name}.", suffix=".part")
         tmp = pathlib.Path(tmp)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(raw)
-            _verify(tmp, sha256, str(cache))
-        except DatasetError as exc:
-            tmp.unlink(missing_ok=True)
-            errors.append(f"{url}: {exc}")
-            continue
         target = cache / name
-        tmp.replace(target)
-        return target
+        done = False
+        try:
+            with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=30) as response:
+                size = 0
+                while chunk := response.read(1 << 20):
+                    size += len(chunk)
+                    if size > _MNIST_MAX_BYTES:
+                        raise DatasetError(f"more than {_MNIST_MAX_BYTES} bytes")
+                    f.write(chunk)
+            _verify(tmp, sha256, str(cache))
+            tmp.replace(target)
+            done = True
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+            errors.append(f"{url}: {getattr(exc, 'reason', None) or exc!r}")
+        finally:
+            if not done:  # failed or interrupted: leave nothing behind
+                tmp.unlink(missing_ok=True)
+        if done:
+            return target
     raise DatasetError(
         f"could not download {name} (offline?): " + "; ".join(errors) + f". Put the MNIST "
         f"file {name} in {cache}, or in a folder named by ${DATA_DIR_ENV} or data_dir."
@@ -228,7 +282,8 @@ def load_mnist(
     if split not in MNIST_FILES:
         raise ValueError(f"split must be one of {list(MNIST_FILES)}; got {split!r}.")
     image_path, label_path = _locate(split, data_dir, mirrors)
-    images, labels = read_idx(image_path), read_idx(label_path)
+    images = read_idx(image_path, _MNIST_MAX_BYTES)
+    labels = read_idx(label_path, _MNIST_MAX_BYTES)
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
         raise DatasetError(f"{image_path} and {label_path} do not form an MNIST split.")
     return images, labels

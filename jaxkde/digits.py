@@ -9,10 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._validation import check_positive_int
+from ._validation import check_positive_int, check_real
 from .kde import KDE
 from .pca import PCAState, pca_fit, pca_inverse_transform, pca_transform
-from .sampling import as_key, sample_around
+from .sampling import as_key, check_sample_size, sample_host
 
 __all__ = ["SOURCES", "DigitSamples", "digit_pairs_grid", "sample_digits"]
 
@@ -94,11 +94,11 @@ def sample_digits(
         A PCA already fitted to these images (pixels in [0, 1]) with ``n_components`` axes, to
         reuse across calls; fitted here when omitted.
     """
-    n_samples = check_positive_int(n_samples, "n_samples")
+    n_samples = check_sample_size(n_samples, 784, "n_samples")
+    scaling_factor = check_real(scaling_factor, "scaling_factor", low=0.0)
     if source not in SOURCES:
         raise ValueError(f"source must be one of {list(SOURCES)}; got {source!r}.")
-    if not 0 < source_quantile <= 1:
-        raise ValueError(f"source_quantile must be in (0, 1]; got {source_quantile!r}.")
+    check_real(source_quantile, "source_quantile", low=0.0, high=1.0, low_open=True)
     pixels = np.asarray(images)
     if pixels.ndim == 3:
         pixels = pixels.reshape(pixels.shape[0], -1)
@@ -136,8 +136,8 @@ def sample_digits(
     else:
         pool = np.arange(rows.size)
     picks = np.asarray(jax.random.choice(key_pick, jnp.asarray(pool), (n_samples,)))
-    _, drawn = sample_around(kde.state_, key_draw, jnp.asarray(picks), float(scaling_factor))
-    log_density = kde.score_samples(np.asarray(drawn))
+    _, _, drawn = sample_host(kde.state_, key_draw, n_samples, scaling_factor, indices=picks)
+    log_density = kde.score_samples(drawn)
     recon = np.clip(np.asarray(pca_inverse_transform(pca, drawn)), 0.0, 1.0)
     return DigitSamples(
         sources=pixels[rows[picks]].reshape(-1, side, side),
@@ -161,7 +161,14 @@ def digit_pairs_grid(
     np.ndarray of uint8, shape (rows * (h * zoom + 6) + 6, cols * (2 * w * zoom + 8) + 6)
         where ``cols = min(pairs_per_row, n)`` and ``rows = ceil(n / cols)``.
     """
+    pairs_per_row = check_positive_int(pairs_per_row, "pairs_per_row")
+    zoom = check_positive_int(zoom, "zoom")
     sources, samples = np.asarray(sources), np.asarray(samples)
+    if samples.ndim != 3 or sources.shape != samples.shape or samples.shape[0] == 0:
+        raise ValueError(
+            "sources and samples must be images of one shape (n, h, w) with n >= 1; got "
+            f"{sources.shape} and {samples.shape}."
+        )
     n, h, w = samples.shape
     cols = min(pairs_per_row, n)
     rows = -(-n // cols)

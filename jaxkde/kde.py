@@ -92,6 +92,30 @@ class _Params:
                 changed.append(f"{name}={value!r}")
         return f"{type(self).__name__}({', '.join(changed)})"
 
+    # --------------------------------------------------------------- scikit-learn protocol
+    # scikit-learn is optional: it is imported here only when scikit-learn itself asks.
+    _estimator_type: str | None = None
+
+    def __sklearn_tags__(self):
+        from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags
+
+        classifier = self._estimator_type == "classifier"
+        return Tags(
+            estimator_type=self._estimator_type,
+            target_tags=TargetTags(required=classifier),
+            transformer_tags=None,
+            classifier_tags=ClassifierTags() if classifier else None,
+            regressor_tags=None,
+            input_tags=InputTags(),
+        )
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return any(name in self.__dict__ for name in ("state_", "kde_"))
+
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        return sorted(cls._param_names())
+
     def __getstate__(self) -> dict:
         # Devices do not pickle: the state is gathered to the host and the mesh dropped, so a
         # loaded model evaluates on one device.
@@ -436,7 +460,7 @@ class KDE(_Params):
             )
         return self.state_
 
-    def _evaluate(self, fn, X, batch_size: int | None) -> np.ndarray:
+    def _evaluate(self, fn, X, batch_size: int | None, owner: str = "KDE") -> np.ndarray:
         """Apply ``fn(state, block, precision=..., [mesh=...], whitening(s)=...)`` to ``X`` by
         blocks: each block is whitened in float64 on the host, then evaluated by one compiled
         program per block shape, reused by every later call."""
@@ -453,7 +477,7 @@ class KDE(_Params):
         if batch_size is None:
             batch_size = self._default_block_sizes()[0]
         block = check_positive_int(batch_size, "batch_size")
-        queries, _ = check_data(X, "X", n_features=self.n_features_in_)
+        queries, _ = check_data(X, "X", n_features=self.n_features_in_, owner=owner)
         out = []
         for start in range(0, queries.shape[0], block):
             chunk = queries[start : start + block]
@@ -607,6 +631,8 @@ class KDEClassifier(_Params):
     n_features_in_ : int
     """
 
+    _estimator_type = "classifier"
+
     def __init__(
         self,
         kernel: str = "gaussian",
@@ -633,7 +659,7 @@ class KDEClassifier(_Params):
     def fit(self, X, y, sample_weight=None) -> KDEClassifier:
         """Fit one KDE per class of ``y`` to the rows of ``X``; returns self."""
         if y is None:
-            raise ValueError("KDEClassifier.fit needs labels y.")
+            raise ValueError("KDEClassifier requires y to be passed, but the target y is None.")
         kde = KDE(**self.get_params()).fit(X, y, sample_weight=sample_weight)
         self.kde_ = kde
         self.classes_ = kde.classes_
@@ -648,7 +674,7 @@ class KDEClassifier(_Params):
 
     def predict_log_proba(self, X, batch_size: int | None = None) -> np.ndarray:
         """``log P(c | x)`` for each row and class, shape ``(n_queries, n_classes)``."""
-        return self._kde()._evaluate(class_log_posterior, X, batch_size)
+        return self._kde()._evaluate(class_log_posterior, X, batch_size, "KDEClassifier")
 
     def predict_proba(self, X, batch_size: int | None = None) -> np.ndarray:
         """``P(c | x)`` for each row and class; rows sum to 1."""

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ._validation import check_data
+
 __all__ = ["PCAState", "pca_fit", "pca_inverse_transform", "pca_transform"]
 
 _HIGHEST = lax.Precision.HIGHEST
@@ -49,7 +51,8 @@ def pca_fit(x: jax.Array, n_components: int, whiten: bool = False) -> PCAState:
     With ``whiten=True`` the scores are divided by their standard deviations, so each component
     has unit variance: the seed's "PCA, then standard scaling" workflow in one step.
     """
-    n, d = x.shape
+    data, dtype = check_data(x, "x")
+    n, d = data.shape
     if isinstance(n_components, bool) or not isinstance(n_components, int):
         raise TypeError(f"n_components must be an int; got {n_components!r}.")
     if not 1 <= n_components <= min(n, d):
@@ -57,13 +60,15 @@ def pca_fit(x: jax.Array, n_components: int, whiten: bool = False) -> PCAState:
             f"n_components must be between 1 and min(n_samples, n_features) = {min(n, d)}; "
             f"got {n_components}."
         )
-    return _pca_fit(jnp.asarray(x), n_components, whiten)
+    mean = data.mean(axis=0)  # centred in float64 on the host, before the cast
+    state = _pca_fit(jnp.asarray((data - mean).astype(dtype)), n_components, whiten)
+    return dataclasses.replace(state, mean=jnp.asarray(mean.astype(dtype)))
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
 def _pca_fit(x: jax.Array, n_components: int, whiten: bool) -> PCAState:
     n = x.shape[0]
-    mean = jnp.mean(x, axis=0)
+    mean = jnp.mean(x, axis=0)  # ~0: x arrives centred
     _, s, vt = jnp.linalg.svd(x - mean, full_matrices=False)
     vt = vt[:n_components]
     pivot = jnp.argmax(jnp.abs(vt), axis=1)
@@ -75,13 +80,20 @@ def _pca_fit(x: jax.Array, n_components: int, whiten: bool) -> PCAState:
                     explained_variance=var)  # fmt: skip
 
 
+def _check_shape(a, name: str, width: int, what: str) -> None:
+    if a.ndim != 2 or a.shape[1] != width:
+        raise ValueError(f"{name} must have shape (m, {width}) ({what}); got {a.shape}.")
+
+
 @jax.jit
 def pca_transform(state: PCAState, x: jax.Array) -> jax.Array:
     """Scores of ``x`` ``(m, d)`` on the principal axes, shape ``(m, k)``."""
+    _check_shape(x, "x", state.components.shape[1], "one column per feature")
     return jnp.matmul(x - state.mean, state.components.T, precision=_HIGHEST) / state.scale
 
 
 @jax.jit
 def pca_inverse_transform(state: PCAState, z: jax.Array) -> jax.Array:
     """Map scores ``(m, k)`` back to the data space, shape ``(m, d)``."""
+    _check_shape(z, "z", state.components.shape[0], "one column per component")
     return jnp.matmul(z * state.scale, state.components, precision=_HIGHEST) + state.mean

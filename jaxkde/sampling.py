@@ -99,6 +99,11 @@ def _around(state: KDEState, key: jax.Array, indices: jax.Array):
     return z, lo, noise
 
 
+@jax.jit
+def _draw_around(state: KDEState, key: jax.Array, indices: jax.Array):
+    return (indices, *_around(state, key, indices))
+
+
 @functools.partial(jax.jit, static_argnames=("num_samples",))
 def draw(state: KDEState, key: jax.Array, num_samples: int):
     """The random part of sampling, on the device.
@@ -112,6 +117,7 @@ def draw(state: KDEState, key: jax.Array, num_samples: int):
     noise : array, shape (num_samples, k)
         Draws from the unit kernel (whitened space).
     """
+    check_sample_size(num_samples, state.n_features, "num_samples")
     key_centre, key_noise = jax.random.split(key)
     idx = choose_by_weight(key_centre, state.log_weights.reshape(-1), num_samples)
     return (idx, *_around(state, key_noise, idx))
@@ -178,13 +184,20 @@ def sample_host(
     num_samples: int,
     scaling_factor: float = 1.0,
     whitening: HostWhitening | None = None,
+    *,
+    indices=None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`sample_with_centres` with the centres and samples formed in float64 on the host.
 
-    Returns ``(indices, centres, samples)`` as NumPy arrays, the last two float64; raises a
+    With ``indices`` (data rows, shape ``(num_samples,)``) the draws are around those rows, as
+    :func:`sample_around`; otherwise centres are drawn by weight. Returns
+    ``(indices, centres, samples)`` as NumPy arrays, the last two float64; raises a
     ``ValueError`` naming ``scaling_factor`` if the samples overflow float64.
     """
-    idx, z, lo, noise = draw(state, key, num_samples)
+    if indices is None:
+        idx, z, lo, noise = draw(state, key, num_samples)
+    else:
+        idx, z, lo, noise = _draw_around(state, key, jnp.asarray(indices))
     return (np.asarray(idx), *_host_points(state, z, lo, noise, scaling_factor, whitening))
 
 

@@ -758,7 +758,21 @@ def parzen_log_likelihood(
         Needed when ``sigmas`` has more than one value.
     sigmas : array-like, optional
     """
-    grid = np.logspace(-1, 0, 10) if sigmas is None else np.asarray(sigmas, np.float64).ravel()
+    samples = check_data(samples, "samples")[0]
+    d = samples.shape[1]
+    test = check_data(test, "test", n_features=d, owner="samples")[0]
+    if validation is not None:
+        validation = check_data(validation, "validation", n_features=d, owner="samples")[0]
+    if sigmas is None:
+        grid = np.logspace(-1, 0, 10)
+    else:
+        try:
+            grid = np.asarray(sigmas, np.float64).ravel()
+        except (TypeError, ValueError):
+            raise TypeError(f"sigmas must be positive numbers; got {sigmas!r}.") from None
+        if grid.size == 0 or not np.all(np.isfinite(grid) & (grid > 0)):
+            raise ValueError(f"sigmas must be positive numbers; got {sigmas!r}.")
+    block_size = check_positive_int(block_size, "block_size")
     if validation is None and grid.size != 1:
         raise ValueError("validation is needed to choose sigma from a grid; or pass one sigma.")
     val_means = None

@@ -21,6 +21,7 @@ import numpy as np
 from jax import lax
 from jax.scipy.linalg import solve_triangular
 
+from ._validation import check_data, check_positive_int, working_dtype
 from .kernels import Kernel
 
 __all__ = [
@@ -180,10 +181,15 @@ def whiten_queries(
     for it (its squared distance to every point overflows too).
     """
     if isinstance(queries, jax.core.Tracer):
+        if queries.ndim != 2 or queries.shape[1] != state.n_features:
+            raise ValueError(
+                f"queries must have shape (m, {state.n_features}); got {queries.shape}."
+            )
         hi = whiten(state, jnp.asarray(queries, state.dtype))
         return hi, None if state.points_lo is None else jnp.zeros_like(hi)
     hw = host_whitening(state) if whitening is None else whitening
-    z = _whiten64(np.asarray(queries, np.float64), hw)
+    data, _ = check_data(queries, "queries", n_features=state.n_features, owner="the state")
+    z = _whiten64(data, hw)
     hi, lo = split_double_word(z, hw.dtype)
     bad = ~np.isfinite(hi).all(axis=1)
     if bad.any():  # beyond the working dtype: infinitely far from every point in that dtype
@@ -229,6 +235,7 @@ def chunk_layout(n: int, max_chunk: int) -> tuple[int, int]:
 
     The chunk size is rounded up to a multiple of 8, so padding is below ``8 * n_chunks`` rows.
     """
+    max_chunk = check_positive_int(max_chunk, "chunk_size")
     n_chunks = max(1, math.ceil(n / max_chunk))
     size = math.ceil(n / n_chunks)
     size = min(max_chunk, 8 * math.ceil(size / 8)) if max_chunk >= 8 else size
@@ -245,6 +252,8 @@ def normalized_log_weights(weights, n: int) -> tuple[np.ndarray, np.ndarray]:
     if weights is None:
         return np.full(n, 1.0 / n), np.full(n, -math.log(n))
     w = np.asarray(weights, np.float64)
+    if not w.max() > 0:  # no mass at all (a class whose rows all weigh 0): every log is -inf
+        return np.zeros(n), np.full(n, -np.inf)
     w = w / w.max()
     w = w / w.sum()
     with np.errstate(divide="ignore"):
@@ -291,13 +300,13 @@ def build_state(
     dtype : numpy dtype, optional
         Working dtype; default ``data``'s dtype (float32 or float64).
     """
-    dtype = np.dtype(np.asarray(data).dtype if dtype is None else dtype)
-    if dtype not in (np.float32, np.float64):
-        dtype = np.dtype(np.float32)
-    x64 = np.asarray(data, np.float64)
+    chunk_size = check_positive_int(chunk_size, "chunk_size")
+    x64, data_dtype = check_data(data, "data")
+    dtype = data_dtype if dtype is None else working_dtype(dtype)
     n, _ = x64.shape
     w64, log_w64 = normalized_log_weights(weights, n)
-    centre = np.einsum("i,ij->j", w64, x64)  # weighted mean in float64
+    # The weighted mean in float64 (any point would do for a state of zero mass).
+    centre = np.einsum("i,ij->j", w64, x64) if w64.any() else x64.mean(axis=0)
     h = np.asarray(bandwidth, np.float64)
     chol64 = np.sqrt(h) if h.ndim == 1 else np.linalg.cholesky(h)
     chol_w = _cast_checked(chol64, dtype, "the bandwidth's Cholesky factor")

@@ -119,3 +119,94 @@ def test_module_entry_point_help():
     )
     assert done.returncode == 0
     assert "--scaling-factor" in done.stdout
+
+
+def test_a_failed_write_keeps_the_previous_file(tmp_path, monkeypatch, capsys):
+    """The output goes to a temporary file beside the target, renamed into place only once
+    complete: a write that fails midway (disk full, a quota) leaves the old file readable."""
+    out = tmp_path / "keep.npy"
+    assert main(["sample", "-n", "3", "--seed", "1", "--out", str(out)]) == 0
+    before = np.load(out)
+
+    def failing_save(file, arr, *args, **kwargs):
+        file.write(b"\x93NUMPY partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "save", failing_save)
+    assert main(["sample", "-n", "3", "--seed", "2", "--out", str(out)]) == 1
+    assert "No space left on device" in capsys.readouterr().err
+    np.testing.assert_array_equal(np.load(out), before)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.npy"]  # no temporary left
+
+
+def test_output_name_is_exactly_the_one_given(tmp_path, capsys):
+    out = tmp_path / "X.NPY"
+    assert main(["sample", "-n", "2", "--out", str(out)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["X.NPY"]
+    assert np.load(out).shape == (2, 28, 28)
+    assert f"-> {out}" in capsys.readouterr().out
+
+
+def test_ctrl_c_exits_130_quietly_without_partial_output(tmp_path, monkeypatch, capsys):
+    import jaxkde.cli as cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "sample_digits", interrupted)
+    out = tmp_path / "digits.png"
+    assert main(["sample", "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip() == "jaxkde: interrupted"
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_internal_error_is_one_line_not_a_traceback(monkeypatch, capsys):
+    import jaxkde.cli as cli
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cli, "load_mnist", broken)
+    assert main(["score", "--limit", "5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("jaxkde: internal error: RuntimeError: boom")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["sample", "--seed", "-1"], "argument --seed: must be an integer"),
+        (["sample", "--bandwidth", "1e200"], "must lie in [1e-150, 1e150]"),
+        (["sample", "--scaling-factor", "nan"], "must be a number >= 0"),
+    ],
+)
+def test_more_bad_arguments_name_the_option(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_sizes_that_cannot_be_allocated_are_refused_before_allocating(tmp_path, capsys):
+    assert main(["sample", "-n", "1000000000000", "--out", str(tmp_path / "s.npy")]) == 1
+    err = capsys.readouterr().err
+    assert "is too many" in err and not list(tmp_path.iterdir())
+
+
+def test_huge_scaling_factor_gives_images_not_an_error(tmp_path):
+    out = tmp_path / "s.npy"
+    assert main(["sample", "-n", "2", "--scaling-factor", "1e40", "--out", str(out)]) == 0
+    images = np.load(out)
+    assert np.all(np.isfinite(images)) and images.min() >= 0 and images.max() <= 1
+
+
+def test_parzen_refuses_archives_and_pixels_out_of_range(tmp_path, capsys):
+    archive = tmp_path / "s.npz"
+    np.savez(archive, a=np.zeros((3, 784)))
+    assert main(["parzen", "--samples", str(archive)]) == 1
+    assert ".npz archive" in capsys.readouterr().err
+    bytes_ = tmp_path / "bytes.npy"
+    np.save(bytes_, np.full((3, 784), 200.0))
+    assert main(["parzen", "--samples", str(bytes_)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "divide by 255" in err[0]

@@ -167,7 +167,7 @@ def test_errors():
         jaxkde.KDE().fit(x).sample(2, label="a")
     with pytest.raises(jaxkde.NotFittedError):
         jaxkde.KDEClassifier().predict(x)
-    with pytest.raises(ValueError, match="needs labels"):
+    with pytest.raises(ValueError, match="requires y"):
         jaxkde.KDEClassifier().fit(x, None)
 
 
@@ -183,3 +183,42 @@ def test_classifier_params_clone_and_pickle(three_classes):
     clf.fit(x, y)
     restored = pickle.loads(pickle.dumps(clf))
     np.testing.assert_array_equal(restored.predict_proba(x[:5]), clf.predict_proba(x[:5]))
+
+
+def test_a_class_of_zero_weight_has_prior_zero_and_no_nan():
+    rng = np.random.default_rng(20)
+    x = np.concatenate([rng.normal(size=(40, 2)), rng.normal(size=(30, 2)) + 3])
+    y = np.array(["a"] * 40 + ["b"] * 30)
+    w = np.where(y == "b", 0.0, 1.0)
+    q = rng.normal(size=(15, 2)) + 1.5
+    kde = jaxkde.KDE().fit(x, y, sample_weight=w)
+    assert kde.class_prior_.tolist() == [1.0, 0.0]
+    dens = kde.class_log_density(q)
+    assert np.all(np.isfinite(dens[:, 0])) and np.all(dens[:, 1] == -np.inf)
+    np.testing.assert_allclose(kde.score_samples(q), dens[:, 0], rtol=1e-6)
+    clf = jaxkde.KDEClassifier().fit(x, y, sample_weight=w)
+    proba = clf.predict_proba(q)
+    assert not np.any(np.isnan(proba)) and np.all(proba[:, 1] == 0)
+    assert set(clf.predict(q).tolist()) == {"a"}
+    assert set(kde.sample(50, key=0).ravel().tolist()) and np.all(np.isfinite(kde.sample(50)))
+    with pytest.raises(ValueError, match="prior 0"):
+        kde.sample(3, label="b")
+    with pytest.raises(ValueError, match="zero total sample_weight"):
+        jaxkde.KDE(priors=[0.5, 0.5]).fit(x, y, sample_weight=w)
+
+
+def test_label_columns_are_ravelled_and_nan_labels_refused():
+    rng = np.random.default_rng(21)
+    x = rng.normal(size=(30, 2))
+    y = np.repeat([0, 1, 2], 10)
+    flat = jaxkde.KDE().fit(x, y)
+    with pytest.warns(UserWarning, match="column-vector y"):
+        column = jaxkde.KDE().fit(x, y[:, None])
+    assert column.classes_.tolist() == [0, 1, 2]
+    np.testing.assert_array_equal(column.class_log_density(x), flat.class_log_density(x))
+    rows = jaxkde.KDE().fit(x, [[label] for label in y.tolist()])  # a list of [label] rows
+    assert rows.classes_.tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match="y contains NaN"):
+        jaxkde.KDE().fit(x[:5], [0.0, np.nan, 0.0, 1.0, np.nan])
+    with pytest.raises(ValueError, match="requires y"):
+        jaxkde.KDEClassifier().fit(x, None)

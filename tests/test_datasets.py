@@ -163,3 +163,123 @@ def test_offline_with_nothing_cached_gives_a_clear_message(tmp_path, fake_sums):
 def test_bad_split_name():
     with pytest.raises(ValueError, match="split must be one of"):
         datasets.load_mnist("validation")
+
+
+def _flip_crc(path):
+    """Flip one byte of a gzip file's CRC: gunzip then fails inside zlib (zlib.error)."""
+    raw = bytearray(path.read_bytes())
+    raw[-8] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def test_a_bit_flipped_gzip_is_the_documented_error_everywhere(tmp_path, monkeypatch, capsys):
+    for name, _ in datasets.MNIST_FILES["test"]:
+        (tmp_path / name).write_bytes((datasets.SHIPPED_DIR / name).read_bytes())
+    _flip_crc(tmp_path / "t10k-labels-idx1-ubyte.gz")
+    with pytest.raises(datasets.DatasetError, match=r"corrupt gzip.*put a good copy"):
+        datasets.load_mnist("test", tmp_path)
+    monkeypatch.setenv(datasets.DATA_DIR_ENV, str(tmp_path))
+    with pytest.raises(datasets.DatasetError, match="corrupt gzip"):
+        datasets.load_mnist("test")
+    with pytest.raises(ValueError, match="corrupt gzip"):
+        read_idx(tmp_path / "t10k-labels-idx1-ubyte.gz")
+    from jaxkde.cli import main
+
+    for argv in (["sample", "-n", "2"], ["score", "--train", "test", "--limit", "5"]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "corrupt gzip" in err[0]
+
+
+def test_data_files_must_be_regular_files_of_bounded_size(tmp_path):
+    endless = tmp_path / "t10k-images-idx3-ubyte.gz"
+    endless.symlink_to("/dev/zero")
+    with pytest.raises(datasets.DatasetError, match="not a regular file"):
+        read_idx(endless)
+    big = tmp_path / "big"
+    big.write_bytes(b"\x00" * 2000)
+    with pytest.raises(datasets.DatasetError, match="more than the 1000"):
+        read_idx(big, max_bytes=1000)
+    bomb = tmp_path / "bomb.gz"
+    bomb.write_bytes(gzip.compress(b"\x00" * 5000))
+    with pytest.raises(datasets.DatasetError, match="decompresses to more than 1000"):
+        read_idx(bomb, max_bytes=1000)
+
+
+@pytest.fixture
+def misbehaving_mirrors(tmp_path):
+    """An HTTP server on loopback: /bad/ answers garbage (BadStatusLine), /short/ promises more
+    bytes than it sends (IncompleteRead), /good/ serves files from ``tmp_path / "mirror"``."""
+    import socket
+    import threading
+
+    served = tmp_path / "mirror"
+    served.mkdir()
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                request = conn.recv(65536).decode("latin-1")
+                path = request.split(" ")[1] if " " in request else "/"
+                if path.startswith("/bad/"):
+                    conn.sendall(b"garbage that is no status line\r\n\r\n")
+                elif path.startswith("/short/"):
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\nonly this")
+                else:
+                    body = (served / path.rsplit("/", 1)[-1]).read_bytes()
+                    head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n"
+                    conn.sendall(head.encode() + body)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join(timeout=5)
+    server.close()
+
+
+def test_broken_mirrors_are_skipped_and_leave_nothing(misbehaving_mirrors, fake_sums):
+    served, base = misbehaving_mirrors
+    images, _, sums = _fake_split(served)
+    fake_sums(sums)
+    mirrors = [f"{base}/bad/", f"{base}/short/", f"{base}/good/"]
+    got, _ = datasets.load_mnist("train", mirrors=mirrors)
+    np.testing.assert_array_equal(got, images)
+    cache = datasets.mnist_cache_dir()
+    assert sorted(p.name for p in cache.iterdir()) == sorted(sums)  # no .part files
+    cache_files = list(cache.iterdir())
+    for p in cache_files:
+        p.unlink()
+    with pytest.raises(datasets.DatasetError, match=r"could not download.*bad.*short"):
+        datasets.load_mnist("train", mirrors=mirrors[:2])
+    assert not list(cache.iterdir())
+
+
+def test_an_interrupted_download_leaves_no_partial_file(tmp_path, fake_sums, monkeypatch):
+    (tmp_path / "unused").mkdir()
+    _, _, sums = _fake_split(tmp_path / "unused", n=1)
+    fake_sums(sums)
+
+    class Interrupted:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def read(self, size):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(datasets.urllib.request, "urlopen", lambda *a, **k: Interrupted())
+    with pytest.raises(KeyboardInterrupt):
+        datasets.load_mnist("train", mirrors=["http://127.0.0.1:9/"])
+    assert not list(datasets.mnist_cache_dir().iterdir())

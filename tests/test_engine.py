@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import jax
@@ -9,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import RTOL, brute_log_density
+from scipy.special import logsumexp
 
 import jaxkde
 from jaxkde.engine import pairwise_sq_distances
@@ -258,3 +260,137 @@ def test_combine_log_sums_is_an_exact_log_sum_exp(n_parts):
     assert np.all(np.isfinite(grad))
     # d/dparts is the softmax over parts: columns sum to 1, or to 0 where every part is empty.
     np.testing.assert_allclose(grad.sum(axis=0), np.where(empty, 0.0, 1.0), rtol=1e-12)
+
+
+# ----------------------------------------------------------------- accuracy at the edges
+
+
+def _brute_with_scale(x, q, h, kernel="gaussian"):
+    """float64 log density of an isotropic KDE and the scale s(q) of the stated bound:
+    ``max(|log f|, |largest log term|, 1)``. Direct differences, exact for these inputs."""
+    kern = jaxkde.get_kernel(kernel)
+    x, q = np.asarray(x, np.float64), np.asarray(q, np.float64)
+    n, d = x.shape
+    logs, tops = [], []
+    for start in range(0, len(q), 8):
+        d2 = (((q[start : start + 8, None, :] - x[None]) / h) ** 2).sum(-1)
+        with jax.enable_x64(True):
+            terms = np.asarray(kern.log_profile(jnp.asarray(d2))) - math.log(n)
+        with np.errstate(divide="ignore"):
+            logs.append(logsumexp(terms, axis=1))
+        tops.append(terms.max(axis=1))
+    log_f = np.concatenate(logs) + float(kern.log_normalizer(d, d * math.log(h)))
+    top = np.concatenate(tops)
+    scale = np.maximum(np.maximum(np.abs(np.where(np.isfinite(log_f), log_f, 0)),
+                                  np.abs(np.where(np.isfinite(top), top, 0))), 1.0)  # fmt: skip
+    return log_f, scale
+
+
+@pytest.mark.parametrize("d", [1, 2, 50, 784])
+@pytest.mark.parametrize("offset", [1e6, 1e9])
+@pytest.mark.parametrize("ratio", [1e4, 1e6])
+def test_any_offset_and_spread_to_bandwidth_ratio(dtype, d, offset, ratio):
+    """The stated bound, |error| <= RTOL * s(q), at the issue's edges: data 1e6 to 1e9 from the
+    origin, spread 1e4 to 1e6 bandwidths, queries beside data points and among them."""
+    rng = np.random.default_rng(int(d + ratio) % 1000)
+    n = 150 if d == 784 else 300
+    x = offset + rng.normal(size=(n, d))
+    h = 1.0 / ratio
+    near = x[:12] + h * 0.5 * rng.normal(size=(12, d)) / math.sqrt(d)
+    q = np.concatenate([near, offset + rng.normal(size=(4, d))])
+    got = jaxkde.KDE(bandwidth=h).fit(x).score_samples(q)
+    want, scale = _brute_with_scale(x, q, h)
+    assert got.dtype == np.dtype(dtype) and not np.any(np.isnan(got))
+    rtol = jaxkde.RTOL[np.dtype(dtype)]
+    err = np.abs(got.astype(np.float64) - want) / scale
+    assert np.all(err <= rtol), f"max error / s = {err.max():.3g}"
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "exponential", "epanechnikov", "cosine"])
+@pytest.mark.parametrize("d", [2, 50])
+def test_every_kernel_keeps_the_bound_on_wide_data(kernel, d):
+    """Spread 10^4 bandwidths, 10^6 from the origin, queries inside the kernels' support."""
+    rng = np.random.default_rng(d)
+    x = 1e6 + 1e4 * rng.normal(size=(200, d))
+    q = x[:16] + 0.3 * rng.normal(size=(16, d)) / math.sqrt(d)
+    got = jaxkde.KDE(kernel, bandwidth=1.0).fit(x).score_samples(q)
+    want, scale = _brute_with_scale(x, q, 1.0, kernel)
+    assert np.all(np.isfinite(got))
+    # Compact kernels: log(1 - r^2) is ill-conditioned near the edge (the README's 1e-4).
+    rtol = 1e-5 if kernel in ("gaussian", "exponential") else 1e-4
+    np.testing.assert_array_less(np.abs(got - want) / scale, rtol)
+
+
+def test_the_issues_examples():
+    rng = np.random.default_rng(3)
+    # Two 1-D clusters 1e4 apart, bandwidth 1, queries near the far one: was 0.5 nats wrong.
+    x = np.concatenate([rng.normal(size=(500, 1)), rng.normal(size=(500, 1)) + 1e4])
+    q = rng.normal(size=(50, 1)) + 1e4
+    want, scale = _brute_with_scale(x, q, 1.0)
+    got = jaxkde.KDE(bandwidth=1.0).fit(x).score_samples(q)
+    assert np.max(np.abs(got - want) / scale) <= 1e-5
+    # Unix timestamps over one day, bandwidths of 10 and 1 seconds: were 2-3 and 12 nats wrong.
+    t = 1.7e9 + rng.uniform(0, 86400, size=(1000, 1))
+    q = t[:50] + 5 * rng.normal(size=(50, 1))
+    for h in (10.0, 1.0):
+        want, scale = _brute_with_scale(t, q, h)
+        got = jaxkde.KDE(bandwidth=h).fit(t).score_samples(q)
+        assert np.max(np.abs(got - want) / scale) <= 1e-5
+    # 1e6 + 1e-3 * normal: Scott's rule worked on the cast data (all constant) and failed.
+    x = 1e6 + 1e-3 * rng.normal(size=(500, 1))
+    kde = jaxkde.KDE().fit(x)
+    h = math.sqrt(kde.bandwidth_[0, 0])
+    assert h == pytest.approx(1e-3 * np.std(x - 1e6, ddof=1) / 1e-3 * 500 ** (-0.2), rel=1e-6)
+    want, scale = _brute_with_scale(x, x[:50], h)
+    assert np.max(np.abs(kde.score_samples(x[:50]) - want) / scale) <= 1e-5
+
+
+def test_well_scaled_high_dimensional_data_needs_no_recomputation(mnist_test_images):
+    """MNIST pixels at sigma = 0.2 (W1): the error account passes without a recomputation, and
+    the result is within the bound (the compensated largest term makes it 10x better)."""
+    from jaxkde.engine import _checked_gemm_logsumexp
+
+    x = mnist_test_images[:2000] / 255.0
+    q = mnist_test_images[2000:2128] / 255.0
+    kde = jaxkde.KDE(bandwidth=0.2).fit(x)
+    hi, lo = jaxkde.whiten_queries(kde.state_, q)
+    account = jax.jit(lambda s, hi, lo: _checked_gemm_logsumexp(s, hi, lo, None, 0, False, None,
+                                                                s.log_normalizer))  # fmt: skip
+    _, exceeded = account(kde.state_, hi, lo)
+    assert not np.any(np.asarray(exceeded))
+    want, scale = _brute_with_scale(x, q, 0.2)
+    err = np.abs(kde.score_samples(q) - want) / scale
+    assert err.max() <= 1e-5
+
+
+def test_huge_and_tiny_values_give_minus_inf_or_an_error_never_nan(dtype):
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(50, 3))
+    f32 = dtype == "float32"
+    kde = jaxkde.KDE(bandwidth=0.5).fit(x)
+    far = np.array([[3e38, 0.0, 0.0], [1e39, 1.0, 2.0]] if f32 else [[1e300, 0, 0], [1e200, 1, 2]])
+    got = kde.score_samples(far)
+    assert np.all(got == -np.inf)  # the squared distance overflows: density exactly 0
+    # Tiny bandwidths: finite at the data points; elsewhere -0.5 |u|^2 / h^2, or -inf once
+    # that overflows the working dtype.
+    tiny = 1e-25 if f32 else 1e-140
+    q = np.concatenate([x[:3], x[:3] + 0.1])
+    got = jaxkde.KDE(bandwidth=tiny).fit(x).score_samples(q)
+    assert np.all(np.isfinite(got[:3]))
+    assert got[0] == pytest.approx(-math.log(50) - 1.5 * math.log(2 * math.pi)
+                                   - 3 * math.log(tiny), rel=1e-6)  # fmt: skip
+    if f32:
+        assert np.all(got[3:] == -np.inf)
+    else:
+        np.testing.assert_allclose(got[3:], -0.5 * 0.03 / tiny**2, rtol=1e-10)
+        with pytest.raises(ValueError, match="bandwidth must lie in"):
+            jaxkde.KDE(bandwidth=1e-160).fit(x)
+    # Values beyond the working dtype: fine relative to a rule's bandwidth, an error otherwise.
+    wide = np.concatenate([x, [[1e39 if f32 else 1e150, 0.0, 0.0]]])
+    assert np.all(np.isfinite(jaxkde.KDE().fit(wide).score_samples(wide[:5])))
+    if f32:
+        with pytest.raises(ValueError, match="overflows float32"):
+            jaxkde.KDE(bandwidth=1.0).fit(wide)
+    if not f32:
+        with pytest.raises(ValueError, match="variance of X overflows float64"):
+            jaxkde.KDE().fit(np.concatenate([x, [[1e300, 0.0, 0.0]]]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 
 import jax
@@ -194,7 +195,7 @@ X_OK = np.random.default_rng(10).normal(size=(20, 3))
         (
             lambda: jaxkde.KDE().fit(np.where(np.arange(60).reshape(20, 3) == 40, np.nan, X_OK)),
             ValueError,
-            "X contains NaN or inf in row 13",
+            "X contains NaN or infinity .*in row 13",
         ),
         (
             lambda: jaxkde.KDE().fit(np.where(np.arange(60).reshape(20, 3) % 7 == 0, np.inf, X_OK)),
@@ -202,7 +203,7 @@ X_OK = np.random.default_rng(10).normal(size=(20, 3))
             r"row 0 \(and \d+ other rows\)",
         ),
         (lambda: jaxkde.KDE().fit(np.zeros((0, 3))), ValueError, "X is empty"),
-        (lambda: jaxkde.KDE().fit(np.zeros((5, 0))), ValueError, "0 features"),
+        (lambda: jaxkde.KDE().fit(np.zeros((5, 0))), ValueError, r"0 feature\(s\)"),
         (lambda: jaxkde.KDE().fit(X_OK[:, 0]), ValueError, r"reshape\(-1, 1\)"),
         (lambda: jaxkde.KDE().fit([["a", "b"]]), TypeError, "real numbers"),
         (lambda: jaxkde.KDE().fit(None), TypeError, "got None"),
@@ -243,7 +244,7 @@ X_OK = np.random.default_rng(10).normal(size=(20, 3))
         (
             lambda: jaxkde.KDE().fit(X_OK).score_samples(X_OK[:, :2]),
             ValueError,
-            "X has 2 features, but the estimator was fitted with 3",
+            "X has 2 features, but KDE is expecting 3 features as input",
         ),
         (
             lambda: jaxkde.KDE().fit(X_OK).score_samples(X_OK, batch_size=-3),
@@ -263,6 +264,26 @@ X_OK = np.random.default_rng(10).normal(size=(20, 3))
         ),
         (lambda: jaxkde.KDE().fit(X_OK).sample(2, key="seed"), TypeError, "key must be"),
         (lambda: jaxkde.KDE().fit(X_OK).sample(2, key=-1), ValueError, "key must be"),
+        # Parameters that used to pass unchecked:
+        (lambda: jaxkde.KDE(bandwidth=True).fit(X_OK), TypeError, "bandwidth must be"),
+        (lambda: jaxkde.KDE(bandwidth=1e200).fit(X_OK), ValueError, "bandwidth must lie in"),
+        (
+            lambda: jaxkde.KDE(bandwidth=1.0, zero_variance="bogus").fit(X_OK),
+            ValueError,
+            "zero_variance must be one of",
+        ),
+        (lambda: jaxkde.KDE(variance_floor=2.0).fit(X_OK), ValueError, "variance_floor"),
+        (lambda: jaxkde.KDE(priors=[0.5, 0.5]).fit(X_OK), ValueError, "priors needs class labels"),
+        (lambda: jaxkde.KDE().fit(X_OK).sample(10**12), ValueError, "n_samples=.* is too many"),
+        (
+            lambda: jaxkde.KDE().fit(X_OK).sample(2, scaling_factor=float("inf")),
+            ValueError,
+            "scaling_factor",
+        ),
+        (lambda: jaxkde.KDE().fit(X_OK.astype(complex)), ValueError, "Complex data"),
+        (lambda: jaxkde.KDE().fit(X_OK, [0.0, np.nan] * 10), ValueError, "y contains NaN"),
+        (lambda: jaxkde.KDE().fit(X_OK, np.linspace(0, 1, 20)), ValueError, "continuous"),
+        (lambda: jaxkde.KDE().fit(X_OK[:1]), ValueError, "1 sample"),
     ],
 )
 def test_bad_input_is_rejected_with_a_named_error(make, error, match):
@@ -302,3 +323,46 @@ def test_query_block_padding_shapes():
         padded = _query_block_rows(r, 1024)
         assert r <= padded and (padded - r < 128 or padded <= 2 * r)
     assert _query_block_rows(5, 4) == 4
+
+
+def test_weights_of_any_scale_normalise_exactly():
+    rng = np.random.default_rng(12)
+    x, q = rng.normal(size=(60, 2)), rng.normal(size=(10, 2))
+    base = jaxkde.KDE().fit(x).score_samples(q)
+    for scale in (1e-50, 1e39, 1e-300, 1e300):
+        got = jaxkde.KDE().fit(x, sample_weight=np.full(60, scale)).score_samples(q)
+        np.testing.assert_allclose(got, base, rtol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1e19, 1e-20])
+def test_data_scaled_far_from_one(scale):
+    """Rules in float64 on the host: the density of scaled data is the scaled density."""
+    rng = np.random.default_rng(13)
+    x, q = rng.normal(size=(80, 3)), rng.normal(size=(10, 3))
+    base = jaxkde.KDE().fit(x).score_samples(q)
+    got = jaxkde.KDE().fit(x * scale).score_samples(q * scale)
+    np.testing.assert_allclose(got, base - 3 * math.log(scale), rtol=1e-6)
+
+
+def test_longdouble_is_computed_in_float64_under_x64():
+    rng = np.random.default_rng(14)
+    x = rng.normal(size=(100, 2)).astype(np.longdouble)
+    with jax.enable_x64(True):
+        got = jaxkde.KDE(bandwidth=0.4).fit(x).score_samples(x[:10])
+        assert got.dtype == np.float64
+        want = brute_log_density(x.astype(np.float64), x[:10].astype(np.float64),
+                                 np.full(2, 0.16))  # fmt: skip
+        np.testing.assert_allclose(got, want, rtol=1e-10)
+
+
+def test_samples_are_float64_and_keep_the_offset():
+    """Draws are formed in float64 on the host: data at 1.7e9 keep their sub-second spread."""
+    rng = np.random.default_rng(15)
+    t = 1.7e9 + rng.uniform(0, 100, size=(500, 1))
+    kde = jaxkde.KDE(bandwidth=0.01).fit(t)
+    centres, samples = kde.random_sample(key=0)
+    assert samples.dtype == np.float64
+    assert np.any(np.isclose(t[:, 0], centres[0], rtol=0, atol=1e-6))  # a real data point
+    assert 0 < abs(samples[0] - centres[0]) < 0.1  # noise of the bandwidth's size, not 128 s
+    huge = kde.sample(5, key=1, scaling_factor=1e40)
+    assert np.all(np.isfinite(huge))
