@@ -77,10 +77,8 @@ DIRECT_MAX_DIM = 3
 COMPENSATE_MIN_DIM = 256
 #: Relative error bound of a log density, against ``s(q)`` (see the module docstring).
 RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-10}
-#: Queries recomputed together by direct differences when their account is exceeded (when the
-#: caller gives no block size), and the smaller capacity of that recomputation.
-_FALLBACK_ROWS = 256
-_FEW_ROWS = 64
+#: Queries recomputed together by direct differences when their account is exceeded.
+_FALLBACK_ROWS = 64
 # A term whose log can move by more than this is not accounted for but recomputed.
 _MAX_LOG_ERROR = 20.0
 # Chunks whose every term lies this far (nats) below the running maximum cannot matter.
@@ -392,36 +390,66 @@ def _checked_gemm_logsumexp(state, zq_hi, zq_lo, query_rows, row_offset, remat, 
     return lse, jnp.any(exceeded, axis=1)
 
 
-def _recompute_rows(lse, exceeded, recompute, block: int):
-    """Replace the rows marked ``exceeded`` of ``lse`` ``(m, g)`` by ``recompute(rows)``.
+def _direct_rows(remat, args, ints, rows):
+    """Exact log-sum-exps ``(len(rows), g)`` of the queries ``rows`` by direct differences."""
+    state, q_hi, q_lo, scale, grid = args
+    query_rows, row_offset = ints
+    return _direct_logsumexp(
+        state, q_hi[rows], None if q_lo is None else q_lo[rows],
+        None if query_rows is None else query_rows[rows], row_offset, remat, scale, grid,
+    )  # fmt: skip
 
-    The marked rows are gathered into the smaller of two fixed capacities (``_FEW_ROWS`` or
-    all ``m``) that holds them all, and recomputed ``block`` rows at a time; nothing runs when
-    no row is marked. Fixed capacities keep the shapes static, and a switch at the top level
-    (no branch inside a loop) keeps reverse-mode residuals to those of one plain pass. (Each
-    capacity is a program of its own: two keep the first call's compilation short.)
+
+def _marked_groups(exceeded, group):
+    """Indices of the marked rows first (padded with ``m``), and how many groups they fill."""
+    m = exceeded.shape[0]
+    idx = jnp.nonzero(exceeded, size=-(-m // group) * group, fill_value=m)[0]
+    return idx, (jnp.sum(exceeded) + group - 1) // group
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _recompute_rows(group, remat, lse, exceeded, args, ints):
+    """Replace the rows marked ``exceeded`` of ``lse`` ``(m, g)`` by their exact values.
+
+    The marked rows are recomputed ``group`` at a time by :func:`_direct_rows`, in a loop that
+    runs as many times as there are groups of marked rows (none when no row is marked): one
+    compiled direct pass whatever the number. A loop of dynamic length has no reverse-mode
+    derivative of its own, so this function has a custom one, looping the same way.
     """
     m = lse.shape[0]
-    capacities = sorted({min(_FEW_ROWS, m), m})
+    idx, n_groups = _marked_groups(exceeded, group)
 
-    def run(capacity):
-        def branch(lse):
-            idx = jnp.nonzero(exceeded, size=capacity, fill_value=m)[0]
-            rows = jnp.minimum(idx, m - 1)
-            size = min(block, capacity)
-            n_blocks = -(-capacity // size)
-            rows = jnp.pad(rows, (0, n_blocks * size - capacity), constant_values=m - 1)
-            values = lax.map(recompute, rows.reshape(n_blocks, size))
-            values = values.reshape(n_blocks * size, -1)[:capacity]
-            return lse.at[idx].set(values, mode="drop")
+    def body(i, lse):
+        rows = lax.dynamic_slice_in_dim(idx, i * group, group)
+        values = _direct_rows(remat, args, ints, jnp.minimum(rows, m - 1))
+        return lse.at[rows].set(values, mode="drop")
 
-        return branch
+    return lax.fori_loop(0, n_groups, body, lse)
 
-    count = jnp.sum(exceeded)
-    which = jnp.searchsorted(jnp.asarray(capacities), count, side="left") + (count > 0)
-    which = jnp.where(count > 0, which, 0)
-    branches = [lambda x: x] + [run(c) for c in capacities]
-    return lax.switch(jnp.minimum(which, len(capacities)), branches, lse)
+
+def _recompute_rows_fwd(group, remat, lse, exceeded, args, ints):
+    return _recompute_rows(group, remat, lse, exceeded, args, ints), (exceeded, args, ints)
+
+
+def _recompute_rows_bwd(group, remat, residuals, cotangent):
+    exceeded, args, ints = residuals
+    m = cotangent.shape[0]
+    idx, n_groups = _marked_groups(exceeded, group)
+
+    def body(i, acc):
+        rows = lax.dynamic_slice_in_dim(idx, i * group, group)
+        safe = jnp.minimum(rows, m - 1)
+        _, pull = jax.vjp(lambda a: _direct_rows(remat, a, ints, safe), args)
+        weight = jnp.where((rows < m)[:, None], cotangent[safe], 0.0)
+        return jax.tree.map(jnp.add, acc, pull(weight)[0])
+
+    zero = jax.tree.map(jnp.zeros_like, args)
+    d_args = lax.fori_loop(0, n_groups, body, zero)
+    # Marked rows were overwritten: their first-pass values receive nothing.
+    return jnp.where(exceeded[:, None], 0.0, cotangent), None, d_args, None
+
+
+_recompute_rows.defvjp(_recompute_rows_fwd, _recompute_rows_bwd)
 
 
 class DirectCoordinates(NamedTuple):
@@ -511,14 +539,9 @@ def _logsumexp(
         lse = lse.reshape(n_blocks * block_size, -1)[:m]
         exceeded = exceeded.reshape(-1)[:m]
     if mode == "checked":
-
-        def recompute(rows):
-            return _direct_logsumexp(
-                direct_state, dq_hi[rows], None if dq_lo is None else dq_lo[rows],
-                None if query_rows is None else query_rows[rows], row_offset, remat, scale, grid,
-            )  # fmt: skip
-
-        lse = _recompute_rows(lse, exceeded, recompute, min(m, block_size or _FALLBACK_ROWS))
+        args = (direct_state, dq_hi, dq_lo, scale, grid)
+        lse = _recompute_rows(min(m, _FALLBACK_ROWS), remat, lse, exceeded, args,
+                              (query_rows, row_offset))  # fmt: skip
     return lse[:, 0] if grid is None else lse
 
 

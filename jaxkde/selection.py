@@ -338,6 +338,40 @@ def _check_init(init, kind: str, d: int) -> np.ndarray:
     return h
 
 
+_DEFAULT_OPTIMIZER = optax.lbfgs()
+_STATIC = ("kind", "kernel", "chunk_size", "block_size", "precision", "mesh")
+_loo_value_and_grad = jax.jit(jax.value_and_grad(loo_log_likelihood), static_argnames=_STATIC)
+
+
+@functools.partial(jax.jit, static_argnames=(*_STATIC, "opt", "length"))
+def _optimiser_steps(p, s, x, x_lo, lw, rows, *, length, opt, **static):
+    """``length`` optimiser steps in one compiled loop; a non-finite step freezes the rest.
+
+    The data are arguments, not constants captured by the trace (which would be copied into
+    the compiled program and lose their sharding); the program is cached across calls.
+    """
+    extra = isinstance(opt, optax.GradientTransformationExtraArgs)
+
+    def loss(q):
+        return -loo_log_likelihood(q, x, lw, rows, x_lo, **static)
+
+    def one(carry, _):
+        p, s, alive = carry
+        value, grad = jax.value_and_grad(loss)(p)
+        if extra:
+            updates, s_new = opt.update(grad, s, p, value=value, grad=grad, value_fn=loss)
+        else:
+            updates, s_new = opt.update(grad, s, p)
+        p_new = optax.apply_updates(p, updates)
+        ok = alive & jnp.all(jnp.isfinite(p_new)) & jnp.isfinite(value)
+        keep = functools.partial(jax.tree.map, lambda new, old: jnp.where(ok, new, old))
+        return (keep(p_new, p), keep(s_new, s), ok), (-value, ok, jnp.max(jnp.abs(grad)))
+
+    (p, s, _), (values, ok, grads) = lax.scan(one, (p, s, jnp.asarray(True)), None,
+                                              length=length)  # fmt: skip
+    return p, s, values, ok, grads
+
+
 #: The scale search: a first grid of factors of the starting L (10^-3 to 10^1, a quarter
 #: decade apart), moved by 3 decades while the best value sits at an edge, up to these limits.
 _SCALE_GRID = np.linspace(-3.0, 1.0, 17) * math.log(10.0)
@@ -542,10 +576,9 @@ def fit_bandwidth(
         return fit
     scaled = init * math.exp(2.0 * log_c)
     params = jnp.asarray(params_from_bandwidth(scaled, kind), dtype)
-    value_and_grad = jax.jit(jax.value_and_grad(objective))
-
     def gradient_at(p) -> float:
-        return float(jnp.max(jnp.abs(value_and_grad(p, x, lw, eval_rows, x_lo)[1])))
+        grad = _loo_value_and_grad(p, x, lw, eval_rows, x_lo, **static)[1]
+        return float(jnp.max(jnp.abs(grad)))
 
     if kind == "scalar":
         fit = BandwidthFit(_matrix(params, kind, d), on_all_rows(params), np.zeros(0), 0, True,
@@ -554,36 +587,9 @@ def fit_bandwidth(
         return fit
 
     # Stage 2: the optimiser, from the scaled start.
-    opt = optax.lbfgs() if optimizer is None else optimizer
-    extra = isinstance(opt, optax.GradientTransformationExtraArgs)
+    opt = _DEFAULT_OPTIMIZER if optimizer is None else optimizer
     opt_state = opt.init(params)
-
-    @functools.partial(jax.jit, static_argnames="length")
-    def run_steps(p, s, x, x_lo, lw, length):
-        """``length`` optimiser steps in one compiled loop; a non-finite step freezes the rest.
-
-        The data are arguments, not constants captured by the trace (which would be copied
-        into the compiled program and lose their sharding).
-        """
-
-        def loss(q):
-            return -objective(q, x, lw, eval_rows, x_lo)
-
-        def one(carry, _):
-            p, s, alive = carry
-            value, grad = jax.value_and_grad(loss)(p)
-            if extra:
-                updates, s_new = opt.update(grad, s, p, value=value, grad=grad, value_fn=loss)
-            else:
-                updates, s_new = opt.update(grad, s, p)
-            p_new = optax.apply_updates(p, updates)
-            ok = alive & jnp.all(jnp.isfinite(p_new)) & jnp.isfinite(value)
-            keep = functools.partial(jax.tree.map, lambda new, old: jnp.where(ok, new, old))
-            return (keep(p_new, p), keep(s_new, s), ok), (-value, ok, jnp.max(jnp.abs(grad)))
-
-        (p, s, _), (values, ok, grads) = lax.scan(one, (p, s, jnp.asarray(True)), None,
-                                                  length=length)  # fmt: skip
-        return p, s, values, ok, grads
+    steps_static = {**static, "opt": opt}
 
     trace: list[float] = []
     steps = 0
@@ -591,7 +597,9 @@ def fit_bandwidth(
     while steps < max_steps:
         anchor = params
         length = min(patience, max_steps - steps)
-        params, opt_state, values, ok, grads = run_steps(params, opt_state, x, x_lo, lw, length)
+        params, opt_state, values, ok, grads = _optimiser_steps(
+            params, opt_state, x, x_lo, lw, eval_rows, length=length, **steps_static
+        )
         ok, grads = np.asarray(ok), np.asarray(grads)
         trace.extend(np.asarray(values)[ok].astype(np.float64).tolist())
         steps += int(ok.sum())

@@ -154,7 +154,7 @@ def test_bad_user_bandwidths_are_rejected(bandwidth, match):
 
 
 def test_rule_needs_two_rows_and_varying_data():
-    with pytest.raises(ValueError, match="at least 2 rows"):
+    with pytest.raises(ValueError, match="at least 2 samples"):
         jaxkde.KDE(bandwidth="silverman").fit(np.ones((1, 3)))
     with pytest.raises(ValueError, match="constant"):
         jaxkde.KDE(bandwidth="scott").fit(np.ones((10, 3)))

@@ -110,7 +110,7 @@ SCRIPT = textwrap.dedent(
         sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
         xs = jax.device_put(jnp.pad(xc, ((0, 21), (0, 0))), sharding)
         lws = jax.device_put(jnp.pad(lw, (0, 21), constant_values=-jnp.inf), sharding)
-        for kind in ("scalar", "diagonal", "full"):
+        for kind in ("diagonal", "full"):  # "scalar" is the diagonal with one parameter
             p = jnp.asarray(jaxkde.selection.params_from_bandwidth(np.eye(4) * 0.3, kind))
             f = lambda p, m, data, lws: jaxkde.loo_log_likelihood(
                 p, data, lws, rows, kind=kind, chunk_size=64, block_size=1003, mesh=m)
