@@ -187,21 +187,25 @@ def sample_classes_host(
     scaling_factor: float = 1.0,
     label: int | None = None,
     whitenings: tuple[HostWhitening, ...] | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`sample_classes` with the centres and samples formed in float64 on the host."""
+    centres: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """:func:`sample_classes` with the centres and samples formed in float64 on the host
+    (``centres`` is ``None`` when not asked for)."""
     labels, drawn = _class_draws(cstate, key, num_samples, label)
     labels = np.asarray(labels)
     if whitenings is None:
         whitenings = (None,) * cstate.n_classes
     d = cstate.states[0].n_features
     idx = np.empty(num_samples, np.int64)
-    centres = np.empty((num_samples, d))
+    out_centres = np.empty((num_samples, d)) if centres else None
     samples = np.empty((num_samples, d))
     for c in np.unique(labels).tolist():
         rows = labels == c
         c_idx, z, lo, noise = (None if a is None else np.asarray(a)[rows] for a in drawn[c])
         idx[rows] = c_idx
-        centres[rows], samples[rows] = _host_points(
-            cstate.states[c], z, lo, noise, scaling_factor, whitenings[c]
+        c_centres, samples[rows] = _host_points(
+            cstate.states[c], z, lo, noise, scaling_factor, whitenings[c], centres
         )
-    return labels, idx, centres, samples
+        if centres:
+            out_centres[rows] = c_centres
+    return labels, idx, out_centres, samples

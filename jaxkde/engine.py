@@ -286,16 +286,16 @@ def _gemm_logsumexp(state, zq_hi, precision, query_rows, row_offset, remat, grid
     return lse_finish(run_max, run_sum)
 
 
-def _argmax_in_blocks(logits, sub_max, chunk_max, sub):
-    """Position ``(b, g)`` of a largest entry of ``logits`` ``(b, g, c)``, from the maxima of
-    its sub-blocks of ``sub`` entries: the first sub-block holding the maximum, then the first
-    largest entry within it (``b * g * sub`` values read, not another pass over all)."""
+def _argmax_in_blocks(sub_max, chunk_max, sub, logits_at):
+    """Position ``(b, g)`` of a largest of ``c`` log terms, from the maxima ``sub_max``
+    ``(b, g, c / sub)`` of their sub-blocks of ``sub``: the first sub-block holding the maximum,
+    then the largest entry within it, whose terms ``logits_at(cols)`` recomputes from the
+    matrix product's output (``b * g * sub`` values, not another pass over all)."""
     n_sub = sub_max.shape[-1]
     iota = lax.broadcasted_iota(jnp.int32, sub_max.shape, sub_max.ndim - 1)
     block = jnp.min(jnp.where(sub_max >= chunk_max[..., None], iota, n_sub - 1), axis=-1)
     cols = block[..., None] * sub + jnp.arange(sub)
-    part = jnp.take_along_axis(logits, cols, axis=-1)
-    within = jnp.argmax(part, axis=-1).astype(jnp.int32)
+    within = jnp.argmax(logits_at(cols), axis=-1).astype(jnp.int32)
     return block * sub + within
 
 
@@ -325,8 +325,19 @@ def _checked_gemm_logsumexp(state, zq_hi, zq_lo, query_rows, row_offset, remat, 
     def step(carry, xs):
         run_max, run_sum, run_err, unsafe = carry
         z, z_lo, z_sq, log_w, first = xs
-        d2 = pairwise_sq_distances(zq_hi, q_sq, z, z_sq, 2.0, "highest")
-        d2 = jnp.where(jnp.isnan(d2), jnp.inf, d2)  # inf - inf of overflowing norms
+        # Overflowing norms give NaN (inf - inf): such a row ends NaN and is recomputed.
+        cross = jnp.matmul(zq_hi, z.T, precision=PRECISIONS["highest"])
+
+        def terms_at(cols):  # the log terms at columns cols (b, g, s), from the product
+            d2 = jnp.maximum(q_sq[:, None, None] + z_sq[cols]
+                             - 2.0 * jnp.take_along_axis(cross[:, None, :], cols, axis=-1), 0.0)
+            sq = d2 if grid is None else d2 * grid[None, :, None]
+            out = log_w[cols] + kernel.log_profile(sq)
+            if query_rows is not None:
+                out = jnp.where(query_rows[:, None, None] == first + cols, -jnp.inf, out)
+            return out
+
+        d2 = jnp.maximum(q_sq[:, None] + z_sq[None, :] - 2.0 * cross, 0.0)
         own = None if query_rows is None else _own_mask(query_rows, first, chunk)
         logits, sq = _log_terms(kernel, d2, log_w, grid, own)
         if compensate:  # the maximum by sub-blocks, to find its position without another pass
@@ -338,8 +349,8 @@ def _checked_gemm_logsumexp(state, zq_hi, zq_lo, query_rows, row_offset, remat, 
         delta = lax.stop_gradient(scaled(factor * (q_sq + z_max)))
         new_max = jnp.maximum(run_max, chunk_max)
         if compensate:  # each chunk's largest term, again by direct differences
-            top = _argmax_in_blocks(logits, sub_max, chunk_max, sub)
-            top_approx = jnp.take_along_axis(logits, top[..., None], axis=-1)[..., 0]
+            top = _argmax_in_blocks(sub_max, chunk_max, sub, terms_at)
+            top_approx = terms_at(top[..., None])[..., 0]
             diff = zq_hi[:, None, :] - z[top]
             if has_lo:
                 diff = diff + (zq_lo[:, None, :] - z_lo[top])

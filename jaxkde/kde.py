@@ -540,7 +540,7 @@ class KDE(_Params):
         return float(np.sum(np.where(w > 0, w * log_dens, 0.0)))
 
     # ----------------------------------------------------------------------------- sampling
-    def _sample(self, n_samples, key, scaling_factor, label=None):
+    def _sample(self, n_samples, key, scaling_factor, label=None, centres=True):
         state = self._check_fitted()
         n_samples = check_sample_size(n_samples, self.n_features_in_)
         scaling_factor = check_real(scaling_factor, "scaling_factor", low=0.0)
@@ -549,8 +549,9 @@ class KDE(_Params):
         if not hasattr(self, "classes_"):
             if label is not None:
                 raise ValueError("label needs a KDE fitted with labels: fit(X, y).")
-            _, centres, samples = sample_host(state, key, n_samples, scaling_factor, whitening)
-            return None, centres, samples
+            _, drawn_centres, samples = sample_host(state, key, n_samples, scaling_factor,
+                                                    whitening, centres=centres)  # fmt: skip
+            return None, drawn_centres, samples
         index = None
         if label is not None:
             hits = [i for i, c in enumerate(self.classes_.tolist()) if c == label]
@@ -564,10 +565,11 @@ class KDE(_Params):
                     f"class {label!r} has prior 0 (zero total sample_weight or a prior of 0): "
                     "there is nothing to sample from it."
                 )
-        codes, _, centres, samples = sample_classes_host(
-            state, key, n_samples, scaling_factor, label=index, whitenings=whitening
-        )
-        return self.classes_[np.asarray(codes)], centres, samples
+        codes, _, drawn_centres, samples = sample_classes_host(
+            state, key, n_samples, scaling_factor, label=index, whitenings=whitening,
+            centres=centres,
+        )  # fmt: skip
+        return self.classes_[np.asarray(codes)], drawn_centres, samples
 
     def sample(
         self, n_samples: int = 1, key=None, scaling_factor: float = 1.0, label=None
@@ -589,7 +591,7 @@ class KDE(_Params):
         label : optional
             Fitted with labels: draw from this class only (default: classes by prior).
         """
-        return self._sample(n_samples, key, scaling_factor, label)[2]
+        return self._sample(n_samples, key, scaling_factor, label, centres=False)[2]
 
     def random_sample(
         self, scaling_factor: float = 1.0, key=None, label=None

@@ -186,31 +186,35 @@ def sample_host(
     whitening: HostWhitening | None = None,
     *,
     indices=None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    centres: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """:func:`sample_with_centres` with the centres and samples formed in float64 on the host.
 
     With ``indices`` (data rows, shape ``(num_samples,)``) the draws are around those rows, as
     :func:`sample_around`; otherwise centres are drawn by weight. Returns
-    ``(indices, centres, samples)`` as NumPy arrays, the last two float64; raises a
-    ``ValueError`` naming ``scaling_factor`` if the samples overflow float64.
+    ``(indices, centres, samples)`` as NumPy arrays, the last two float64 (``centres`` is
+    ``None`` when not asked for); raises a ``ValueError`` naming ``scaling_factor`` if the
+    samples overflow float64.
     """
     if indices is None:
         idx, z, lo, noise = draw(state, key, num_samples)
     else:
         idx, z, lo, noise = _draw_around(state, key, jnp.asarray(indices))
-    return (np.asarray(idx), *_host_points(state, z, lo, noise, scaling_factor, whitening))
+    centres_, samples = _host_points(state, z, lo, noise, scaling_factor, whitening, centres)
+    return np.asarray(idx), centres_, samples
 
 
-def _host_points(state, z, lo, noise, scaling_factor, whitening):
+def _host_points(state, z, lo, noise, scaling_factor, whitening, centres=True):
+    """Centres (``None`` unless ``centres``) and samples in float64 from the device's draws."""
     z = np.asarray(z, np.float64)
     if lo is not None:
         z = z + np.asarray(lo, np.float64)
-    centres = unwhiten_host(state, z, whitening=whitening)
     with np.errstate(over="ignore", invalid="ignore"):
         samples = unwhiten_host(
             state, z + math.sqrt(scaling_factor) * np.asarray(noise, np.float64),
             whitening=whitening,
         )  # fmt: skip
+    centres = unwhiten_host(state, z, whitening=whitening) if centres else None
     if not np.all(np.isfinite(samples)):
         raise ValueError(
             f"scaling_factor={scaling_factor!r} spreads the samples beyond float64's range; "
