@@ -7,6 +7,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from ._validation import check_data
@@ -60,9 +61,11 @@ def pca_fit(x: jax.Array, n_components: int, whiten: bool = False) -> PCAState:
             f"n_components must be between 1 and min(n_samples, n_features) = {min(n, d)}; "
             f"got {n_components}."
         )
-    mean = data.mean(axis=0)  # centred in float64 on the host, before the cast
-    state = _pca_fit(jnp.asarray((data - mean).astype(dtype)), n_components, whiten)
-    return dataclasses.replace(state, mean=jnp.asarray(mean.astype(dtype)))
+    # Centred in float64 on the host, on the mean as the state keeps it (working dtype).
+    mean = data.mean(axis=0).astype(dtype)
+    state = _pca_fit(jnp.asarray((data - mean.astype(np.float64)).astype(dtype)), n_components,
+                     whiten)  # fmt: skip
+    return dataclasses.replace(state, mean=jnp.asarray(mean))
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
@@ -85,11 +88,24 @@ def _check_shape(a, name: str, width: int, what: str) -> None:
         raise ValueError(f"{name} must have shape (m, {width}) ({what}); got {a.shape}.")
 
 
+def pca_transform(state: PCAState, x) -> jax.Array:
+    """Scores of ``x`` ``(m, d)`` on the principal axes, shape ``(m, k)``.
+
+    Host data (NumPy arrays, lists) are centred in float64 before the cast to the working
+    dtype; inside a JAX trace the centring runs on the device.
+    """
+    if isinstance(x, jax.core.Tracer):
+        _check_shape(x, "x", state.components.shape[1], "one column per feature")
+        return _project(state, x - state.mean)
+    data, _ = check_data(x, "x")
+    _check_shape(data, "x", state.components.shape[1], "one column per feature")
+    centred = data - np.asarray(state.mean, np.float64)
+    return _project(state, jnp.asarray(centred.astype(state.mean.dtype)))
+
+
 @jax.jit
-def pca_transform(state: PCAState, x: jax.Array) -> jax.Array:
-    """Scores of ``x`` ``(m, d)`` on the principal axes, shape ``(m, k)``."""
-    _check_shape(x, "x", state.components.shape[1], "one column per feature")
-    return jnp.matmul(x - state.mean, state.components.T, precision=_HIGHEST) / state.scale
+def _project(state: PCAState, centred: jax.Array) -> jax.Array:
+    return jnp.matmul(centred, state.components.T, precision=_HIGHEST) / state.scale
 
 
 @jax.jit

@@ -84,3 +84,20 @@ def test_grid_layout():
     assert grid[6:62, 6:62].max() == 0  # first source tile: black
     assert grid[6:62, 64:120].min() == 255  # first sample tile: white
     assert grid[0, 0] == 96  # frame
+
+
+def test_bad_arguments_are_named_not_a_bare_arithmetic_error():
+    from jaxkde.digits import digit_pairs_grid
+
+    tiles = np.zeros((2, 28, 28))
+    with pytest.raises(ValueError, match="pairs_per_row must be a positive integer"):
+        digit_pairs_grid(tiles, tiles, pairs_per_row=0)
+    with pytest.raises(ValueError, match="zoom must be a positive integer"):
+        digit_pairs_grid(tiles, tiles, zoom=0)
+    with pytest.raises(ValueError, match=r"images of one shape \(n, h, w\)"):
+        digit_pairs_grid(np.zeros((2, 28)), np.zeros((2, 28)))
+    images = np.random.default_rng(0).integers(0, 256, size=(40, 784)).astype(np.uint8)
+    with pytest.raises(ValueError, match="n_samples=.* is too many"):
+        sample_digits(images, n_samples=10**12, n_components=5)
+    with pytest.raises(ValueError, match="scaling_factor"):
+        sample_digits(images, n_samples=2, n_components=5, scaling_factor=float("inf"))

@@ -60,3 +60,24 @@ def test_reduced_reconstruction_is_the_best_rank_k_approximation(data):
 def test_bad_component_counts(data, k):
     with pytest.raises((ValueError, TypeError), match="n_components"):
         jaxkde.pca_fit(jnp.asarray(data), k)
+
+
+def test_shapes_are_checked_with_named_errors():
+    x = np.random.default_rng(0).normal(size=(20, 3))
+    with pytest.raises(ValueError, match="x must be 2-D"):
+        jaxkde.pca_fit(x[:, 0], 2)
+    state = jaxkde.pca_fit(x, 2)
+    with pytest.raises(ValueError, match=r"x must have shape \(m, 3\)"):
+        jaxkde.pca_transform(state, x[:, :2])
+    with pytest.raises(ValueError, match=r"z must have shape \(m, 2\)"):
+        jaxkde.pca_inverse_transform(state, np.zeros((4, 5)))
+
+
+def test_offset_data_are_centred_in_float64():
+    rng = np.random.default_rng(1)
+    x = 1e6 + rng.normal(size=(200, 4)) * [1e-2, 1e-3, 1.0, 1e-1]
+    scores = np.asarray(jaxkde.pca_transform(jaxkde.pca_fit(x, 2), x))
+    centred = x - x.mean(0)
+    _, s, _ = np.linalg.svd(centred, full_matrices=False)
+    np.testing.assert_allclose(np.sort(np.abs(scores).max(0))[::-1] > 0, True)
+    np.testing.assert_allclose(np.sqrt((scores**2).sum(0)), s[:2], rtol=1e-3)

@@ -337,3 +337,15 @@ def test_loo_gradient_through_the_exact_recomputation():
         assert float(value) == pytest.approx(brute_loo(xc, np.full(d, 0.49)), rel=1e-12)
         check_grads(f, (p0,), order=1, modes=["rev"], eps=1e-4)
         assert np.all(np.isfinite(np.asarray(grad)))
+
+
+def test_parzen_errors_name_its_own_arguments():
+    samples = np.zeros((5, 3))
+    with pytest.raises(ValueError, match="test has 2 features, but samples"):
+        jaxkde.parzen_log_likelihood(samples, np.zeros((4, 2)), sigmas=[0.5])
+    with pytest.raises(ValueError, match="validation has 4 features"):
+        jaxkde.parzen_log_likelihood(samples, np.zeros((4, 3)), np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="sigmas must be positive"):
+        jaxkde.parzen_log_likelihood(samples, np.zeros((4, 3)), sigmas=[0.5, -1.0])
+    with pytest.raises(ValueError, match="samples contains NaN"):
+        jaxkde.parzen_log_likelihood(np.full((5, 3), np.nan), np.zeros((4, 3)), sigmas=[0.5])
