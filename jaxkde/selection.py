@@ -194,7 +194,7 @@ def loo_log_likelihood(
     log_weights : array, shape (n,)
         Normalised log weights (log-sum-exp 0); padding rows carry -inf.
     rows : int array, shape (m,)
-        Evaluation points, as rows of ``data``; ``m`` a multiple of ``block_size`` or smaller.
+        Evaluation points, as rows of ``data`` (any number; taken ``block_size`` at a time).
     data_lo : array of shape (n, d), optional
         The low words of the centred data (``data + data_lo`` is the float64 value); with them
         distances of nearby points are exact whatever the data's offset and spread.
@@ -532,8 +532,6 @@ def fit_bandwidth(
     log_w = log_w64.astype(dtype)
     batch = min(n, 4096) if batch_size is None else check_positive_int(batch_size, "batch_size")
     batch = min(batch, n)
-    if batch > block_size:
-        batch -= batch % block_size
     key = as_key(key)
     if batch < n:
         eval_rows = jnp.sort(jax.random.permutation(key, n)[:batch])
@@ -553,14 +551,14 @@ def fit_bandwidth(
     static = {"kind": kind, "kernel": kern, "chunk_size": chunk_size, "block_size": block_size,
               "precision": "highest", "mesh": mesh}  # fmt: skip
     objective = functools.partial(loo_log_likelihood, **static)
-    weights_np = np.exp(log_w64)
 
-    def on_all_rows(p) -> float:
-        usable = n if n <= block_size else n - n % block_size
-        parts = [(0, usable)] + ([(usable, n)] if usable < n else [])
-        total = sum(float(objective(p, x, lw, jnp.arange(a, b), x_lo)) * weights_np[a:b].sum()
-                    for a, b in parts)  # fmt: skip
-        return total / weights_np.sum()
+    def value_and_gradient(p) -> tuple[float, float]:
+        """The objective on all rows, and the largest gradient entry on the evaluation rows
+        (one program when those are all the rows)."""
+        value, grad = _loo_value_and_grad(p, x, lw, eval_rows, x_lo, **static)
+        if batch < n:
+            value = objective(p, x, lw, jnp.arange(n), x_lo)
+        return float(value), float(jnp.max(jnp.abs(grad)))
 
     # Stage 1: the scale of the starting bandwidth, over as many decades as it takes.
     start = jnp.asarray(params0, dtype)
@@ -571,7 +569,8 @@ def fit_bandwidth(
 
     status, log_c, _, _ = _scale_search(evaluate, xtol)
     if status != "converged":
-        fit = BandwidthFit(init, on_all_rows(start), np.zeros(0), 0, False, params0, status)
+        value, gradient = value_and_gradient(start)
+        fit = BandwidthFit(init, value, np.zeros(0), 0, False, params0, status, gradient)
         _warn_fit(fit)
         return fit
     scaled = init * math.exp(2.0 * log_c)
@@ -581,9 +580,9 @@ def fit_bandwidth(
         return float(jnp.max(jnp.abs(grad)))
 
     if kind == "scalar":
-        fit = BandwidthFit(_matrix(params, kind, d), on_all_rows(params), np.zeros(0), 0, True,
-                           np.asarray(params), "converged", gradient_at(params),
-                           math.exp(log_c))  # fmt: skip
+        value, gradient = value_and_gradient(params)
+        fit = BandwidthFit(_matrix(params, kind, d), value, np.zeros(0), 0, True,
+                           np.asarray(params), "converged", gradient, math.exp(log_c))  # fmt: skip
         return fit
 
     # Stage 2: the optimiser, from the scaled start.
@@ -612,10 +611,10 @@ def fit_bandwidth(
         if float(jnp.max(jnp.abs(params - anchor))) <= tol:
             status = "stalled"
             break
-    gradient = gradient_at(params)
+    value, gradient = value_and_gradient(params)
     if status != "nonfinite" and gradient <= gtol:
         status = "converged"
-    fit = BandwidthFit(_matrix(params, kind, d), on_all_rows(params), np.asarray(trace), steps,
+    fit = BandwidthFit(_matrix(params, kind, d), value, np.asarray(trace), steps,
                        status == "converged", np.asarray(params), status, gradient,
                        math.exp(log_c))  # fmt: skip
     if status != "converged":
