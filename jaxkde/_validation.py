@@ -21,6 +21,7 @@ __all__ = [
     "working_dtype",
 ]
 
+
 class NotFittedError(ValueError, AttributeError):
     """Raised when a method that needs a fitted estimator is called before ``fit``.
 
@@ -227,6 +228,17 @@ def check_labels(y, n: int) -> np.ndarray:
             raise TypeError(f"y[{i}] = {label!r} is not a hashable label.") from None
         labels[i] = label
     return labels
+
+
+def check_positive_definite(a: np.ndarray, name: str) -> None:
+    """Raise ``ValueError`` naming ``name`` unless float64 ``a`` is a symmetric positive-definite
+    matrix (symmetric to ``rtol=1e-10`` relative to its largest entry)."""
+    if not np.allclose(a, a.T, rtol=1e-10, atol=1e-12 * np.abs(a).max()):
+        raise ValueError(f"{name} must be symmetric.")
+    try:
+        np.linalg.cholesky(a)
+    except np.linalg.LinAlgError:
+        raise ValueError(f"{name} must be positive definite.") from None
 
 
 def check_positive_int(value, name: str) -> int:

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._validation import check_real
+from ._validation import check_positive_definite, check_real
 from .state import normalized_log_weights
 
 __all__ = [
@@ -230,12 +230,7 @@ def _check_user_bandwidth(bandwidth, dim: int) -> np.ndarray:
             raise ValueError(
                 f"bandwidth matrix must have shape ({dim}, {dim}); got shape {arr.shape}."
             )
-        if not np.allclose(arr, arr.T, rtol=1e-10, atol=1e-12 * np.abs(arr).max()):
-            raise ValueError("bandwidth matrix must be symmetric.")
-        try:
-            np.linalg.cholesky(arr)
-        except np.linalg.LinAlgError:
-            raise ValueError("bandwidth matrix must be positive definite.") from None
+        check_positive_definite(arr, "bandwidth matrix")
         return arr
     raise ValueError(
         f"bandwidth must be a scalar, a vector or a matrix; got {arr.ndim} dimensions."

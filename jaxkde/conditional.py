@@ -15,10 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from ._validation import check_data
 from .engine import _check_precision, log_density_whitened
 from .sampling import _host_points, choose_by_weight, draw, sample_with_centres
 from .sharding import sharded_log_density_whitened
-from .state import HostWhitening, KDEState, whiten_queries
+from .state import HostWhitening, KDEState, whiten_checked_queries, whiten_queries
 
 __all__ = [
     "ClassConditionalState",
@@ -55,34 +56,41 @@ jax.tree_util.register_dataclass(
 )
 
 
-@functools.partial(jax.jit, static_argnames=("precision", "mesh", "output"))
-def _class_terms(cstate, his, los, *, precision, mesh, output):
-    if mesh is None:
-        parts = [log_density_whitened(s, h, lo, precision=precision)
-                 for s, h, lo in zip(cstate.states, his, los, strict=True)]  # fmt: skip
-    else:
-        parts = [sharded_log_density_whitened(s, h, lo, mesh=mesh, precision=precision)
-                 for s, h, lo in zip(cstate.states, his, los, strict=True)]  # fmt: skip
-    dens = jnp.stack(parts, axis=1)
+@functools.partial(jax.jit, static_argnames=("output",))
+def _combine(dens, log_priors, *, output):
     if output == "class":
         return dens
-    joint = dens + cstate.log_priors
+    joint = dens + log_priors
     if output == "mixture":
         return jax.scipy.special.logsumexp(joint, axis=1)
     # A query outside the support of every class (compact kernels) has no defined posterior:
     # its row falls back to the log priors.
     anywhere = jnp.any(jnp.isfinite(joint), axis=1, keepdims=True)
-    return jax.nn.log_softmax(jnp.where(anywhere, joint, cstate.log_priors), axis=1)
+    return jax.nn.log_softmax(jnp.where(anywhere, joint, log_priors), axis=1)
 
 
 def _evaluate(cstate, queries, precision, mesh, whitenings, output):
     _check_precision(precision)
     if whitenings is None:
         whitenings = (None,) * cstate.n_classes
-    words = [whiten_queries(s, queries, w) for s, w in zip(cstate.states, whitenings, strict=True)]
-    his = tuple(h for h, _ in words)
-    los = tuple(lo for _, lo in words)
-    return _class_terms(cstate, his, los, precision=precision, mesh=mesh, output=output)
+    # One compiled call per class (not one program inlining every class): classes laid out
+    # alike (see ``shared_row_counts``) share a single compilation.
+    if not isinstance(queries, jax.core.Tracer):  # checked once, whitened per class
+        d = cstate.states[0].n_features
+        queries, _ = check_data(queries, "queries", n_features=d, owner="the state")
+    parts = []
+    for state, whitening in zip(cstate.states, whitenings, strict=True):
+        if isinstance(queries, jax.core.Tracer):
+            hi, lo = whiten_queries(state, queries, whitening)
+        else:
+            hi, lo = whiten_checked_queries(state, queries, whitening)
+        if mesh is None:
+            parts.append(log_density_whitened(state, hi, lo, precision=precision))
+        else:
+            parts.append(
+                sharded_log_density_whitened(state, hi, lo, mesh=mesh, precision=precision)
+            )
+    return _combine(jnp.stack(parts, axis=1), cstate.log_priors, output=output)
 
 
 def class_log_density(

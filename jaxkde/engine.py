@@ -244,46 +244,48 @@ def _log_terms(kernel, d2, log_w, grid, own):
     return logits, sq
 
 
-def _direct_logsumexp(state, q_hi, q_lo, query_rows, row_offset, remat, scale, grid):
-    """The log-sum-exp ``(b, g)`` of one query block, every distance a direct difference."""
+def _scan_logsumexp(state, b, dtype, query_rows, row_offset, remat, grid, distances):
+    """The online log-sum-exp ``(b, g)`` over the chunks of ``state``, the squared distances of
+    each chunk given by ``distances(z, z_lo, z_sq)`` ``(b, c)``."""
     kernel = state.kernel
     chunk = state.points.shape[1]
-    has_lo = state.points_lo is not None and q_lo is not None
 
     def step(carry, xs):
-        z, z_lo, _, log_w, first = xs
-        d2 = direct_sq_distances(q_hi, q_lo if has_lo else None, z, z_lo if has_lo else None,
-                                 kernel.norm, scale)  # fmt: skip
+        z, z_lo, z_sq, log_w, first = xs
         own = None if query_rows is None else _own_mask(query_rows, first, chunk)
-        return lse_update(*carry, _log_terms(kernel, d2, log_w, grid, own)[0]), None
+        logits = _log_terms(kernel, distances(z, z_lo, z_sq), log_w, grid, own)[0]
+        return lse_update(*carry, logits), None
 
     if remat:
         step = jax.checkpoint(step)
-    shape = (q_hi.shape[0], 1 if grid is None else grid.shape[0])
-    init = (jnp.full(shape, -jnp.inf, q_hi.dtype), jnp.zeros(shape, q_hi.dtype))
+    shape = (b, 1 if grid is None else grid.shape[0])
+    init = (jnp.full(shape, -jnp.inf, dtype), jnp.zeros(shape, dtype))
     (run_max, run_sum), _ = lax.scan(step, init, _chunk_inputs(state, row_offset))
     return lse_finish(run_max, run_sum)
+
+
+def _direct_logsumexp(state, q_hi, q_lo, query_rows, row_offset, remat, scale, grid):
+    """The log-sum-exp ``(b, g)`` of one query block, every distance a direct difference."""
+    has_lo = state.points_lo is not None and q_lo is not None
+
+    def distances(z, z_lo, _):
+        return direct_sq_distances(q_hi, q_lo if has_lo else None, z,
+                                   z_lo if has_lo else None, state.kernel.norm, scale)  # fmt: skip
+
+    return _scan_logsumexp(state, q_hi.shape[0], q_hi.dtype, query_rows, row_offset, remat,
+                           grid, distances)  # fmt: skip
 
 
 def _gemm_logsumexp(state, zq_hi, precision, query_rows, row_offset, remat, grid):
     """Matrix-product distances without an error account (``precision`` other than highest)."""
-    kernel = state.kernel
-    chunk = state.points.shape[1]
     q_sq = jnp.sum(zq_hi * zq_hi, axis=1)
 
-    def step(carry, xs):
-        z, _, z_sq, log_w, first = xs
+    def distances(z, _, z_sq):
         d2 = pairwise_sq_distances(zq_hi, q_sq, z, z_sq, 2.0, precision)
-        d2 = jnp.where(jnp.isnan(d2), jnp.inf, d2)
-        own = None if query_rows is None else _own_mask(query_rows, first, chunk)
-        return lse_update(*carry, _log_terms(kernel, d2, log_w, grid, own)[0]), None
+        return jnp.where(jnp.isnan(d2), jnp.inf, d2)  # inf - inf of overflowing norms
 
-    if remat:
-        step = jax.checkpoint(step)
-    shape = (zq_hi.shape[0], 1 if grid is None else grid.shape[0])
-    init = (jnp.full(shape, -jnp.inf, zq_hi.dtype), jnp.zeros(shape, zq_hi.dtype))
-    (run_max, run_sum), _ = lax.scan(step, init, _chunk_inputs(state, row_offset))
-    return lse_finish(run_max, run_sum)
+    return _scan_logsumexp(state, zq_hi.shape[0], zq_hi.dtype, query_rows, row_offset, remat,
+                           grid, distances)  # fmt: skip
 
 
 def _argmax_in_blocks(sub_max, chunk_max, sub, logits_at):
@@ -329,8 +331,12 @@ def _checked_gemm_logsumexp(state, zq_hi, zq_lo, query_rows, row_offset, remat, 
         cross = jnp.matmul(zq_hi, z.T, precision=PRECISIONS["highest"])
 
         def terms_at(cols):  # the log terms at columns cols (b, g, s), from the product
-            d2 = jnp.maximum(q_sq[:, None, None] + z_sq[cols]
-                             - 2.0 * jnp.take_along_axis(cross[:, None, :], cols, axis=-1), 0.0)
+            d2 = jnp.maximum(
+                q_sq[:, None, None]
+                + z_sq[cols]
+                - 2.0 * jnp.take_along_axis(cross[:, None, :], cols, axis=-1),
+                0.0,
+            )
             sq = d2 if grid is None else d2 * grid[None, :, None]
             out = log_w[cols] + kernel.log_profile(sq)
             if query_rows is not None:

@@ -31,7 +31,7 @@ from .kernels import UnivariateGaussianKernel, get_kernel
 from .sampling import as_key, check_sample_size, sample_host
 from .selection import _STATUS_MESSAGES, CV_RULES, fit_bandwidth
 from .sharding import shard_state, sharded_log_density
-from .state import KDEState, build_state, host_whitening
+from .state import KDEState, build_state, host_whitening, shared_row_counts
 
 __all__ = ["KDE", "KDEClassifier"]
 
@@ -343,7 +343,7 @@ class KDE(_Params):
         data, dtype = check_data(X, "X")
         weights = check_weights(sample_weight, data.shape[0])
 
-        def fit_one(rows, label=None):
+        def fit_one(rows, label=None, n_rows=None):
             spec = self._bandwidth_spec(kernel, label)
             x = data if rows is None else data[rows]
             w = None if weights is None else (weights if rows is None else weights[rows])
@@ -368,7 +368,7 @@ class KDE(_Params):
                     zero_variance=self.zero_variance, variance_floor=self.variance_floor,
                 )  # fmt: skip
                 state = build_state(x, w, choice.matrix, kernel, basis=choice.basis,
-                                    chunk_size=chunk_size, dtype=dtype)  # fmt: skip
+                                    chunk_size=chunk_size, dtype=dtype, n_rows=n_rows)  # fmt: skip
             except ValueError as exc:
                 if label is None:
                     raise
@@ -390,8 +390,11 @@ class KDE(_Params):
             classes, codes = _encode_labels(y, data.shape[0])
             totals = np.bincount(codes, weights=weights, minlength=len(classes))
             priors = self._class_priors(classes, totals)
+            counts = np.bincount(codes, minlength=len(classes))
+            # Classes of similar sizes share a layout, so one compiled program serves them.
+            layouts = shared_row_counts(counts)
             fits = [
-                fit_one(np.flatnonzero(codes == c), label)
+                fit_one(np.flatnonzero(codes == c), label, layouts[c])
                 for c, label in enumerate(classes.tolist())
             ]
             states = tuple(f[0] for f in fits)
@@ -403,7 +406,7 @@ class KDE(_Params):
                 "bandwidth_": np.stack([s.bandwidth_matrix() for s in states]),
                 "classes_": classes,
                 "class_prior_": priors,
-                "class_count_": np.bincount(codes, minlength=len(classes)),
+                "class_count_": counts,
                 "bandwidth_fit_": [f[2] for f in fits],
                 "_whitening": tuple(f[3] for f in fits),
             }

@@ -69,8 +69,8 @@ def check_sample_size(n_samples, n_features: int, name: str = "n_samples") -> in
     if values > 2**31 - 1 or (memory is not None and needed > memory):
         raise ValueError(
             f"{name}={n} is too many: {n} x {n_features} values need about "
-            f"{needed / 2**30:.3g} GiB" + (f", and this machine has {memory / 2**30:.3g} GiB"
-                                           if memory else "")
+            f"{needed / 2**30:.3g} GiB"
+            + (f", and this machine has {memory / 2**30:.3g} GiB" if memory else "")
             + "; draw in batches of fewer samples."
         )
     return n

@@ -72,8 +72,6 @@ class KDEState:
         Orthonormal basis of the subspace the density lives in; ``None`` for the whole space.
     log_normalizer : array, shape ()
         ``kernel.log_normalizer(k, log |det L|)``.
-    n_samples : int
-        Number of data points (rows before padding). Static.
     kernel : Kernel
         The kernel. Static.
     """
@@ -86,7 +84,6 @@ class KDEState:
     chol: jax.Array
     basis: jax.Array | None
     log_normalizer: jax.Array
-    n_samples: int
     kernel: Kernel
 
     @property
@@ -119,7 +116,7 @@ jax.tree_util.register_dataclass(
         "points", "points_lo", "sq_norms", "log_weights", "mean", "chol", "basis",
         "log_normalizer",
     ],
-    meta_fields=["n_samples", "kernel"],
+    meta_fields=["kernel"],
 )  # fmt: skip
 
 
@@ -149,23 +146,29 @@ def host_whitening(state: KDEState) -> HostWhitening:
 
 
 def _whiten64(x: np.ndarray, hw: HostWhitening) -> np.ndarray:
-    u = np.asarray(x, np.float64) - hw.centre
+    u = np.subtract(np.asarray(x, np.float64), hw.centre)
     if hw.basis is not None:
         u = u @ hw.basis
-    return u * hw.transform if hw.transform.ndim == 1 else u @ hw.transform.T
+    if hw.transform.ndim == 1:
+        u *= hw.transform
+        return u
+    return u @ hw.transform.T
 
 
 def split_double_word(z: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray | None]:
     """``(hi, lo)``: ``hi`` the rounding of float64 ``z`` to ``dtype``, ``lo`` that of the rest.
 
-    For float64 ``lo`` is ``None``. Overflow leaves ``inf`` in ``hi`` (callers check).
+    For float64 ``lo`` is ``None``. Overflow leaves ``inf`` in ``hi`` and NaN in ``lo``
+    (callers check ``hi``).
     """
     dtype = np.dtype(dtype)
     with np.errstate(over="ignore", invalid="ignore"):
         hi = z.astype(dtype)
         if dtype == np.float64:
             return hi, None
-        lo = np.where(np.isfinite(hi), z - hi.astype(np.float64), 0.0).astype(dtype)
+        rest = hi.astype(np.float64)
+        np.subtract(z, rest, out=rest)
+        lo = rest.astype(dtype)  # NaN where hi overflowed: such rows are replaced by callers
     return hi, lo
 
 
@@ -187,8 +190,16 @@ def whiten_queries(
             )
         hi = whiten(state, jnp.asarray(queries, state.dtype))
         return hi, None if state.points_lo is None else jnp.zeros_like(hi)
-    hw = host_whitening(state) if whitening is None else whitening
     data, _ = check_data(queries, "queries", n_features=state.n_features, owner="the state")
+    return whiten_checked_queries(state, data, whitening)
+
+
+def whiten_checked_queries(
+    state: KDEState, data: np.ndarray, whitening: HostWhitening | None = None
+) -> tuple[jax.Array, jax.Array | None]:
+    """:func:`whiten_queries` of float64 host queries ``(m, d)`` already validated by
+    ``check_data`` (callers that whiten one block for several states check it once)."""
+    hw = host_whitening(state) if whitening is None else whitening
     z = _whiten64(data, hw)
     hi, lo = split_double_word(z, hw.dtype)
     bad = ~np.isfinite(hi).all(axis=1)
@@ -243,6 +254,22 @@ def chunk_layout(n: int, max_chunk: int) -> tuple[int, int]:
     return n_chunks, size
 
 
+def shared_row_counts(sizes, ratio: float = 1.1) -> list[int]:
+    """Row counts to lay out states of ``sizes`` rows with few distinct shapes.
+
+    Largest first, each size is raised to the largest size not more than ``ratio`` times it
+    that starts a group, so no state is padded by more than ``ratio - 1`` of its rows and
+    similar sizes (the classes of MNIST) share one shape.
+    """
+    out = {}
+    top = None
+    for size in sorted(set(int(s) for s in sizes), reverse=True):
+        if top is None or top > ratio * size:
+            top = size
+        out[size] = top
+    return [out[int(s)] for s in sizes]
+
+
 def normalized_log_weights(weights, n: int) -> tuple[np.ndarray, np.ndarray]:
     """``(w, log_w)`` in float64: weights divided by their sum, and their logs (-inf for 0).
 
@@ -281,6 +308,7 @@ def build_state(
     basis: np.ndarray | None = None,
     chunk_size: int = 4096,
     dtype=None,
+    n_rows: int | None = None,
 ) -> KDEState:
     """Centre, whiten and chunk ``data`` for evaluation, in float64 on the host.
 
@@ -299,6 +327,9 @@ def build_state(
         Maximum number of data points reduced per step.
     dtype : numpy dtype, optional
         Working dtype; default ``data``'s dtype (float32 or float64).
+    n_rows : int, optional
+        Lay the chunks out for ``n_rows >= n`` rows (the rest padded with weight 0), so that
+        states of similar sizes share array shapes and hence compiled programs.
     """
     chunk_size = check_positive_int(chunk_size, "chunk_size")
     x64, data_dtype = check_data(data, "data")
@@ -321,7 +352,7 @@ def build_state(
         points=None, points_lo=None, sq_norms=None, log_weights=None,
         mean=jnp.asarray(mean_w), chol=jnp.asarray(chol_w),
         basis=None if basis_w is None else jnp.asarray(basis_w),
-        log_normalizer=None, n_samples=n, kernel=kernel,
+        log_normalizer=None, kernel=kernel,
     )  # fmt: skip
     hw = HostWhitening(
         mean_w.astype(np.float64),
@@ -340,7 +371,9 @@ def build_state(
         )
     k = z64.shape[1]
     log_det = float(np.sum(np.log(hw.chol if hw.chol.ndim == 1 else np.diag(hw.chol))))
-    n_chunks, size = chunk_layout(n, chunk_size)
+    if n_rows is not None and n_rows < n:
+        raise ValueError(f"n_rows must be at least the {n} rows of data; got {n_rows}.")
+    n_chunks, size = chunk_layout(n if n_rows is None else n_rows, chunk_size)
     pad = n_chunks * size - n
     with np.errstate(over="ignore"):
         sq = np.einsum("ij,ij->i", z64, z64).astype(dtype)

@@ -222,3 +222,38 @@ def test_label_columns_are_ravelled_and_nan_labels_refused():
         jaxkde.KDE().fit(x[:5], [0.0, np.nan, 0.0, 1.0, np.nan])
     with pytest.raises(ValueError, match="requires y"):
         jaxkde.KDEClassifier().fit(x, None)
+
+
+def test_shared_row_counts_pad_little_and_group_similar_sizes():
+    from jaxkde.state import shared_row_counts
+
+    sizes = [5421, 6742, 5958, 6131, 100, 105, 50, 6742]
+    rows = shared_row_counts(sizes)
+    for size, r in zip(sizes, rows, strict=True):
+        assert size <= r <= 1.1 * size
+        assert r in sizes
+    assert len(set(rows)) == 4  # {6742, 6131 group}, {5958, 5421 group}, {105, 100}, {50}
+    assert shared_row_counts([7]) == [7]
+
+
+def test_classes_of_similar_size_share_one_compiled_program():
+    """Ten classes of 95-104 rows: one layout, so the per-class evaluation compiles once."""
+    rng = np.random.default_rng(11)
+    sizes = rng.integers(95, 105, size=10)
+    x = rng.normal(size=(int(sizes.sum()), 7))  # d = 7: shapes no other test uses
+    y = np.repeat(np.arange(10), sizes)
+    clf = jaxkde.KDEClassifier(bandwidth=0.8, chunk_size=48, batch_size=32).fit(x, y)
+    shapes = {s.points.shape for s in clf.kde_.state_.states}
+    assert len(shapes) == 1
+    before = jaxkde.log_density_whitened._cache_size()
+    got = clf.predict_log_proba(x[:32])
+    assert jaxkde.log_density_whitened._cache_size() - before == 1
+    # Padding changes nothing: each class against its own unpadded fit, in float64.
+    ref = np.stack(
+        [
+            jaxkde.KDE(bandwidth=0.8).fit(x[y == c]).score_samples(x[:32]).astype(np.float64)
+            for c in range(10)
+        ],
+        axis=1,
+    ) + np.log(sizes / sizes.sum())
+    np.testing.assert_allclose(got, ref - logsumexp(ref, axis=1, keepdims=True), atol=2e-5)

@@ -97,7 +97,7 @@ def test_bad_arguments_are_named_not_a_bare_arithmetic_error():
     with pytest.raises(ValueError, match=r"images of one shape \(n, h, w\)"):
         digit_pairs_grid(np.zeros((2, 28)), np.zeros((2, 28)))
     images = np.random.default_rng(0).integers(0, 256, size=(40, 784)).astype(np.uint8)
-    with pytest.raises(ValueError, match="n_samples=.* is too many"):
+    with pytest.raises(ValueError, match=r"n_samples=.* is too many"):
         sample_digits(images, n_samples=10**12, n_components=5)
     with pytest.raises(ValueError, match="scaling_factor"):
         sample_digits(images, n_samples=2, n_components=5, scaling_factor=float("inf"))

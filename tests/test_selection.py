@@ -329,8 +329,10 @@ def test_loo_gradient_through_the_exact_recomputation():
         lw = jnp.full((180,), -math.log(180.0))
 
         def f(p):
-            return jaxkde.loo_log_likelihood(p, jnp.asarray(xc), lw, jnp.arange(180),
-                                             kind="diagonal", chunk_size=64, block_size=60)  # fmt: skip
+            return jaxkde.loo_log_likelihood(
+                p, jnp.asarray(xc), lw, jnp.arange(180),
+                kind="diagonal", chunk_size=64, block_size=60,
+            )  # fmt: skip
 
         p0 = jnp.full((d,), math.log(0.7))
         value, grad = jax.value_and_grad(f)(p0)
