@@ -41,6 +41,13 @@ from .engine import (
     log_density_whitened,
     pairwise_sq_distances,
 )
+from .grid import (
+    GRID_METHODS,
+    GridDensity,
+    binned_log_density,
+    default_axes,
+    grid_log_density,
+)
 from .kde import KDE, KDEClassifier
 from .kernels import (
     KERNEL_NAMES,
@@ -87,6 +94,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BLOCK_SIZES",
     "CV_RULES",
+    "GRID_METHODS",
     "KDE",
     "KERNEL_NAMES",
     "PRECISIONS",
@@ -99,6 +107,7 @@ __all__ = [
     "EpanechnikovKernel",
     "ExponentialKernel",
     "GaussianKernel",
+    "GridDensity",
     "HostWhitening",
     "KDEClassifier",
     "KDEState",
@@ -110,17 +119,20 @@ __all__ = [
     "TophatKernel",
     "UnivariateGaussianKernel",
     "as_key",
+    "binned_log_density",
     "build_state",
     "class_log_density",
     "class_log_posterior",
     "combine_log_sums",
     "datasets",
+    "default_axes",
     "default_block_sizes",
     "direct_sq_distances",
     "effective_sample_size",
     "fit_bandwidth",
     "gemm_error_bound",
     "get_kernel",
+    "grid_log_density",
     "grid_log_likelihood",
     "host_whitening",
     "identity_bandwidth",

@@ -27,6 +27,7 @@ from .conditional import (
     sample_classes_host,
 )
 from .engine import PRECISIONS, default_block_sizes, log_density
+from .grid import GridDensity, default_axes, grid_log_density
 from .kernels import UnivariateGaussianKernel, get_kernel
 from .sampling import as_key, check_sample_size, sample_host
 from .selection import _STATUS_MESSAGES, CV_RULES, fit_bandwidth
@@ -34,6 +35,14 @@ from .sharding import shard_state, sharded_log_density
 from .state import KDEState, build_state, host_whitening, shared_row_counts
 
 __all__ = ["KDE", "KDEClassifier"]
+
+
+def _data_range(data: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature minimum and maximum of the rows of positive weight (float64)."""
+    rows = data if weights is None else data[weights > 0]
+    if rows.shape[0] == 0:
+        rows = data
+    return rows.min(axis=0), rows.max(axis=0)
 
 
 def _query_block_rows(rows: int, block: int) -> int:
@@ -385,6 +394,7 @@ class KDE(_Params):
                 "bandwidth_": state.bandwidth_matrix(),
                 "bandwidth_fit_": fit,
                 "_whitening": whitening,
+                "_data_range": _data_range(data, weights),
             }
         else:
             classes, codes = _encode_labels(y, data.shape[0])
@@ -409,6 +419,7 @@ class KDE(_Params):
                 "class_count_": counts,
                 "bandwidth_fit_": [f[2] for f in fits],
                 "_whitening": tuple(f[3] for f in fits),
+                "_data_range": _data_range(data, weights),
             }
         for name in ("classes_", "class_prior_", "class_count_"):
             self.__dict__.pop(name, None)
@@ -506,6 +517,35 @@ class KDE(_Params):
         else:
             fn = log_density
         return self._evaluate(fn, X, batch_size)
+
+    def score_grid(
+        self, grid_size=1024, *, axes=None, cut: float = 3.0, method: str = "auto"
+    ) -> GridDensity:
+        """Log density on a rectilinear grid: ``axes, log_density = kde.score_grid()``.
+
+        Parameters
+        ----------
+        grid_size : int or sequence of int
+            Points per axis when ``axes`` is None (at least 2).
+        axes : sequence of d increasing 1-D arrays, optional
+            The grid's coordinates; default: the data's range extended by ``cut`` kernel
+            standard deviations on each side, ``grid_size`` points per axis.
+        cut : float
+            See ``axes``.
+        method : {"auto", "binned", "exact"}
+            See :mod:`jaxkde.grid`; the result's ``method`` says what ran.
+
+        Returns
+        -------
+        GridDensity
+            ``axes`` and ``log_density`` of shape ``(len(axes[0]), ..., len(axes[-1]))``
+            (float64 host arrays); fitted with labels, the prior-weighted mixture.
+        """
+        state = self._check_fitted()
+        if axes is None:
+            data_range = self.__dict__.get("_data_range")
+            axes = default_axes(state, grid_size, cut, data_range=data_range)
+        return grid_log_density(state, axes, method)
 
     def class_log_density(self, X, batch_size: int | None = None) -> np.ndarray:
         """Log density of each row of ``X`` under each class's KDE, ``(n_queries, n_classes)``.
