@@ -71,7 +71,7 @@ AUTO_EXACT_WORK = 2**24
 #: Most cells a grid may have (``256^3``): its float64 coordinates alone need 400 MB in 3-D.
 MAX_GRID_CELLS = 2**24
 #: Padded FFT cells the binned method may use.
-_MAX_FFT_CELLS = 2**27
+_MAX_FFT_CELLS = 2**26
 _SPACING_RTOL = 1e-6
 
 
@@ -339,8 +339,6 @@ def _binned_inputs(state: KDEState, axes):
     h = state.bandwidth_matrix()
     shape = tuple(a.shape[0] for a in axes)
     fft_shape = tuple(_fft_size(2 * g - 1) for g in shape)
-    if math.prod(fft_shape) > _MAX_FFT_CELLS:
-        raise ValueError(f"axes of shape {shape} need too large an FFT {fft_shape}.")
     args = (jnp.asarray(origin, dtype), jnp.asarray(spacing, dtype))
     return args, jnp.asarray(np.linalg.inv(h), dtype), shape, fft_shape, spacing
 
@@ -370,6 +368,12 @@ def _binned_refusal(state: KDEState, axes) -> str | None:
         return "the state lives on a subspace (zero_variance='subspace')"
     if not _equally_spaced(axes):
         return "it needs equally spaced axes"
+    fft_cells = math.prod(_fft_size(2 * a.shape[0] - 1) for a in axes)
+    if fft_cells > _MAX_FFT_CELLS:
+        return (
+            f"axes of shape {tuple(a.shape[0] for a in axes)} need {fft_cells} padded FFT "
+            f"cells, more than {_MAX_FFT_CELLS}; use fewer grid points"
+        )
     return None
 
 

@@ -211,6 +211,9 @@ def test_bad_axes_and_sizes_are_named():
         kde.score_grid(8, method="fft")
     with pytest.raises(ValueError, match="cut"):
         kde.score_grid(8, cut=-1.0)
+    big = tuple(np.linspace(-4, 4, 256) for _ in range(3))
+    with pytest.raises(ValueError, match="padded FFT cells"):
+        jaxkde.KDE().fit(rng.normal(size=(50, 3))).score_grid(axes=big, method="binned")
     x4 = rng.normal(size=(50, 4))
     with pytest.raises(ValueError, match="d <= 3"):
         jaxkde.KDE().fit(x4).score_grid(4, method="binned")
