@@ -2,7 +2,9 @@
 
 * 1-D: n = 1,000,000 points (a two-component Gaussian mixture), density on a 1,024-point grid;
 * 2-D: n = 200,000 points (a three-component correlated mixture), on a 256 x 256 grid (65,536
-  points, the grid KDEpy's FFTKDE chooses).
+  points, the grid KDEpy's FFTKDE chooses);
+* 3-D: n = 100,000 points (a two-component mixture) on a 64 x 64 x 64 grid, jaxkde's grid
+  methods beside FFTKDE only.
 
 Gaussian kernel, isotropic bandwidth ``h`` from Scott's rule (the mean standard deviation in 2-D)
 given to every tool; times include fitting. Tools, side by side in one run:
@@ -92,6 +94,46 @@ def grid_axes(grid: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
         tuple(a.shape[0] for a in axes),
     )
     return axes, index
+
+
+def mixture_3d(n: int, rng) -> np.ndarray:
+    comp = rng.random(n) < 0.6
+    a = rng.normal(size=(n, 3))
+    b = 0.5 * rng.normal(size=(n, 3)) + np.array([3.0, -1.0, 2.0])
+    return np.where(comp[:, None], a, b).astype(np.float32)
+
+
+def workload_3d(x, size, h, args):
+    """3-D rows: jaxkde's grid methods and FFTKDE only (the other tools would take hours)."""
+    from KDEpy import FFTKDE
+
+    kde = jaxkde.KDE(bandwidth=h).fit(x)
+    axes = jaxkde.default_axes(kde.state_, size, 3.0)
+    cells = np.stack([g.reshape(-1) for g in np.meshgrid(*axes, indexing="ij")], axis=1)
+    ref_idx = np.sort(np.random.default_rng(2).choice(cells.shape[0], 256, replace=False))
+    ref = exact_log_density(x, cells[ref_idx], h)
+    rows = []
+    for method in ("auto", "binned", "exact"):
+
+        def fit_grid(method=method):
+            return jaxkde.KDE(bandwidth=h).fit(x).score_grid(axes=axes, method=method)
+
+        first, med, res = timed(fit_grid, args.repeats)
+        errs = errors(res.log_density.reshape(-1)[ref_idx], ref)
+        rows.append((f"jaxkde score_grid {method} ({res.method}, {res.n_exact} exact cells)",
+                     f"all {cells.shape[0]}", med, first, *errs))  # fmt: skip
+        print(f"3-D score_grid {method}: {med:.3f} s, {res.method}, errs {errs}", flush=True)
+
+    def fft():
+        return FFTKDE(kernel="gaussian", bw=h).fit(x.astype(np.float64)).evaluate(cells)
+
+    first, sec, dens = timed(fft, args.repeats)
+    with np.errstate(divide="ignore"):
+        errs = errors(np.log(np.maximum(dens, 0))[ref_idx], ref)
+    rows.append(("KDEpy FFTKDE (binned, approximate)", f"all {cells.shape[0]}", sec, first,
+                 *errs))  # fmt: skip
+    print(f"3-D FFTKDE: {sec:.3f} s, errs {errs}", flush=True)
+    return rows
 
 
 def workload(name, x, grid, h, ref_idx, sub_idx, tree_idx, args):
@@ -193,6 +235,8 @@ def run(argv=None) -> tuple[str, list[Summary]]:
     p.add_argument("--grid-1d", type=int, default=1024)
     p.add_argument("--n-2d", type=int, default=200_000)
     p.add_argument("--grid-2d", type=int, default=256, help="points per axis")
+    p.add_argument("--n-3d", type=int, default=100_000)
+    p.add_argument("--grid-3d", type=int, default=64, help="points per axis")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--chunk-size", type=int, default=4096)
@@ -219,6 +263,11 @@ def run(argv=None) -> tuple[str, list[Summary]]:
     idx2 = np.sort(np.random.default_rng(1).choice(n_grid, 256, replace=False))
     tree2 = np.union1d(idx2, np.arange(0, n_grid, 16))
     rows2 = workload("2-D", x2, g2, h2, idx2, idx2, tree2, args)
+
+    x3 = mixture_3d(args.n_3d, rng)
+    sd3 = float(np.sqrt(np.mean(np.var(x3.astype(np.float64), axis=0, ddof=1))))
+    h3 = float(args.n_3d ** (-1 / 7) * sd3)
+    rows3 = workload_3d(x3, args.grid_3d, h3, args)
 
     def f(v, fmt):
         return "" if v is None else format(v, fmt)
@@ -265,6 +314,21 @@ def run(argv=None) -> tuple[str, list[Summary]]:
                                f"binned {seconds(binned[2])} s; exact grid "
                                f"{seconds(exact[2])} s; fastest exact peer: {best[0]} "
                                f"{seconds(best[2])} s"))  # fmt: skip
+    g3 = args.grid_3d
+    lines += [
+        "",
+        f"3-D, n = {args.n_3d:,}, {g3} x {g3} x {g3} grid (default axes), h = {h3:.4g}; errors "
+        "on 256 grid points drawn at random; FFTKDE evaluated on the same points:",
+        "",
+        "| tool | measured on | time (s) | vs FFTKDE | first call (s) | max density err "
+        "/ peak | max log err (f >= 1e-3 peak) | max log err (f >= 1e-20 peak) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    fft3 = rows3[-1]
+    for tool, scope, sec, first, rel, lerr, lerr20 in rows3:
+        lines.append(f"| {tool} | {scope} | {seconds(sec)} | {sec / fft3[2]:.3g}x | "
+                     f"{f(first, '.3g')} | {f(rel, '.1e')} | {f(lerr, '.1e')} | "
+                     f"{f(lerr20, '.1e')} |")  # fmt: skip
     table = "\n".join(lines)
     emit(table, args.out)
     return table, summary
