@@ -103,37 +103,48 @@ def mixture_3d(n: int, rng) -> np.ndarray:
     return np.where(comp[:, None], a, b).astype(np.float32)
 
 
-def workload_3d(x, size, h, args):
-    """3-D rows: jaxkde's grid methods and FFTKDE only (the other tools would take hours)."""
-    from KDEpy import FFTKDE
-
-    kde = jaxkde.KDE(bandwidth=h).fit(x)
-    axes = jaxkde.default_axes(kde.state_, size, 3.0)
-    cells = np.stack([g.reshape(-1) for g in np.meshgrid(*axes, indexing="ij")], axis=1)
-    ref_idx = np.sort(np.random.default_rng(2).choice(cells.shape[0], 256, replace=False))
-    ref = exact_log_density(x, cells[ref_idx], h)
+def grid_method_rows(name, x, h, axes, index, ref_idx, ref, repeats):
+    """Rows of ``KDE(bandwidth=h).fit(x).score_grid(axes=axes, method=m)`` for each method, fit
+    included; ``index`` places each grid point in the flattened result."""
     rows = []
+    scope = f"all {index.shape[0]}"
     for method in ("auto", "binned", "exact"):
 
         def fit_grid(method=method):
             return jaxkde.KDE(bandwidth=h).fit(x).score_grid(axes=axes, method=method)
 
-        first, med, res = timed(fit_grid, args.repeats)
-        errs = errors(res.log_density.reshape(-1)[ref_idx], ref)
+        first, med, res = timed(fit_grid, repeats)
+        errs = errors(res.log_density.reshape(-1)[index][ref_idx], ref)
         rows.append((f"jaxkde score_grid {method} ({res.method}, {res.n_exact} exact cells)",
-                     f"all {cells.shape[0]}", med, first, *errs))  # fmt: skip
-        print(f"3-D score_grid {method}: {med:.3f} s, {res.method}, errs {errs}", flush=True)
+                     scope, med, first, *errs))  # fmt: skip
+        print(f"{name} score_grid {method}: first {first:.3f} s, median {med:.4f} s, "
+              f"{res.method} {res.n_exact} exact, errs {errs}", flush=True)  # fmt: skip
+    return rows
+
+
+def fftkde_row(name, x, h, points, ref_idx, ref, repeats):
+    """KDEpy FFTKDE on ``points`` (an equally spaced grid), timed and scored like the others."""
+    from KDEpy import FFTKDE
 
     def fft():
-        return FFTKDE(kernel="gaussian", bw=h).fit(x.astype(np.float64)).evaluate(cells)
+        return FFTKDE(kernel="gaussian", bw=h).fit(x.astype(np.float64)).evaluate(points)
 
-    first, sec, dens = timed(fft, args.repeats)
+    first, sec, dens = timed(fft, repeats)
     with np.errstate(divide="ignore"):
         errs = errors(np.log(np.maximum(dens, 0))[ref_idx], ref)
-    rows.append(("KDEpy FFTKDE (binned, approximate)", f"all {cells.shape[0]}", sec, first,
-                 *errs))  # fmt: skip
-    print(f"3-D FFTKDE: {sec:.3f} s, errs {errs}", flush=True)
-    return rows
+    print(f"{name} FFTKDE: {sec:.3f} s, errs {errs}", flush=True)
+    return ("KDEpy FFTKDE (binned, approximate)", f"all {points.shape[0]}", sec, first, *errs)
+
+
+def workload_3d(x, size, h, args):
+    """3-D rows: jaxkde's grid methods and FFTKDE only (the other tools would take hours)."""
+    axes = jaxkde.default_axes(jaxkde.KDE(bandwidth=h).fit(x).state_, size, 3.0)
+    cells = np.stack([g.reshape(-1) for g in np.meshgrid(*axes, indexing="ij")], axis=1)
+    ref_idx = np.sort(np.random.default_rng(2).choice(cells.shape[0], 256, replace=False))
+    ref = exact_log_density(x, cells[ref_idx], h)
+    index = np.arange(cells.shape[0])
+    rows = grid_method_rows("3-D", x, h, axes, index, ref_idx, ref, args.repeats)
+    return [*rows, fftkde_row("3-D", x, h, cells, ref_idx, ref, args.repeats)]
 
 
 def workload(name, x, grid, h, ref_idx, sub_idx, tree_idx, args):
@@ -151,18 +162,7 @@ def workload(name, x, grid, h, ref_idx, sub_idx, tree_idx, args):
         return kde, kde.fit(x).score_samples(grid)
 
     axes, index = grid_axes(grid)
-    for method in ("auto", "binned", "exact"):
-
-        def fit_grid(method=method):
-            return jaxkde.KDE(bandwidth=h).fit(x).score_grid(axes=axes, method=method)
-
-        first, med, res = timed(fit_grid, args.repeats)
-        errs = errors(res.log_density.reshape(-1)[index][ref_idx], ref)
-        label = {"auto": "auto", "binned": "binned", "exact": "exact"}[method]
-        rows.append((f"jaxkde score_grid {label} ({res.method}, {res.n_exact} exact cells)",
-                     f"all {g}", med, first, *errs))  # fmt: skip
-        print(f"{name} score_grid {method}: first {first:.3f} s, median {med:.4f} s, "
-              f"{res.method} {res.n_exact} exact, errs {errs}", flush=True)  # fmt: skip
+    rows += grid_method_rows(name, x, h, axes, index, ref_idx, ref, args.repeats)
     fitted = jaxkde.KDE(bandwidth=h).fit(x)
     first, med, _ = timed(lambda: fitted.score_grid(axes=axes, method="binned"), 10)
     rows.append(("jaxkde score_grid binned, fitted KDE (grid only)", f"all {g}", med, first,
@@ -179,16 +179,9 @@ def workload(name, x, grid, h, ref_idx, sub_idx, tree_idx, args):
                  None, None, None, None))  # fmt: skip
     print(f"{name} floor: {floor:.2f} s", flush=True)
 
-    from KDEpy import FFTKDE, TreeKDE
+    from KDEpy import TreeKDE
 
-    def fft():
-        return FFTKDE(kernel="gaussian", bw=h).fit(x.astype(np.float64)).evaluate(grid)
-
-    first, sec, dens = timed(fft, args.repeats)
-    with np.errstate(divide="ignore"):
-        errs = errors(np.log(np.maximum(dens, 0))[ref_idx], ref)
-    rows.append(("KDEpy FFTKDE (binned, approximate)", f"all {g}", sec, first, *errs))
-    print(f"{name} FFTKDE: {sec:.3f} s, errs {errs}", flush=True)
+    rows.append(fftkde_row(name, x, h, grid, ref_idx, ref, args.repeats))
 
     t0 = time.perf_counter()
     dens = TreeKDE(kernel="gaussian", bw=h).fit(x.astype(np.float64)).evaluate(grid[tree_idx])

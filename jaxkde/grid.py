@@ -340,11 +340,11 @@ def _binned_inputs(state: KDEState, axes):
     shape = tuple(a.shape[0] for a in axes)
     fft_shape = tuple(_fft_size(2 * g - 1) for g in shape)
     args = (jnp.asarray(origin, dtype), jnp.asarray(spacing, dtype))
-    return args, jnp.asarray(np.linalg.inv(h), dtype), shape, fft_shape, spacing
+    return args, jnp.asarray(np.linalg.inv(h), dtype), shape, fft_shape
 
 
 def _binned_state(state: KDEState, axes, with_error: bool):
-    (origin, spacing), h_inv, shape, fft_shape, _ = _binned_inputs(state, axes)
+    (origin, spacing), h_inv, shape, fft_shape = _binned_inputs(state, axes)
     log_f, lost, unsure = _binned(
         state, origin, spacing, h_inv, shape=shape, fft_shape=fft_shape, with_error=with_error
     )

@@ -37,7 +37,7 @@ from .state import KDEState, build_state, host_whitening, shared_row_counts
 __all__ = ["KDE", "KDEClassifier"]
 
 
-def _data_range(data: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _weighted_range(data: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature minimum and maximum of the rows of positive weight (float64)."""
     rows = data if weights is None else data[weights > 0]
     if rows.shape[0] == 0:
@@ -394,7 +394,7 @@ class KDE(_Params):
                 "bandwidth_": state.bandwidth_matrix(),
                 "bandwidth_fit_": fit,
                 "_whitening": whitening,
-                "_data_range": _data_range(data, weights),
+                "_data_range": _weighted_range(data, weights),
             }
         else:
             classes, codes = _encode_labels(y, data.shape[0])
@@ -419,7 +419,7 @@ class KDE(_Params):
                 "class_count_": counts,
                 "bandwidth_fit_": [f[2] for f in fits],
                 "_whitening": tuple(f[3] for f in fits),
-                "_data_range": _data_range(data, weights),
+                "_data_range": _weighted_range(data, weights),
             }
         for name in ("classes_", "class_prior_", "class_count_"):
             self.__dict__.pop(name, None)
