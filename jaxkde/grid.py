@@ -3,8 +3,15 @@
 A grid is a tuple of ``d`` increasing 1-D axes; its cells are their Cartesian product, and a
 grid log density has shape ``(len(axes[0]), ..., len(axes[-1]))``.
 
-* ``"exact"``: every cell through the blocked engine (:func:`jaxkde.log_density`), within its
-  stated bound (``1e-5 * s(q)`` in float32).
+* ``"exact"``: every cell by the fastest exact method that applies, each within the engine's
+  stated bound (``1e-5 * s(q)`` in float32):
+
+  - 1-D, tophat / epanechnikov / linear / cosine / exponential: sum updating
+    (:mod:`jaxkde.sum_updating`), ``O((n + cells) log n)``;
+  - 2-D and 3-D, Gaussian with a diagonal H: the factorised sum, one matrix product of per-axis
+    kernel factors per chunk of data, with cells whose factors underflow recomputed by the
+    engine;
+  - otherwise the blocked engine (:func:`jaxkde.log_density`), ``O(n cells)``.
 * ``"binned"`` (``d <= 3``, equally spaced axes, the data inside the grid): the weighted data
   are linearly binned onto the grid (each point shared among its ``2^d`` neighbouring nodes)
   and convolved with the kernel sampled at the grid offsets by one zero-padded FFT. It costs
@@ -13,15 +20,17 @@ grid log density has shape ``(len(axes[0]), ..., len(axes[-1]))``.
   ``(dx / sigma)^2 |u^2 - 1| / 8`` for a Gaussian term at ``u`` standard deviations) and the
   float32 FFT, whose rounding (about ``1e-7`` of the peak) swamps every cell far below the
   peak. Cells the FFT leaves at or below zero get ``-inf``.
-* ``"auto"``: ``"binned"`` where it is close, exact elsewhere. For the Gaussian kernel the
+* ``"auto"`` (the rule, in order): exact throughout when the kernel is not Gaussian, when
+  ``"binned"`` does not apply (``d > 3``, unequal spacing, data outside the grid, a subspace
+  state, an FFT too large), when the grid is coarser than ``MAX_SPACING`` kernel standard
+  deviations, or when the problem is small (``n * cells <= AUTO_EXACT_WORK``); otherwise
+  ``"binned"`` where it is close and exact elsewhere. For the Gaussian kernel the
   binning error of every cell is estimated to second order (the interpolation error of each
   term, ``sum_k f_k (1 - f_k) dx_k^2 / 2 d2K/dx_k^2``, binned and convolved like the density
   itself), FFT rounding is added (``2 eps log2(P)`` of the peak), and every cell whose estimate
   exceeds ``AUTO_REL_TOL`` of its density is recomputed exactly, in log space: the tails are
-  right. Other kernels (whose kinks and edges make linear binning first order), grids coarser
-  than ``MAX_SPACING`` kernel standard deviations, ``d > 3``, unequal spacing, data outside
-  the grid, states on a subspace, and small problems (``n * cells`` at most
-  ``AUTO_EXACT_WORK``) are evaluated exactly throughout.
+  right. Other kernels go exact because their kinks and edges make linear binning first order
+  (and the 1-D ones have exact sum updating).
 """
 
 from __future__ import annotations
@@ -40,6 +49,12 @@ from .conditional import ClassConditionalState
 from .engine import direct_sq_distances, log_density_whitened
 from .kernels import GaussianKernel
 from .state import KDEState, host_whitening, split_double_word, whiten_checked_queries
+from .sum_updating import (
+    SUM_UPDATING_BLOCK,
+    sort_data,
+    sorted_log_density,
+    supports_sum_updating,
+)
 
 __all__ = [
     "AUTO_EXACT_WORK",
@@ -387,11 +402,15 @@ def binned_log_density(state, axes) -> np.ndarray:
 
 
 def _exact_cells(state: KDEState, points: np.ndarray) -> np.ndarray:
-    """Exact log density at ``points`` ``(m, d)``, padded to power-of-two counts (few programs)."""
+    """Exact log density at ``points`` ``(m, d)``, padded to power-of-two counts (few programs):
+    by sum updating for the 1-D kernels that have it, else by the blocked engine."""
     m = points.shape[0]
     out = np.empty(m)
-    block = 4096
     hw = host_whitening(state)
+    if supports_sum_updating(state):
+        sorted_data, block = sort_data(state), SUM_UPDATING_BLOCK
+    else:
+        sorted_data, block = None, 4096
     for start in range(0, m, block):
         rows = points[start : start + block]
         r = rows.shape[0]
@@ -399,7 +418,10 @@ def _exact_cells(state: KDEState, points: np.ndarray) -> np.ndarray:
         if padded != r:
             rows = np.concatenate([rows, np.repeat(rows[:1], padded - r, axis=0)])
         hi, lo = whiten_checked_queries(state, rows, hw)
-        res = log_density_whitened(state, hi, lo, block_size=min(padded, 1024))
+        if sorted_data is None:
+            res = log_density_whitened(state, hi, lo, block_size=min(padded, 1024))
+        else:
+            res = sorted_log_density(sorted_data, hi, lo)
         out[start : start + r] = np.asarray(res, np.float64)[:r]
     return out
 

@@ -53,6 +53,7 @@ from .state import (
     split_double_word,
     whiten_queries,
 )
+from .sum_updating import SUM_UPDATING_KERNELS, loo_log_sums
 
 __all__ = [
     "CV_RULES",
@@ -111,6 +112,11 @@ def _check_kernel(kernel: str | Kernel) -> Kernel:
             "gaussian, exponential, epanechnikov, linear and cosine."
         )
     return kern
+
+
+def _sum_updates(d: int, kernel: Kernel, mesh) -> bool:
+    """1-D data on one device with a kernel that has exact sum updating: ``O(n log n)``."""
+    return d == 1 and mesh is None and kernel.name in SUM_UPDATING_KERNELS
 
 
 def _whiten_rows(x: jax.Array, chol: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -199,7 +205,8 @@ def loo_log_likelihood(
     log_weights : array, shape (n,)
         Normalised log weights (log-sum-exp 0); padding rows carry -inf.
     rows : int array, shape (m,)
-        Evaluation points, as rows of ``data`` (any number; taken ``block_size`` at a time).
+        Evaluation points, as rows of ``data`` of positive weight (any number; taken
+        ``block_size`` at a time).
     data_lo : array of shape (n, d), optional
         The low words of the centred data (``data + data_lo`` is the float64 value); with them
         distances of nearby points are exact whatever the data's offset and spread.
@@ -216,7 +223,9 @@ def loo_log_likelihood(
     q_lo = None if data_lo is None else data_lo[rows]
     local = functools.partial(_loo_log_sum, kernel=kernel, chunk_size=chunk_size,
                               block_size=block_size, precision=precision)  # fmt: skip
-    if mesh is None:
+    if _sum_updates(d, kernel, mesh):
+        lse = loo_log_sums(data, data_lo, log_weights, rows, chol.reshape(()), kernel=kernel)
+    elif mesh is None:
         lse = local(data, data_lo, log_weights, q_hi, q_lo, rows, chol, log_norm, 0)
     else:
         axis = mesh.axis_names[0]
@@ -298,7 +307,11 @@ def _loo_at_scales(params, data, log_weights, rows, data_lo, log_scales, *, kind
     local = functools.partial(_loo_log_sum, kernel=kernel, chunk_size=chunk_size,
                               block_size=block_size, precision=precision)  # fmt: skip
     m, g = rows.shape[0], log_scales.shape[0]
-    if mesh is None:
+    if _sum_updates(d, kernel, mesh):
+        h = chol.reshape(()) * jnp.exp(log_scales)
+        lse = jax.vmap(lambda b: loo_log_sums(data, data_lo, log_weights, rows, b,
+                                              kernel=kernel))(h).T  # fmt: skip
+    elif mesh is None:
         lse = local(data, data_lo, log_weights, q_hi, q_lo, rows, chol, log_norm, 0, grid=grid)
     else:
         axis = mesh.axis_names[0]
@@ -532,13 +545,19 @@ def fit_bandwidth(
             f"X, centred, overflows {np.dtype(dtype).name}; rescale X or enable float64."
         )
     log_w = log_w64.astype(dtype)
-    batch = min(n, 4096) if batch_size is None else check_positive_int(batch_size, "batch_size")
-    batch = min(batch, n)
+    # Rows of zero weight count for nothing in the objective (and an isolated one would give
+    # 0 * -inf): only positive-weight rows are evaluated.
+    positive = np.flatnonzero(w64 > 0)
+    n_pos = positive.size
+    batch = min(n_pos, 4096) if batch_size is None else check_positive_int(batch_size, "batch_size")
+    batch = min(batch, n_pos)
     key = as_key(key)
-    if batch < n:
-        eval_rows = jnp.sort(jax.random.permutation(key, n)[:batch])
+    if batch < n_pos:
+        eval_rows = jnp.asarray(
+            np.sort(positive[np.asarray(jax.random.permutation(key, n_pos))[:batch]])
+        )
     else:
-        eval_rows = jnp.arange(n)
+        eval_rows = jnp.asarray(positive)
     if mesh is None:
         x, x_lo, lw = jnp.asarray(hi), None if lo is None else jnp.asarray(lo), jnp.asarray(log_w)
     else:  # pad the rows to equal shards (log weight -inf), then place them on the devices
@@ -558,8 +577,8 @@ def fit_bandwidth(
         """The objective on all rows, and the largest gradient entry on the evaluation rows
         (one program when those are all the rows)."""
         value, grad = _loo_value_and_grad(p, x, lw, eval_rows, x_lo, **static)
-        if batch < n:
-            value = objective(p, x, lw, jnp.arange(n), x_lo)
+        if batch < n_pos:
+            value = objective(p, x, lw, jnp.asarray(positive), x_lo)
         return float(value), float(jnp.max(jnp.abs(grad)))
 
     # Stage 1: the scale of the starting bandwidth, over as many decades as it takes.

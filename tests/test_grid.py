@@ -85,6 +85,7 @@ def test_binned_other_kernels_converge_with_the_grid(kernel):
 def test_binned_agrees_with_kdepy_fftkde(d):
     """Where both compute the same binned estimate (Gaussian, isotropic h, the same grid)."""
     import KDEpy as kdepy  # a test dependency (the test extra)
+
     rng = np.random.default_rng(20 + d)
     x = _two_clusters(rng, 2000, d)
     h = 0.4
