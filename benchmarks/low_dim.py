@@ -20,6 +20,12 @@ given to every tool; times include fitting. Tools, side by side in one run:
   tolerances). Slow tools run on a subset of grid points and are extrapolated linearly (the
   table says so).
 
+Beside W3, the exact 1-D case of sum updating (:mod:`jaxkde.sum_updating`): the epanechnikov
+kernel, n = 1,000,000 data and as many queries anywhere, fit included, beside the blocked
+engine's time for the same job (extrapolated) and the leave-one-out likelihood over all rows.
+
+``--no-peers`` runs jaxkde alone (a GPU machine has no KDEpy); ``benchmarks/gpu.sh`` uses it.
+
 Errors are against a float64 exact sum on a subset of grid points (every 8th in 1-D, 256 drawn
 at random in 2-D): the largest density error relative to the largest density of the subset,
 and the largest log-density error where the density is at least 1e-3 (and 1e-20) of that.
@@ -37,6 +43,8 @@ import pathlib
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from _report import Summary, emit, kernel_sum_floor, machine, seconds, timed
 from scipy.special import logsumexp
@@ -144,7 +152,84 @@ def workload_3d(x, size, h, args):
     ref = exact_log_density(x, cells[ref_idx], h)
     index = np.arange(cells.shape[0])
     rows = grid_method_rows("3-D", x, h, axes, index, ref_idx, ref, args.repeats)
+    if args.no_peers:
+        return rows
     return [*rows, fftkde_row("3-D", x, h, cells, ref_idx, ref, args.repeats)]
+
+
+def epanechnikov_reference(x: np.ndarray, q: np.ndarray, h: float) -> np.ndarray:
+    """float64 exact epanechnikov KDE density at ``q``: every term inside each query's window
+    (found by searching the sorted data; the terms outside are exactly zero)."""
+    xs = np.sort(x.astype(np.float64))
+    lo = np.searchsorted(xs, q - h, side="right")
+    hi = np.searchsorted(xs, q + h, side="left")
+    out = np.empty(q.shape[0])
+    for i, (a, b) in enumerate(zip(lo, hi, strict=True)):
+        u = (q[i] - xs[a:b]) / h
+        out[i] = np.sum(1.0 - u * u)
+    return out * 0.75 / (h * xs.shape[0])
+
+
+def sum_updating_rows(args) -> tuple[list, dict]:
+    """Exact 1-D epanechnikov: n data and as many queries anywhere, by sum updating
+    (``score_samples`` routes there), fit included; the engine's time for the same job
+    extrapolated from a subset; the leave-one-out likelihood over all n rows, with its
+    gradient; the relative density error against float64 on reference queries."""
+    rng = np.random.default_rng(3)
+    n = args.n_sum
+    x = mixture_1d(n, rng)[:, None]
+    sd = float(np.std(x.astype(np.float64), ddof=1))
+    h = float(np.sqrt(5.0) * sd * n ** (-1 / 5))  # Scott's rule at the kernel's variance
+    lo, hi = float(x.min()) - 1.0, float(x.max()) + 1.0
+    q = np.where(rng.random(n) < 0.5, rng.uniform(lo, hi, n), mixture_1d(n, rng)).astype(
+        np.float32
+    )[:, None]
+    ref_q = q[:: max(1, n // 2000), 0]
+    ref = epanechnikov_reference(x[:, 0], ref_q.astype(np.float64), h)
+
+    def fit_score():
+        return jaxkde.KDE("epanechnikov", bandwidth=h).fit(x).score_samples(q)
+
+    first, med, got = timed(fit_score, args.repeats)
+    dens = np.exp(got[:: max(1, n // 2000)].astype(np.float64))
+    inside = ref > 0
+    rel = float(np.max(np.abs(dens[inside] / ref[inside] - 1.0)))
+    zeros_agree = bool(np.all(dens[~inside] == 0.0))
+    print(f"sum updating: first {first:.2f} s, median {med:.3f} s, rel err {rel:.2e}, "
+          f"empty windows -inf: {zeros_agree}", flush=True)  # fmt: skip
+    rows = [("jaxkde KDE('epanechnikov').fit(x).score_samples(q) (sum updating)", f"all {n:,}",
+             med, first, rel)]  # fmt: skip
+
+    kde = jaxkde.KDE("epanechnikov", bandwidth=h).fit(x)
+    sub = q[:4096]
+    jaxkde.log_density(kde.state_, sub).block_until_ready()
+    t0 = time.perf_counter()
+    jaxkde.log_density(kde.state_, sub).block_until_ready()
+    engine = (time.perf_counter() - t0) * n / sub.shape[0]
+    rows.append(("jaxkde blocked engine (jaxkde.log_density), the same job",
+                 f"{sub.shape[0]} queries, extrapolated", engine, None, None))  # fmt: skip
+    print(f"engine: {engine:.1f} s extrapolated", flush=True)
+
+    centred = x.astype(np.float64) - np.mean(x.astype(np.float64))
+    x_hi = centred.astype(np.float32)
+    x_lo = (centred - x_hi).astype(np.float32)
+    lw = np.full(n, -np.log(n), np.float32)
+    value_and_grad = jax.jit(jax.value_and_grad(jaxkde.loo_log_likelihood),
+                             static_argnames=("kind", "kernel"))  # fmt: skip
+    kern = jaxkde.get_kernel("epanechnikov")
+    params = jnp.asarray([np.log(h)], jnp.float32)
+    inputs = (jnp.asarray(x_hi), jnp.asarray(lw), jnp.arange(n), jnp.asarray(x_lo))
+
+    def loo():
+        v, g = value_and_grad(params, *inputs, kind="scalar", kernel=kern)
+        return float(v), float(g[0])
+
+    first_loo, med_loo, (value, grad) = timed(loo, args.repeats)
+    rows.append(("leave-one-out log-likelihood and gradient, all rows (sum updating)",
+                 f"all {n:,}", med_loo, first_loo, None))  # fmt: skip
+    print(f"LOO: first {first_loo:.2f} s, median {med_loo:.3f} s, value {value:.6f}, "
+          f"grad {grad:.3g}", flush=True)  # fmt: skip
+    return rows, {"h": h, "n": n, "zeros": zeros_agree, "loo": value}
 
 
 def workload(name, x, grid, h, ref_idx, sub_idx, tree_idx, args):
@@ -179,6 +264,8 @@ def workload(name, x, grid, h, ref_idx, sub_idx, tree_idx, args):
                  None, None, None, None))  # fmt: skip
     print(f"{name} floor: {floor:.2f} s", flush=True)
 
+    if args.no_peers:
+        return rows
     from KDEpy import TreeKDE
 
     rows.append(fftkde_row(name, x, h, grid, ref_idx, ref, args.repeats))
@@ -233,9 +320,13 @@ def run(argv=None) -> tuple[str, list[Summary]]:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--chunk-size", type=int, default=4096)
+    p.add_argument("--n-sum", type=int, default=1_000_000,
+                   help="data and queries of the exact 1-D sum-updating case")  # fmt: skip
+    p.add_argument("--no-peers", action="store_true",
+                   help="jaxkde only (for a GPU machine without KDEpy); the 2-D grid is then "
+                   "jaxkde's default axes instead of FFTKDE's")  # fmt: skip
     p.add_argument("--out", type=pathlib.Path)
     args = p.parse_args(argv)
-    from KDEpy import FFTKDE
 
     rng = np.random.default_rng(0)
     print(f"# W3 low-dimensional grids; {machine()}", flush=True)
@@ -250,7 +341,13 @@ def run(argv=None) -> tuple[str, list[Summary]]:
     x2 = mixture_2d(args.n_2d, rng)
     sd2 = float(np.sqrt(np.mean(np.var(x2.astype(np.float64), axis=0, ddof=1))))
     h2 = float(args.n_2d ** (-1 / 6) * sd2)
-    g2, _ = FFTKDE(kernel="gaussian", bw=h2).fit(x2.astype(np.float64)).evaluate(args.grid_2d)
+    if args.no_peers:
+        axes2 = jaxkde.default_axes(jaxkde.KDE(bandwidth=h2).fit(x2).state_, args.grid_2d, 3.0)
+        g2 = np.stack([a.reshape(-1) for a in np.meshgrid(*axes2, indexing="ij")], axis=1)
+    else:
+        from KDEpy import FFTKDE
+
+        g2, _ = FFTKDE(kernel="gaussian", bw=h2).fit(x2.astype(np.float64)).evaluate(args.grid_2d)
     n_grid = g2.shape[0]
     # Reference points scattered over the grid (a stride would follow one edge of it).
     idx2 = np.sort(np.random.default_rng(1).choice(n_grid, 256, replace=False))
@@ -261,9 +358,13 @@ def run(argv=None) -> tuple[str, list[Summary]]:
     sd3 = float(np.sqrt(np.mean(np.var(x3.astype(np.float64), axis=0, ddof=1))))
     h3 = float(args.n_3d ** (-1 / 7) * sd3)
     rows3 = workload_3d(x3, args.grid_3d, h3, args)
+    rows_su, su = sum_updating_rows(args)
 
     def f(v, fmt):
         return "" if v is None else format(v, fmt)
+
+    def ratio(sec, fft):
+        return "" if fft is None else f"{sec / fft[2]:.3g}x"
 
     lines = [
         f"W3, Gaussian kernel on grids, Scott bandwidth; {machine()}; {datetime.date.today()}; "
@@ -278,7 +379,7 @@ def run(argv=None) -> tuple[str, list[Summary]]:
         auto, binned, exact = rows[0], rows[1], rows[2]
         grid_only = rows[3]
         engine = rows[4]
-        fft = next(r for r in rows if r[0].startswith("KDEpy FFTKDE"))
+        fft = next((r for r in rows if r[0].startswith("KDEpy FFTKDE")), None)
         lines += [
             "",
             f"{title}, h = {h:.4g}:",
@@ -288,9 +389,16 @@ def run(argv=None) -> tuple[str, list[Summary]]:
             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for tool, scope, sec, first, rel, lerr, lerr20 in rows:
-            lines.append(f"| {tool} | {scope} | {seconds(sec)} | {sec / fft[2]:.3g}x | "
+            lines.append(f"| {tool} | {scope} | {seconds(sec)} | {ratio(sec, fft)} | "
                          f"{f(first, '.3g')} | {f(rel, '.1e')} | {f(lerr, '.1e')} | "
                          f"{f(lerr20, '.1e')} |")  # fmt: skip
+        if fft is None:
+            lines += ["", f"exact grid: score_samples at every point takes "
+                      f"{engine[2] / exact[2]:.2g}x its time."]  # fmt: skip
+            summary.append(Summary(f"W3 {title} (score_grid auto)", auto[2], None, "", None,
+                                   f"binned {seconds(binned[2])} s; exact grid "
+                                   f"{seconds(exact[2])} s"))  # fmt: skip
+            continue
         exact_peers = [r for r in rows if r[0].startswith(("SciPy", "scikit-learn"))]
         best = min(exact_peers, key=lambda r: r[2])
         lines += [
@@ -317,11 +425,24 @@ def run(argv=None) -> tuple[str, list[Summary]]:
         "/ peak | max log err (f >= 1e-3 peak) | max log err (f >= 1e-20 peak) |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    fft3 = rows3[-1]
+    fft3 = None if args.no_peers else rows3[-1]
     for tool, scope, sec, first, rel, lerr, lerr20 in rows3:
-        lines.append(f"| {tool} | {scope} | {seconds(sec)} | {sec / fft3[2]:.3g}x | "
+        lines.append(f"| {tool} | {scope} | {seconds(sec)} | {ratio(sec, fft3)} | "
                      f"{f(first, '.3g')} | {f(rel, '.1e')} | {f(lerr, '.1e')} | "
                      f"{f(lerr20, '.1e')} |")  # fmt: skip
+    lines += [
+        "",
+        f"Exact 1-D epanechnikov, n = {su['n']:,} data (the 1-D mixture) and as many queries "
+        f"(half uniform over the data's range +- 1, half from the mixture), h = {su['h']:.4g}; "
+        "density error relative to float64 (every term of each window) on "
+        f"{min(2000, su['n'])} of the queries; empty windows give -inf: {su['zeros']}:",
+        "",
+        "| computation | measured on | time (s) | first call (s) | max relative density err |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for tool, scope, sec, first, rel in rows_su:
+        lines.append(f"| {tool} | {scope} | {seconds(sec)} | {f(first, '.3g')} | "
+                     f"{f(rel, '.1e')} |")  # fmt: skip
     table = "\n".join(lines)
     emit(table, args.out)
     return table, summary

@@ -88,6 +88,13 @@ from .state import (
     whiten,
     whiten_queries,
 )
+from .sum_updating import (
+    SUM_UPDATING_KERNELS,
+    SortedData,
+    loo_log_sums,
+    sort_data,
+    sorted_log_density,
+)
 
 __version__ = "0.1.0"
 
@@ -100,6 +107,7 @@ __all__ = [
     "PRECISIONS",
     "RTOL",
     "RULES",
+    "SUM_UPDATING_KERNELS",
     "BandwidthChoice",
     "BandwidthFit",
     "ClassConditionalState",
@@ -116,6 +124,7 @@ __all__ = [
     "NotFittedError",
     "PCAState",
     "ParzenResult",
+    "SortedData",
     "TophatKernel",
     "UnivariateGaussianKernel",
     "as_key",
@@ -139,6 +148,7 @@ __all__ = [
     "log_density",
     "log_density_whitened",
     "loo_log_likelihood",
+    "loo_log_sums",
     "mixture_log_density",
     "pairwise_sq_distances",
     "parzen_log_likelihood",
@@ -162,6 +172,8 @@ __all__ = [
     "silverman_bandwidth",
     "silverman_factor",
     "silverman_full_bandwidth",
+    "sort_data",
+    "sorted_log_density",
     "unwhiten",
     "unwhiten_host",
     "weighted_mean_and_covariance",
