@@ -5,7 +5,7 @@ The engine is a set of pure, jitted functions of a fitted :class:`KDEState`
 scikit-learn style wrapper around them.
 """
 
-from . import datasets
+from . import datasets, plot
 from ._validation import NotFittedError
 from .bandwidths import (
     RULES,
@@ -155,6 +155,7 @@ __all__ = [
     "pca_fit",
     "pca_inverse_transform",
     "pca_transform",
+    "plot",
     "reduce_shards",
     "resolve_bandwidth",
     "sample",

@@ -1,0 +1,112 @@
+"""Plots: the curve and contours carry the grid densities; the CLI writes a real picture."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from PIL import Image
+
+import jaxkde
+from jaxkde.cli import main
+
+
+def test_density_curve_draws_the_grid_density():
+    x = np.random.default_rng(0).standard_normal((500, 1))
+    kde = jaxkde.KDE(bandwidth=0.3).fit(x)
+    fig, ax = plt.subplots()
+    assert jaxkde.plot.density_curve(kde, ax, grid_size=200) is ax
+    line = ax.get_lines()[0]
+    res = kde.score_grid(200)
+    assert np.allclose(line.get_xdata(), res.axes[0])
+    assert np.allclose(line.get_ydata(), np.exp(res.log_density))
+    plt.close(fig)
+
+
+def test_density_contours_span_the_density():
+    x = np.random.default_rng(1).standard_normal((500, 2)) * [1.0, 2.0]
+    kde = jaxkde.KDE(bandwidth=0.4).fit(x)
+    fig, ax = plt.subplots()
+    jaxkde.plot.density_contours(kde, ax, grid_size=64, levels=8)
+    filled = ax.collections[0]
+    peak = np.exp(kde.score_grid(64).log_density).max()
+    assert filled.levels[0] <= 0.0 + 1e-12 and filled.levels[-1] >= peak
+    assert len(fig.axes) == 2  # the colour bar
+    plt.close(fig)
+
+
+def test_plots_refuse_the_wrong_dimension_and_unfitted_models():
+    kde = jaxkde.KDE(bandwidth=0.4).fit(np.random.default_rng(2).standard_normal((50, 2)))
+    with pytest.raises(ValueError, match="1-D data; got 2-D"):
+        jaxkde.plot.density_curve(kde)
+    with pytest.raises(jaxkde.NotFittedError):
+        jaxkde.plot.density_contours(jaxkde.KDE())
+
+
+def _picture(path):
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return np.asarray(im.convert("RGB"))
+
+
+def test_cli_plot_1d_npy_and_2d_csv(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    npy = tmp_path / "x.npy"
+    np.save(npy, np.concatenate([rng.normal(0, 1, 400), rng.normal(5, 0.5, 200)]))
+    out1 = tmp_path / "curve.png"
+    assert main(["plot", "--data", str(npy), "--out", str(out1)]) == 0
+    assert "600 points, 1-D" in capsys.readouterr().out
+    img = _picture(out1)
+    assert img.shape == (480, 640, 3)
+    # Not blank: a white background with a coloured curve on it.
+    white = np.all(img > 245, axis=-1).mean()
+    assert 0.5 < white < 0.99
+    blue = (img[..., 2] > 150) & (img[..., 0] < 100)  # matplotlib's first colour, C0
+    assert blue.sum() > 500
+
+    csv = tmp_path / "xy.csv"
+    xy = rng.standard_normal((300, 3))
+    np.savetxt(csv, xy, delimiter=",", header="a,b,c", comments="")
+    out2 = tmp_path / "contours.png"
+    argv = ["plot", "--data", str(csv), "--columns", "a", "2", "--bandwidth", "0.5",
+            "--out", str(out2)]  # fmt: skip
+    assert main(argv) == 0
+    assert "300 points, 2-D (a, c)" in capsys.readouterr().out
+    img = _picture(out2)
+    assert img.shape == (520, 640, 3)
+    colours = np.unique(img.reshape(-1, 3), axis=0).shape[0]
+    assert colours > 50  # filled contours in many shades, not a blank canvas
+    assert not (tmp_path / ".contours.png.part").exists()
+
+
+def _npy(values):
+    return lambda p: np.save(p / "d.npy", np.asarray(values))
+
+
+def _text(name, text):
+    return lambda p: (p / name).write_text(text)
+
+
+@pytest.mark.parametrize(
+    ("make", "args", "message"),
+    [
+        (_npy(np.zeros((5, 3))), ["--data", "d.npy"], "choose one or two"),
+        (_npy(np.zeros(5)), ["--data", "d.npy", "--out", "f.jpg"], "--out must end"),
+        (_text("d.txt", "1\n"), ["--data", "d.txt"], "--data must end in .npy or .csv"),
+        (_npy([1.0, np.nan]), ["--data", "d.npy"], "NaN or infinite"),
+        (_text("d.csv", "a,b\n1,2\n"), ["--data", "d.csv", "--columns", "z"], "no column 'z'"),
+        (_npy(np.zeros((5, 2))), ["--data", "d.npy", "--columns", "4"], "out of range"),
+    ],
+)
+def test_cli_plot_bad_input_is_one_line(tmp_path, monkeypatch, capsys, make, args, message):
+    monkeypatch.chdir(tmp_path)
+    make(tmp_path)
+    argv = ["plot", *args] if "--out" in args else ["plot", *args, "--out", "f.png"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("jaxkde: error:") and message in err and "Traceback" not in err
+    assert not (tmp_path / "f.png").exists()
