@@ -186,9 +186,9 @@ def _data_range(state: KDEState) -> tuple[jax.Array, jax.Array]:
     z = state.points.reshape(-1, k)
     if state.points_lo is not None:
         z = z + state.points_lo.reshape(-1, k)
-    u = z * state.chol if state.chol.ndim == 1 else z @ state.chol.T
+    u = z * state.chol if state.chol.ndim == 1 else _matmul(z, state.chol.T)
     if state.basis is not None:
-        u = u @ state.basis.T
+        u = _matmul(u, state.basis.T)
     keep = jnp.isfinite(state.log_weights.reshape(-1))[:, None]
     return jnp.min(jnp.where(keep, u, jnp.inf), 0), jnp.max(jnp.where(keep, u, -jnp.inf), 0)
 
@@ -254,6 +254,11 @@ def _fft_size(n: int) -> int:
     return best
 
 
+def _matmul(a: jax.Array, b: jax.Array) -> jax.Array:
+    """A true float32/float64 product: coordinates never go through TF32 on GPUs."""
+    return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
+
+
 def _whiten_offsets(state: KDEState, offsets: jax.Array) -> jax.Array:
     if state.chol.ndim == 1:
         return offsets / state.chol
@@ -271,7 +276,7 @@ def _binned(state, origin, spacing, h_inv, *, shape, fft_shape, with_error):
     if state.points_lo is not None:
         z = z + state.points_lo.reshape(-1, d)
     w = jnp.exp(state.log_weights.reshape(-1))
-    u = z * state.chol if state.chol.ndim == 1 else z @ state.chol.T
+    u = z * state.chol if state.chol.ndim == 1 else _matmul(z, state.chol.T)
     t = (u - origin) / spacing  # fractional node index of each point, per axis
     size = jnp.asarray(shape, dtype)
     outside = jnp.any((t < -1e-3) | (t > size - 1 + 1e-3), axis=1)
@@ -335,7 +340,7 @@ def _binned(state, origin, spacing, h_inv, *, shape, fft_shape, with_error):
         return log_f, lost, jnp.zeros(shape, bool)
     # Linear interpolation of a term between nodes errs by sum_k f_k (1 - f_k) dx_k^2 / 2
     # d2K/dx_k^2 (to second order); for the Gaussian d2K/dx_k^2 = ((H^-1 o)_k^2 - H^-1_kk) K.
-    g = offsets @ h_inv
+    g = _matmul(offsets, h_inv)
     spec = 0.0
     for k in range(d):
         second = (g[:, k] ** 2 - h_inv[k, k]) * table
@@ -490,7 +495,7 @@ def _factorised(z_hi, z_lo, log_w, axes_hi, axes_lo, *, shape):
         for k in range(1, d - 1):
             left = (left[:, None, :] * exps[k][None, :, :]).reshape(-1, left.shape[1])
             left_shift = (left_shift[:, None] + shifts[k][None, :]).reshape(-1)
-        prod = jnp.matmul(left, exps[d - 1].T, precision=jax.lax.Precision.HIGHEST)
+        prod = _matmul(left, exps[d - 1].T)
         shift = left_shift[:, None] + shifts[d - 1][None, :]
         tiny = prod < jnp.exp(jnp.asarray(-floor, dtype))
         part = jnp.where(prod > 0, shift + jnp.log(jnp.where(prod > 0, prod, 1.0)), -jnp.inf)

@@ -3,8 +3,10 @@ force, the engine and KDEpy's FFTKDE."""
 
 from __future__ import annotations
 
+import functools
 import warnings
 
+import jax
 import numpy as np
 import pytest
 from conftest import brute_log_density
@@ -257,3 +259,43 @@ def test_factorised_underflow_falls_back_to_the_engine():
     res = kde.score_grid(axes=axes, method="exact")
     ref = brute_log_density(x, _cells(axes), np.array([1.0, 1.0])).reshape(71, 71)
     assert np.all(np.abs(res.log_density - ref) <= 1e-5 * np.maximum(np.abs(ref), 1.0))
+
+
+def test_grid_products_are_true_float32_never_tf32():
+    """Every matrix product of the binned and factorised paths asks for HIGHEST precision
+    (on GPUs the default is TF32: a 2-D full-H auto grid then missed its 0.01-nat bound on an
+    H100, 2026-11-28)."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(300, 2)) @ np.array([[1.0, 0.0], [0.8, 0.6]])
+    state = jaxkde.KDE(bandwidth="scott_full").fit(x).state_
+    axes = tuple(np.linspace(-6, 6, 32) for _ in range(2))
+    (origin, spacing), h_inv, shape, fft_shape = grid._binned_inputs(state, axes)
+    jaxprs = [
+        jax.make_jaxpr(
+            functools.partial(grid._binned, shape=shape, fft_shape=fft_shape, with_error=True)
+        )(state, origin, spacing, h_inv),
+        jax.make_jaxpr(grid._data_range)(state),
+    ]
+    dots = [
+        eqn
+        for jaxpr in jaxprs
+        for eqn in _all_eqns(jaxpr.jaxpr)
+        if eqn.primitive.name == "dot_general"
+    ]
+    assert dots
+    for eqn in dots:
+        precision = eqn.params["precision"]
+        assert precision is not None and all(p == jax.lax.Precision.HIGHEST for p in precision), (
+            precision
+        )
+
+
+def _all_eqns(jaxpr):
+    """Every equation of a jaxpr and of the jaxprs nested in its equations (jit, scan, ...)."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from _all_eqns(inner)
