@@ -443,6 +443,12 @@ def run(argv=None) -> tuple[str, list[Summary]]:
     for tool, scope, sec, first, rel in rows_su:
         lines.append(f"| {tool} | {scope} | {seconds(sec)} | {f(first, '.3g')} | "
                      f"{f(rel, '.1e')} |")  # fmt: skip
+    lines += [
+        "",
+        f"Leave-one-out mean log-likelihood at this h: {su['loo']:.6g}"
+        + (" (-inf: some point has no other within h, as compact kernels allow)."
+           if su["loo"] == -np.inf else "."),
+    ]  # fmt: skip
     table = "\n".join(lines)
     emit(table, args.out)
     return table, summary

@@ -204,7 +204,11 @@ def _write_atomically(path: pathlib.Path, write) -> None:
     into place: a failed or interrupted write leaves the previous file (if any) untouched."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        # mkstemp makes the file private (0600); give it the mode a plain open would.
+        os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

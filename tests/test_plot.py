@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -80,7 +83,10 @@ def test_cli_plot_1d_npy_and_2d_csv(tmp_path, capsys):
     assert img.shape == (520, 640, 3)
     colours = np.unique(img.reshape(-1, 3), axis=0).shape[0]
     assert colours > 50  # filled contours in many shades, not a blank canvas
-    assert not (tmp_path / ".contours.png.part").exists()
+    assert not list(tmp_path.glob(".contours.png.*"))  # no temporary file left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out2.stat().st_mode) == 0o666 & ~umask  # as a plain open() makes it
 
 
 def _npy(values):
