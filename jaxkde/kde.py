@@ -532,13 +532,13 @@ class KDE(_Params):
             fn = mixture_log_density
         elif self.__dict__.get("_fit_mesh") is not None:
             fn = sharded_log_density
-        elif supports_sum_updating(state):
-            if self.__dict__.get("_sorted") is None:
-                self._sorted = sort_data(state)
+        else:
+            if self.__dict__.get("_sorted") is None:  # decided once per fit (False: engine)
+                self._sorted = supports_sum_updating(state) and sort_data(state)
+            if self._sorted is False:
+                return self._evaluate(log_density, X, batch_size)
             fn = functools.partial(sum_updating_log_density, self._sorted)
             return self._evaluate(fn, X, batch_size, default_block=SUM_UPDATING_BLOCK)
-        else:
-            fn = log_density
         return self._evaluate(fn, X, batch_size)
 
     def score_grid(

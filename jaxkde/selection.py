@@ -114,6 +114,10 @@ def _check_kernel(kernel: str | Kernel) -> Kernel:
     return kern
 
 
+#: Largest |x / h| the leave-one-out search lets sum updating see, per working dtype.
+_SUM_UPDATING_SPAN = {np.dtype(np.float32): 2.0**21, np.dtype(np.float64): 2.0**49}
+
+
 def _sum_updates(d: int, kernel: Kernel, mesh) -> bool:
     """1-D data on one device with a kernel that has exact sum updating: ``O(n log n)``."""
     return d == 1 and mesh is None and kernel.name in SUM_UPDATING_KERNELS
@@ -224,7 +228,14 @@ def loo_log_likelihood(
     local = functools.partial(_loo_log_sum, kernel=kernel, chunk_size=chunk_size,
                               block_size=block_size, precision=precision)  # fmt: skip
     if _sum_updates(d, kernel, mesh):
-        lse = loo_log_sums(data, data_lo, log_weights, rows, chol.reshape(()), kernel=kernel)
+        # Sum updating while x / h stays in its exact range; the engine beyond (tiny h).
+        h = chol.reshape(())
+        inside = jnp.max(jnp.abs(data)) < h * _SUM_UPDATING_SPAN[np.dtype(data.dtype)]
+        lse = lax.cond(
+            inside,
+            lambda: loo_log_sums(data, data_lo, log_weights, rows, h, kernel=kernel),
+            lambda: local(data, data_lo, log_weights, q_hi, q_lo, rows, chol, log_norm, 0),
+        )
     elif mesh is None:
         lse = local(data, data_lo, log_weights, q_hi, q_lo, rows, chol, log_norm, 0)
     else:
@@ -391,7 +402,7 @@ _SCALE_GRID = np.linspace(-3.0, 1.0, 17) * math.log(10.0)
 _SCALE_LIMITS = (-12.0 * math.log(10.0), 6.0 * math.log(10.0))
 
 
-def _scale_search(evaluate, xtol: float):
+def _scale_search(evaluate, xtol: float, lowest: float = _SCALE_LIMITS[0]):
     """Maximise ``evaluate(log_scales) -> values`` over a log scale by grids of 17 points.
 
     Returns ``(status, best_log_scale, best_value, width)``: the best grid point, and the
@@ -410,7 +421,7 @@ def _scale_search(evaluate, xtol: float):
             continue
         best = int(np.argmax(np.where(finite, values, -np.inf)))
         span = grid[-1] - grid[0]
-        if best == 0 and grid[0] > _SCALE_LIMITS[0]:
+        if best == 0 and grid[0] > lowest:
             grid = grid - span
             continue
         if best == grid.size - 1 and grid[-1] < _SCALE_LIMITS[1]:
@@ -588,7 +599,15 @@ def fit_bandwidth(
         return _loo_at_scales(start, x, lw, eval_rows, x_lo, jnp.asarray(log_scales, dtype),
                               **static)  # fmt: skip
 
-    status, log_c, _, _ = _scale_search(evaluate, xtol)
+    lowest = _SCALE_LIMITS[0]
+    if _sum_updates(d, kern, mesh):
+        # Sum updating places points in unit cells of the working dtype: keep x / h within
+        # its exact range (2^21 bandwidths of float32 from the centre).
+        span = float(np.max(np.abs(centred)))
+        limit = float(np.sqrt(init.max()))  # the start's scale
+        if span > 0:
+            lowest = max(lowest, math.log(span / _SUM_UPDATING_SPAN[np.dtype(dtype)] / limit))
+    status, log_c, _, _ = _scale_search(evaluate, xtol, lowest)
     if status != "converged":
         value, gradient = value_and_gradient(start)
         fit = BandwidthFit(init, value, np.zeros(0), 0, False, params0, status, gradient)

