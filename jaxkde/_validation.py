@@ -136,10 +136,9 @@ def check_data(
         )
     dtype = working_dtype(arr.dtype)
     with np.errstate(over="ignore"):
-        data = arr.astype(np.float64)  # longdouble beyond float64's range becomes inf
-    finite = np.isfinite(data).all(axis=1)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
+        data = arr.astype(np.float64, copy=False)  # longdouble beyond float64's range: inf
+    if not np.isfinite(data).all():  # whole-array test first: a per-row pass is slow on narrow data
+        bad = np.flatnonzero(~np.isfinite(data).all(axis=1))
         more = f" (and {bad.size - 1} other rows)" if bad.size > 1 else ""
         raise ValueError(
             f"{name} contains NaN or infinity (or a value beyond float64's range) in row "

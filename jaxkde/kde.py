@@ -49,7 +49,9 @@ def _weighted_range(data: np.ndarray, weights: np.ndarray | None) -> tuple[np.nd
     rows = data if weights is None else data[weights > 0]
     if rows.shape[0] == 0:
         rows = data
-    return rows.min(axis=0), rows.max(axis=0)
+    # Column by column: NumPy's axis-0 reductions crawl over narrow C-ordered arrays.
+    columns = [rows[:, k] for k in range(rows.shape[1])]
+    return np.array([c.min() for c in columns]), np.array([c.max() for c in columns])
 
 
 def _query_block_rows(rows: int, block: int) -> int:

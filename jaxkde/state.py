@@ -202,8 +202,8 @@ def whiten_checked_queries(
     hw = host_whitening(state) if whitening is None else whitening
     z = _whiten64(data, hw)
     hi, lo = split_double_word(z, hw.dtype)
-    bad = ~np.isfinite(hi).all(axis=1)
-    if bad.any():  # beyond the working dtype: infinitely far from every point in that dtype
+    bad = ~np.isfinite(hi).all(axis=1) if not np.isfinite(hi).all() else None
+    if bad is not None:  # beyond the working dtype: infinitely far from every point in that dtype
         hi[bad] = np.inf
         if lo is not None:
             lo[bad] = 0.0
@@ -337,7 +337,7 @@ def build_state(
     n, _ = x64.shape
     w64, log_w64 = normalized_log_weights(weights, n)
     # The weighted mean in float64 (any point would do for a state of zero mass).
-    centre = np.einsum("i,ij->j", w64, x64) if w64.any() else x64.mean(axis=0)
+    centre = w64 @ x64 if w64.any() else x64.mean(axis=0)
     h = np.asarray(bandwidth, np.float64)
     chol64 = np.sqrt(h) if h.ndim == 1 else np.linalg.cholesky(h)
     chol_w = _cast_checked(chol64, dtype, "the bandwidth's Cholesky factor")
@@ -376,7 +376,10 @@ def build_state(
     n_chunks, size = chunk_layout(n if n_rows is None else n_rows, chunk_size)
     pad = n_chunks * size - n
     with np.errstate(over="ignore"):
-        sq = np.einsum("ij,ij->i", z64, z64).astype(dtype)
+        if k <= 3:  # columns: einsum's row reduction crawls over narrow arrays
+            sq = sum(z64[:, j] * z64[:, j] for j in range(k)).astype(dtype)
+        else:
+            sq = np.einsum("ij,ij->i", z64, z64).astype(dtype)
 
     def chunked(a, fill=0.0):
         a = np.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1), constant_values=fill)
