@@ -53,7 +53,7 @@ from .state import (
     split_double_word,
     whiten_queries,
 )
-from .sum_updating import SUM_UPDATING_KERNELS, loo_log_sums
+from .sum_updating import _MAX_WHITENED, SUM_UPDATING_KERNELS, loo_log_sums
 
 __all__ = [
     "CV_RULES",
@@ -112,10 +112,6 @@ def _check_kernel(kernel: str | Kernel) -> Kernel:
             "gaussian, exponential, epanechnikov, linear and cosine."
         )
     return kern
-
-
-#: Largest |x / h| the leave-one-out search lets sum updating see, per working dtype.
-_SUM_UPDATING_SPAN = {np.dtype(np.float32): 2.0**21, np.dtype(np.float64): 2.0**49}
 
 
 def _sum_updates(d: int, kernel: Kernel, mesh) -> bool:
@@ -230,7 +226,7 @@ def loo_log_likelihood(
     if _sum_updates(d, kernel, mesh):
         # Sum updating while x / h stays in its exact range; the engine beyond (tiny h).
         h = chol.reshape(())
-        inside = jnp.max(jnp.abs(data)) < h * _SUM_UPDATING_SPAN[np.dtype(data.dtype)]
+        inside = jnp.max(jnp.abs(data)) < h * _MAX_WHITENED[np.dtype(data.dtype)]
         lse = lax.cond(
             inside,
             lambda: loo_log_sums(data, data_lo, log_weights, rows, h, kernel=kernel),
@@ -602,11 +598,11 @@ def fit_bandwidth(
     lowest = _SCALE_LIMITS[0]
     if _sum_updates(d, kern, mesh):
         # Sum updating places points in unit cells of the working dtype: keep x / h within
-        # its exact range (2^21 bandwidths of float32 from the centre).
+        # its exact range (2^22 bandwidths of float32 from the centre).
         span = float(np.max(np.abs(centred)))
         limit = float(np.sqrt(init.max()))  # the start's scale
         if span > 0:
-            lowest = max(lowest, math.log(span / _SUM_UPDATING_SPAN[np.dtype(dtype)] / limit))
+            lowest = max(lowest, math.log(span / _MAX_WHITENED[np.dtype(dtype)] / limit))
     status, log_c, _, _ = _scale_search(evaluate, xtol, lowest)
     if status != "converged":
         value, gradient = value_and_gradient(start)
