@@ -4,10 +4,11 @@ A grid is a tuple of ``d`` increasing 1-D axes; its cells are their Cartesian pr
 grid log density has shape ``(len(axes[0]), ..., len(axes[-1]))``.
 
 * ``"exact"``: every cell by the fastest exact method that applies, each within the engine's
-  stated bound (``1e-5 * s(q)`` in float32):
+  stated bound (``1e-5 * s(q)`` in float32), except sum updating's near a compact kernel's edge:
 
   - 1-D, tophat / epanechnikov / linear / cosine / exponential: sum updating
-    (:mod:`jaxkde.sum_updating`), ``O((n + cells) log n)``;
+    (:mod:`jaxkde.sum_updating`), ``O((n + cells) log n)``; its compact kernels' error is a
+    few tens of eps of the window's weight, absolute in kernel units;
   - 2-D and 3-D, Gaussian with a diagonal H: the factorised sum, one matrix product of per-axis
     kernel factors per chunk of data, with cells whose factors underflow recomputed by the
     engine;

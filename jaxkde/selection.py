@@ -600,9 +600,9 @@ def fit_bandwidth(
         # Sum updating places points in unit cells of the working dtype: keep x / h within
         # its exact range (2^22 bandwidths of float32 from the centre).
         span = float(np.max(np.abs(centred)))
-        limit = float(np.sqrt(init.max()))  # the start's scale
+        start_scale = float(np.sqrt(init.max()))
         if span > 0:
-            lowest = max(lowest, math.log(span / _MAX_WHITENED[np.dtype(dtype)] / limit))
+            lowest = max(lowest, math.log(span / _MAX_WHITENED[np.dtype(dtype)] / start_scale))
     status, log_c, _, _ = _scale_search(evaluate, xtol, lowest)
     if status != "converged":
         value, gradient = value_and_gradient(start)

@@ -202,8 +202,8 @@ def whiten_checked_queries(
     hw = host_whitening(state) if whitening is None else whitening
     z = _whiten64(data, hw)
     hi, lo = split_double_word(z, hw.dtype)
-    bad = ~np.isfinite(hi).all(axis=1) if not np.isfinite(hi).all() else None
-    if bad is not None:  # beyond the working dtype: infinitely far from every point in that dtype
+    if not np.isfinite(hi).all():  # beyond the working dtype: infinitely far from every point
+        bad = ~np.isfinite(hi).all(axis=1)
         hi[bad] = np.inf
         if lo is not None:
             lo[bad] = 0.0
