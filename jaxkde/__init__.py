@@ -5,7 +5,7 @@ The engine is a set of pure, jitted functions of a fitted :class:`KDEState`
 scikit-learn style wrapper around them.
 """
 
-from . import datasets, plot
+from . import datasets, plot, selectors
 from ._validation import NotFittedError
 from .bandwidths import (
     RULES,
@@ -65,12 +65,23 @@ from .pca import PCAState, pca_fit, pca_inverse_transform, pca_transform
 from .sampling import as_key, sample, sample_around, sample_host, sample_with_centres
 from .selection import (
     CV_RULES,
+    LSCV_RULES,
     BandwidthFit,
     ParzenResult,
     fit_bandwidth,
     grid_log_likelihood,
     loo_log_likelihood,
+    lscv_at_scales,
     parzen_log_likelihood,
+)
+from .selectors import (
+    SELECTORS,
+    SelectorError,
+    isj_bandwidth,
+    lscv_bandwidth,
+    plugin_bandwidth,
+    silverman_robust_bandwidth,
+    sj_bandwidth,
 )
 from .sharding import (
     reduce_shards,
@@ -104,9 +115,11 @@ __all__ = [
     "GRID_METHODS",
     "KDE",
     "KERNEL_NAMES",
+    "LSCV_RULES",
     "PRECISIONS",
     "RTOL",
     "RULES",
+    "SELECTORS",
     "SUM_UPDATING_KERNELS",
     "BandwidthChoice",
     "BandwidthFit",
@@ -124,6 +137,7 @@ __all__ = [
     "NotFittedError",
     "PCAState",
     "ParzenResult",
+    "SelectorError",
     "SortedData",
     "TophatKernel",
     "UnivariateGaussianKernel",
@@ -145,10 +159,13 @@ __all__ = [
     "grid_log_likelihood",
     "host_whitening",
     "identity_bandwidth",
+    "isj_bandwidth",
     "log_density",
     "log_density_whitened",
     "loo_log_likelihood",
     "loo_log_sums",
+    "lscv_at_scales",
+    "lscv_bandwidth",
     "mixture_log_density",
     "pairwise_sq_distances",
     "parzen_log_likelihood",
@@ -156,6 +173,7 @@ __all__ = [
     "pca_inverse_transform",
     "pca_transform",
     "plot",
+    "plugin_bandwidth",
     "reduce_shards",
     "resolve_bandwidth",
     "sample",
@@ -167,12 +185,15 @@ __all__ = [
     "scott_bandwidth",
     "scott_factor",
     "scott_full_bandwidth",
+    "selectors",
     "shard_state",
     "sharded_log_density",
     "sharded_log_density_whitened",
     "silverman_bandwidth",
     "silverman_factor",
     "silverman_full_bandwidth",
+    "silverman_robust_bandwidth",
+    "sj_bandwidth",
     "sort_data",
     "sorted_log_density",
     "unwhiten",

@@ -24,6 +24,7 @@ import numpy as np
 from jax import lax
 
 from ._validation import check_positive_definite, check_real
+from .selectors import FULL_SELECTORS, PER_DIMENSION_SELECTORS, SELECTORS, select_with_fallback
 from .state import normalized_log_weights
 
 __all__ = [
@@ -253,7 +254,10 @@ def resolve_bandwidth(
         Read in float64: the rules are computed on the host, from data centred there.
     weights : array-like of shape (n,), or None
     bandwidth : str, float, array of shape (d,) or (d, d)
-        A rule name from ``RULES``, the isotropic scale ``h`` (``H = h^2 I``), one scale per
+        A rule name from ``RULES`` or a selector from :data:`jaxkde.selectors.SELECTORS`
+        (``"silverman_robust"``, ``"isj"``, ``"sj"``, ``"plugin"``; one that finds no bandwidth
+        falls back to ``"silverman_robust"`` with a warning), the isotropic scale ``h``
+        (``H = h^2 I``), one scale per
         dimension (``H = diag(h_i^2)``), or the matrix ``H``. ``h`` scales the kernel's radius,
         as scikit-learn's ``bandwidth`` does: it is the standard deviation of each coordinate for
         the Gaussian kernel only (see :data:`jaxkde.kernels.KERNEL_STD`).
@@ -280,8 +284,7 @@ def resolve_bandwidth(
         raise ValueError(f"variance_floor must be in (0, 1); got {variance_floor!r}.")
     if not isinstance(bandwidth, str):
         return BandwidthChoice(_check_user_bandwidth(bandwidth, dim), None, 0)
-    if bandwidth not in RULES:
-        raise ValueError(f"bandwidth rule must be one of {list(RULES)}; got {bandwidth!r}.")
+    _check_rule_name(bandwidth)
     if bandwidth == "identity":
         return BandwidthChoice(np.ones((dim,)), None, 0)
     if data.shape[0] < 2:
@@ -289,7 +292,7 @@ def resolve_bandwidth(
             f"bandwidth rule {bandwidth!r} needs at least 2 samples (rows of X) to estimate a "
             f"variance; got {data.shape[0]} sample."
         )
-    full = bandwidth.endswith("_full")
+    full = bandwidth.endswith("_full") or bandwidth in FULL_SELECTORS
     # Statistics and rules in float64 on the host, from data centred there: the offset of the
     # data never meets the working dtype's rounding.
     x64 = _as_float64(data)
@@ -320,8 +323,14 @@ def resolve_bandwidth(
         )
     degenerate = eigval <= variance_floor * top
     n_degenerate = int(degenerate.sum())
+
+    def rule(coords: np.ndarray) -> np.ndarray:
+        if bandwidth in SELECTORS:
+            return select_with_fallback(bandwidth, coords, weights)
+        return _host_rule(bandwidth, coords, w64)
+
     if n_degenerate == 0:
-        return BandwidthChoice(_host_rule(bandwidth, centred, w64), None, 0)
+        return BandwidthChoice(rule(centred), None, 0)
     what = "eigenvalues of the covariance" if full else "features"
     if zero_variance == "floor":
         warnings.warn(
@@ -332,7 +341,11 @@ def resolve_bandwidth(
             RuntimeWarning,
             stacklevel=3,
         )
-        matrix = _host_rule(bandwidth, centred, w64)
+        if bandwidth in RULES:  # the rule's own value on every feature, then floored
+            matrix = _host_rule(bandwidth, centred, w64)
+        else:  # selectors need spread: selected on the span of the data, then floored
+            basis = eigvec[:, ~degenerate] if full else np.eye(dim)[:, ~degenerate]
+            matrix = _embed(rule(centred @ basis), basis, full)
         floor = variance_floor * (np.linalg.eigvalsh(matrix).max() if full else matrix.max())
         if full:
             val, vec = np.linalg.eigh((matrix + matrix.T) / 2)
@@ -351,4 +364,26 @@ def resolve_bandwidth(
         basis = eigvec[:, ~degenerate]
     else:
         basis = np.eye(dim)[:, ~degenerate]
-    return BandwidthChoice(_host_rule(bandwidth, centred @ basis, w64), basis, n_degenerate)
+    return BandwidthChoice(rule(centred @ basis), basis, n_degenerate)
+
+
+def _embed(matrix: np.ndarray, basis: np.ndarray, full: bool) -> np.ndarray:
+    """``H`` of the subspace ``basis`` as a ``(d, d)`` matrix (or diagonal ``(d,)``), zero on
+    the complement (floored by the caller)."""
+    if not full:
+        return basis @ matrix  # columns of the identity: the diagonal, zeros elsewhere
+    inner = np.diag(matrix) if matrix.ndim == 1 else matrix
+    return basis @ inner @ basis.T
+
+
+def _check_rule_name(bandwidth: str) -> None:
+    if bandwidth in RULES or bandwidth in SELECTORS:
+        return
+    stem = bandwidth.removesuffix("_full")
+    if stem != bandwidth and stem in PER_DIMENSION_SELECTORS:
+        raise ValueError(
+            f"bandwidth={bandwidth!r}: the {stem!r} selector is defined one feature at a time "
+            "(a diagonal H) and has no full-matrix version; for a full H use 'plugin', "
+            "'lscv_full', 'cv_full' or 'scott_full'."
+        )
+    raise ValueError(f"bandwidth rule must be one of {[*RULES, *SELECTORS]}; got {bandwidth!r}.")

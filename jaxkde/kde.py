@@ -31,7 +31,8 @@ from .engine import PRECISIONS, default_block_sizes, log_density
 from .grid import GridDensity, default_axes, grid_log_density
 from .kernels import UnivariateGaussianKernel, get_kernel
 from .sampling import as_key, check_sample_size, sample_host
-from .selection import _STATUS_MESSAGES, CV_RULES, fit_bandwidth
+from .selection import _STATUS_MESSAGES, CV_RULES, LSCV_RULES, fit_bandwidth
+from .selectors import SELECTORS
 from .sharding import shard_state, sharded_log_density
 from .state import KDEState, build_state, host_whitening, shared_row_counts
 from .sum_updating import (
@@ -42,6 +43,13 @@ from .sum_updating import (
 )
 
 __all__ = ["KDE", "KDEClassifier"]
+
+#: Learned bandwidths: name -> (parameterisation, objective) of :func:`fit_bandwidth`.
+_LEARNED = {
+    **{name: (kind, "likelihood") for name, kind in CV_RULES.items()},
+    **{name: (kind, "lscv") for name, kind in LSCV_RULES.items()},
+}
+_BANDWIDTH_NAMES = (*RULES, *SELECTORS, *_LEARNED)
 
 
 def _weighted_range(data: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -189,12 +197,15 @@ class KDE(_Params):
         normalised for d > 1; see :class:`jaxkde.kernels.UnivariateGaussianKernel`).
     bandwidth : str, float, array of shape (d,) or (d, d), or dict, optional
         A rule name (``"scott"`` (default), ``"silverman"``, ``"scott_full"``,
-        ``"silverman_full"``, ``"identity"``), a learned bandwidth (``"cv"``, ``"cv_diagonal"``,
-        ``"cv_full"``: maximum leave-one-out likelihood, see :func:`jaxkde.fit_bandwidth`), the
-        isotropic standard deviation ``h``, one standard deviation per feature, or the matrix
-        ``H``. For ``"univariate_gaussian"``, the positive scalar ``h`` (default 1.0). When
-        fitting with labels, a rule is applied within each class, and a dict maps each class
-        label to its own bandwidth.
+        ``"silverman_full"``, ``"identity"``), a selector (``"silverman_robust"``, ``"isj"``,
+        ``"sj"`` per feature, ``"plugin"`` full matrix up to 6 features; see
+        :mod:`jaxkde.selectors`), a learned bandwidth (``"cv"``, ``"cv_diagonal"``,
+        ``"cv_full"``: maximum leave-one-out likelihood; ``"lscv"``, ``"lscv_diagonal"``,
+        ``"lscv_full"``: least-squares cross-validation, gaussian kernel; see
+        :func:`jaxkde.fit_bandwidth`), the isotropic standard deviation ``h``, one standard
+        deviation per feature, or the matrix ``H``. For ``"univariate_gaussian"``, the positive
+        scalar ``h`` (default 1.0). When fitting with labels, a rule is applied within each
+        class, and a dict maps each class label to its own bandwidth.
     priors : array-like of shape (n_classes,) or dict, optional
         Class priors when fitting with labels (in the order of ``classes_``, or by label);
         default: each class's share of the (weighted) rows.
@@ -241,7 +252,7 @@ class KDE(_Params):
         ``(n_classes, d, d)``).
     class_prior_ : np.ndarray, shape (n_classes,)
     bandwidth_fit_ : BandwidthFit or None
-        With ``bandwidth="cv"``, ``"cv_diagonal"`` or ``"cv_full"``: the leave-one-out fit,
+        With a learned bandwidth (``"cv"``, ``"lscv"``...): the cross-validation fit,
         with the trace of its objective (a list, one per class, when fitted with labels).
 
     Examples
@@ -318,10 +329,10 @@ class KDE(_Params):
                 f"{self.kernel!r} pass bandwidth={value!r} (the isotropic standard deviation)."
             )
         if name == "bandwidth_estimator" and (
-            not isinstance(value, str) or value not in (*RULES, *CV_RULES)
+            not isinstance(value, str) or value not in _BANDWIDTH_NAMES
         ):
             raise ValueError(
-                f"bandwidth_estimator must be one of {[*RULES, *CV_RULES]}; got {value!r}."
+                f"bandwidth_estimator must be one of {list(_BANDWIDTH_NAMES)}; got {value!r}."
             )
         return "scott" if value is None else value
 
@@ -370,11 +381,12 @@ class KDE(_Params):
             empty = w is not None and not np.any(w > 0)  # a class of zero total weight
             rule_w = None if empty else w
             fit = None
-            if isinstance(spec, str) and spec in CV_RULES:
+            if isinstance(spec, str) and spec in _LEARNED:
                 if empty:
                     spec = "scott"
                 else:
-                    fit = fit_bandwidth(x, w, kind=CV_RULES[spec], kernel=kernel,
+                    kind, objective = _LEARNED[spec]
+                    fit = fit_bandwidth(x, w, kind=kind, objective=objective, kernel=kernel,
                                         mesh=self.mesh, dtype=dtype)  # fmt: skip
                     if fit.status in ("unbounded", "nonfinite"):
                         where = "" if label is None else f" (class {label!r})"
@@ -696,7 +708,7 @@ class KDEClassifier(_Params):
     classes_ : np.ndarray, shape (n_classes,)
     class_prior_ : np.ndarray, shape (n_classes,)
     bandwidth_fit_ : BandwidthFit or None
-        With ``bandwidth="cv"``, ``"cv_diagonal"`` or ``"cv_full"``: the leave-one-out fit,
+        With a learned bandwidth (``"cv"``, ``"lscv"``...): the cross-validation fit,
         with the trace of its objective (a list, one per class, when fitted with labels).
     kde_ : KDE
         The class-conditional density model.

@@ -57,6 +57,8 @@ from .sum_updating import _MAX_WHITENED, SUM_UPDATING_KERNELS, loo_log_sums
 
 __all__ = [
     "CV_RULES",
+    "LSCV_RULES",
+    "OBJECTIVES",
     "PARAMETERISATIONS",
     "BandwidthFit",
     "ParzenResult",
@@ -64,6 +66,8 @@ __all__ = [
     "fit_bandwidth",
     "grid_log_likelihood",
     "loo_log_likelihood",
+    "lscv_at_scales",
+    "lscv_objective",
     "params_from_bandwidth",
     "parzen_log_likelihood",
 ]
@@ -71,6 +75,8 @@ __all__ = [
 PARAMETERISATIONS = ("scalar", "diagonal", "full")
 #: Bandwidth names that learn H by leave-one-out likelihood, and their parameterisation.
 CV_RULES = {"cv": "scalar", "cv_diagonal": "diagonal", "cv_full": "full"}
+#: Bandwidth names that learn H by least-squares cross-validation (Gaussian kernel).
+LSCV_RULES = {"lscv": "scalar", "lscv_diagonal": "diagonal", "lscv_full": "full"}
 _HIGHEST = lax.Precision.HIGHEST
 
 
@@ -261,9 +267,11 @@ class BandwidthFit(NamedTuple):
     matrix : np.ndarray
         The learned ``H``: ``(d,)`` diagonal (scalar, diagonal) or ``(d, d)`` (full).
     objective : float
-        Mean leave-one-out log-likelihood at ``matrix``, on all the data.
+        Mean leave-one-out log-likelihood at ``matrix``, on all the data; for
+        ``objective="lscv"``, ``-LSCV(H)`` (in units of density).
     trace : np.ndarray
-        The objective at every optimiser step (after the scale search).
+        The objective at every optimiser step (after the scale search); for ``"lscv"`` in
+        units of the leave-one-out term at the scaled start.
     steps : int
         Optimiser steps taken (0 for ``kind="scalar"``, solved by the scale search alone).
     converged : bool
@@ -296,6 +304,33 @@ class BandwidthFit(NamedTuple):
     scale: float = 1.0
 
 
+def _lse_on_grid(data, data_lo, log_weights, rows, chol, log_norm, grid, *, local, mesh):
+    """Leave-one-out log sums ``(m, g)`` of the rows ``rows`` at each squared-distance scale of
+    ``grid`` ``(g,)``, from one shared distance computation (sharded over ``mesh``)."""
+    q_hi = data[rows]
+    q_lo = None if data_lo is None else data_lo[rows]
+    m, g = rows.shape[0], grid.shape[0]
+    if mesh is None:
+        return local(data, data_lo, log_weights, q_hi, q_lo, rows, chol, log_norm, 0, grid=grid)
+    axis = mesh.axis_names[0]
+    per_device = data.shape[0] // mesh.shape[axis]
+
+    def on_shard(x, x_lo, lw, q_hi, q_lo, rows, chol, log_norm, grid, index):
+        out = local(x, x_lo, lw, q_hi, q_lo, rows, chol, log_norm, index * per_device,
+                    grid=grid)  # fmt: skip
+        return out.reshape(-1)
+
+    specs = (P(axis), None if data_lo is None else P(axis), P(axis), P(),
+             None if q_lo is None else P(), P(), P(), P(), P())  # fmt: skip
+    args = (data, data_lo, log_weights, q_hi, q_lo, rows, chol, log_norm, grid)
+    return reduce_shards(on_shard, mesh, axis, args, specs).reshape(m, g)
+
+
+def _chol_and_log_det(params, kind, d):
+    chol = bandwidth_from_params(params, kind, d)
+    return chol, jnp.sum(jnp.log(chol if chol.ndim == 1 else jnp.diag(chol)))
+
+
 @functools.partial(
     jax.jit,
     static_argnames=("kind", "kernel", "chunk_size", "block_size", "precision", "mesh"),
@@ -305,38 +340,62 @@ def _loo_at_scales(params, data, log_weights, rows, data_lo, log_scales, *, kind
     """The objective of :func:`loo_log_likelihood` at ``L * exp(s)`` for every ``s`` of
     ``log_scales`` ``(g,)``, from one shared distance computation: shape ``(g,)``."""
     d = data.shape[1]
-    chol = bandwidth_from_params(params, kind, d)
-    log_det = jnp.sum(jnp.log(chol if chol.ndim == 1 else jnp.diag(chol)))
+    chol, log_det = _chol_and_log_det(params, kind, d)
     log_norm = kernel.log_normalizer(d, log_det + d * log_scales)
-    grid = jnp.exp(-2.0 * log_scales)
-    q_hi = data[rows]
-    q_lo = None if data_lo is None else data_lo[rows]
     local = functools.partial(_loo_log_sum, kernel=kernel, chunk_size=chunk_size,
                               block_size=block_size, precision=precision)  # fmt: skip
-    m, g = rows.shape[0], log_scales.shape[0]
     if _sum_updates(d, kernel, mesh):
         h = chol.reshape(()) * jnp.exp(log_scales)
         lse = jax.vmap(lambda b: loo_log_sums(data, data_lo, log_weights, rows, b,
                                               kernel=kernel))(h).T  # fmt: skip
-    elif mesh is None:
-        lse = local(data, data_lo, log_weights, q_hi, q_lo, rows, chol, log_norm, 0, grid=grid)
     else:
-        axis = mesh.axis_names[0]
-        per_device = data.shape[0] // mesh.shape[axis]
-
-        def on_shard(x, x_lo, lw, q_hi, q_lo, rows, chol, log_norm, grid, index):
-            out = local(x, x_lo, lw, q_hi, q_lo, rows, chol, log_norm, index * per_device,
-                        grid=grid)  # fmt: skip
-            return out.reshape(-1)
-
-        specs = (P(axis), None if data_lo is None else P(axis), P(axis), P(),
-                 None if q_lo is None else P(), P(), P(), P(), P())  # fmt: skip
-        args = (data, data_lo, log_weights, q_hi, q_lo, rows, chol, log_norm, grid)
-        lse = reduce_shards(on_shard, mesh, axis, args, specs).reshape(m, g)
+        lse = _lse_on_grid(data, data_lo, log_weights, rows, chol, log_norm,
+                           jnp.exp(-2.0 * log_scales), local=local, mesh=mesh)  # fmt: skip
     own = log_weights[rows]
     log_loo = lse - jnp.log1p(-jnp.exp(own))[:, None] + log_norm[None, :]
     w = jnp.exp(own)
     return jnp.sum(w[:, None] * log_loo, axis=0) / jnp.sum(w)
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("kind", "kernel", "chunk_size", "block_size", "precision", "mesh"),
+)
+def lscv_at_scales(params, data, log_weights, rows, data_lo=None, log_scales=None, log_ref=0.0,
+                   *, kind="scalar", kernel=get_kernel("gaussian"),  # noqa: B008
+                   chunk_size=2048, block_size=256, precision="highest", mesh=None):  # fmt: skip
+    """Negated least-squares cross-validation ``-LSCV(H) / exp(log_ref)`` of a Gaussian KDE at
+    ``L * exp(s)`` for each ``s`` of ``log_scales`` ``(g,)`` (default one scale, 0): ``(g,)``.
+
+    ``LSCV(H) = int f^2 - 2 sum_i w_i f_{-i}(x_i)``, with ``int f^2 = sum_ij w_i w_j
+    phi_{2H}(x_i - x_j)`` in closed form (Gaussian kernel), both sums over the evaluation rows
+    ``rows`` (their weights renormalised) and read, in log space, from one leave-one-out pass
+    of the engine at the scales ``c`` and ``sqrt(2) c`` (the self pair added back for
+    ``int f^2``). Differentiable in ``params``; arguments as :func:`loo_log_likelihood`.
+    ``log_ref`` fixes the objective's unit (the optimiser's ``gtol`` is relative to it).
+    """
+    d = data.shape[1]
+    log_scales = jnp.zeros((1,), data.dtype) if log_scales is None else log_scales
+    g = log_scales.shape[0]
+    chol, log_det = _chol_and_log_det(params, kind, d)
+    both = jnp.concatenate([log_scales, log_scales + 0.5 * math.log(2.0)])
+    log_norm = kernel.log_normalizer(d, log_det + d * both)
+    local = functools.partial(_loo_log_sum, kernel=kernel, chunk_size=chunk_size,
+                              block_size=block_size, precision=precision)  # fmt: skip
+    lse = _lse_on_grid(data, data_lo, log_weights, rows, chol, log_norm, jnp.exp(-2.0 * both),
+                       local=local, mesh=mesh)  # fmt: skip
+    own = log_weights[rows]
+    log_loo = lse[:, :g] - jnp.log1p(-jnp.exp(own))[:, None] + log_norm[None, :g]
+    log_square = jnp.logaddexp(lse[:, g:], own[:, None]) + log_norm[None, g:]
+    row_w = (own - jax.scipy.special.logsumexp(own))[:, None]
+    loo = jnp.exp(jax.scipy.special.logsumexp(row_w + log_loo, axis=0) - log_ref)
+    square = jnp.exp(jax.scipy.special.logsumexp(row_w + log_square, axis=0) - log_ref)
+    return 2.0 * loo - square
+
+
+def lscv_objective(params, data, log_weights, rows, data_lo=None, log_ref=0.0, **static):
+    """:func:`lscv_at_scales` at the bandwidth ``params`` itself: a scalar to maximise."""
+    return lscv_at_scales(params, data, log_weights, rows, data_lo, None, log_ref, **static)[0]
 
 
 def _check_init(init, kind: str, d: int) -> np.ndarray:
@@ -360,11 +419,28 @@ def _check_init(init, kind: str, d: int) -> np.ndarray:
 
 _DEFAULT_OPTIMIZER = optax.lbfgs()
 _STATIC = ("kind", "kernel", "chunk_size", "block_size", "precision", "mesh")
-_loo_value_and_grad = jax.jit(jax.value_and_grad(loo_log_likelihood), static_argnames=_STATIC)
+#: What :func:`fit_bandwidth` maximises: the mean leave-one-out log-likelihood, or the
+#: negated least-squares cross-validation (Gaussian kernel).
+OBJECTIVES = ("likelihood", "lscv")
 
 
-@functools.partial(jax.jit, static_argnames=(*_STATIC, "opt", "length"))
-def _optimiser_steps(p, s, x, x_lo, lw, rows, *, length, opt, **static):
+def _objective_fn(objective: str):
+    """``fn(params, data, log_weights, rows, data_lo, log_ref, **static)`` to maximise."""
+    if objective == "lscv":
+        return lscv_objective
+    return lambda p, x, lw, rows, x_lo, log_ref, **static: loo_log_likelihood(
+        p, x, lw, rows, x_lo, **static
+    )
+
+
+_VALUE_AND_GRAD = {
+    name: jax.jit(jax.value_and_grad(_objective_fn(name)), static_argnames=_STATIC)
+    for name in OBJECTIVES
+}
+
+
+@functools.partial(jax.jit, static_argnames=(*_STATIC, "opt", "length", "objective"))
+def _optimiser_steps(p, s, x, x_lo, lw, rows, log_ref, *, length, opt, objective, **static):
     """``length`` optimiser steps in one compiled loop; a non-finite step freezes the rest.
 
     The data are arguments, not constants captured by the trace (which would be copied into
@@ -373,7 +449,7 @@ def _optimiser_steps(p, s, x, x_lo, lw, rows, *, length, opt, **static):
     extra = isinstance(opt, optax.GradientTransformationExtraArgs)
 
     def loss(q):
-        return -loo_log_likelihood(q, x, lw, rows, x_lo, **static)
+        return -_objective_fn(objective)(q, x, lw, rows, x_lo, log_ref, **static)
 
     def one(carry, _):
         p, s, alive = carry
@@ -445,6 +521,7 @@ def fit_bandwidth(
     sample_weight=None,
     *,
     kind: str = "scalar",
+    objective: str = "likelihood",
     kernel: str | Kernel = "gaussian",
     init=None,
     optimizer: optax.GradientTransformation | None = None,
@@ -460,7 +537,8 @@ def fit_bandwidth(
     mesh: Mesh | None = None,
     dtype=None,
 ) -> BandwidthFit:
-    """Learn a bandwidth by maximising the leave-one-out likelihood.
+    """Learn a bandwidth by maximising the leave-one-out likelihood, or by least-squares
+    cross-validation.
 
     Two stages. First a **scale search**: the objective at ``c * L_init`` for 17 values of
     ``log c`` at a time (one shared distance computation per grid, as
@@ -479,6 +557,11 @@ def fit_bandwidth(
     sample_weight : array-like, shape (n,), optional
     kind : {"scalar", "diagonal", "full"}
         Parameterisation: ``H = h^2 I``, ``diag(h_i^2)`` or ``L L^T``.
+    objective : {"likelihood", "lscv"}
+        ``"likelihood"``: the mean leave-one-out log-likelihood (:func:`loo_log_likelihood`).
+        ``"lscv"``: minus the least-squares cross-validation ``int f^2 - 2 mean f_{-i}(x_i)``
+        (:func:`lscv_at_scales`, in units of its leave-one-out term at the scaled start), for
+        the Gaussian kernel only (the one with ``int f^2`` in closed form).
     kernel : str
         Any kernel but tophat and univariate_gaussian (see the module docstring).
     init : array, optional
@@ -517,7 +600,14 @@ def fit_bandwidth(
         raise ValueError(f"kind must be one of {list(PARAMETERISATIONS)}; got {kind!r}.")
     if mesh is not None and not isinstance(mesh, Mesh):
         raise TypeError(f"mesh must be a jax.sharding.Mesh or None; got {mesh!r}.")
+    if not isinstance(objective, str) or objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {list(OBJECTIVES)}; got {objective!r}.")
     kern = _check_kernel(kernel)
+    if objective == "lscv" and kern.name != "gaussian":
+        raise ValueError(
+            f"objective='lscv' needs the gaussian kernel (int f^2 in closed form); got kernel "
+            f"{kern.name!r}."
+        )
     data, in_dtype = check_data(X, "X")
     dtype = in_dtype if dtype is None else np.dtype(dtype)
     n, d = data.shape
@@ -536,6 +626,10 @@ def fit_bandwidth(
     xtol = check_real(xtol, "xtol", low=0.0, low_open=True)
     tol = check_real(tol, "tol", low=0.0)
     w64, log_w64 = normalized_log_weights(weights, n)
+    if objective == "lscv" and d == 1 and mesh is None and init is None:
+        binned = _binned_lscv_fit(data, weights, kind)
+        if binned is not None:
+            return binned
     centred = data - w64 @ data  # float64, on the host
     if init is None:
         init = _host_rule("scott", centred, w64)
@@ -578,22 +672,31 @@ def fit_bandwidth(
         lw = jax.device_put(np.pad(log_w, (0, pad), constant_values=-np.inf), rows_sharding)
     static = {"kind": kind, "kernel": kern, "chunk_size": chunk_size, "block_size": block_size,
               "precision": "highest", "mesh": mesh}  # fmt: skip
-    objective = functools.partial(loo_log_likelihood, **static)
+    value_fn = functools.partial(_objective_fn(objective), **static)
+    value_and_grad = functools.partial(_VALUE_AND_GRAD[objective], **static)
+    start = jnp.asarray(params0, dtype)
+    log_ref = jnp.asarray(0.0, dtype)
+    if objective == "lscv":  # LSCV in units of its leave-one-out term at the start
+        both = lscv_at_scales(start, x, lw, eval_rows, x_lo, jnp.zeros(1, dtype), log_ref,
+                              **static)  # fmt: skip
+        term = float(jnp.abs(both[0]))
+        log_ref = jnp.asarray(math.log(term) if term > 0 and math.isfinite(term) else 0.0, dtype)
 
     def value_and_gradient(p) -> tuple[float, float]:
         """The objective on all rows, and the largest gradient entry on the evaluation rows
         (one program when those are all the rows)."""
-        value, grad = _loo_value_and_grad(p, x, lw, eval_rows, x_lo, **static)
+        value, grad = value_and_grad(p, x, lw, eval_rows, x_lo, log_ref)
         if batch < n_pos:
-            value = objective(p, x, lw, jnp.asarray(positive), x_lo)
-        return float(value), float(jnp.max(jnp.abs(grad)))
+            value = value_fn(p, x, lw, jnp.asarray(positive), x_lo, log_ref)
+        # LSCV's value in density units; its gradient in the optimiser's (relative to gtol).
+        return float(value) * math.exp(float(log_ref)), float(jnp.max(jnp.abs(grad)))
 
     # Stage 1: the scale of the starting bandwidth, over as many decades as it takes.
-    start = jnp.asarray(params0, dtype)
-
     def evaluate(log_scales):
-        return _loo_at_scales(start, x, lw, eval_rows, x_lo, jnp.asarray(log_scales, dtype),
-                              **static)  # fmt: skip
+        scales = jnp.asarray(log_scales, dtype)
+        if objective == "lscv":
+            return lscv_at_scales(start, x, lw, eval_rows, x_lo, scales, log_ref, **static)
+        return _loo_at_scales(start, x, lw, eval_rows, x_lo, scales, **static)
 
     lowest = _SCALE_LIMITS[0]
     if _sum_updates(d, kern, mesh):
@@ -612,10 +715,6 @@ def fit_bandwidth(
     scaled = init * math.exp(2.0 * log_c)
     params = jnp.asarray(params_from_bandwidth(scaled, kind), dtype)
 
-    def gradient_at(p) -> float:
-        grad = _loo_value_and_grad(p, x, lw, eval_rows, x_lo, **static)[1]
-        return float(jnp.max(jnp.abs(grad)))
-
     if kind == "scalar":
         value, gradient = value_and_gradient(params)
         fit = BandwidthFit(_matrix(params, kind, d), value, np.zeros(0), 0, True,
@@ -625,7 +724,7 @@ def fit_bandwidth(
     # Stage 2: the optimiser, from the scaled start.
     opt = _DEFAULT_OPTIMIZER if optimizer is None else optimizer
     opt_state = opt.init(params)
-    steps_static = {**static, "opt": opt}
+    steps_static = {**static, "opt": opt, "objective": objective}
 
     trace: list[float] = []
     steps = 0
@@ -634,7 +733,7 @@ def fit_bandwidth(
         anchor = params
         length = min(patience, max_steps - steps)
         params, opt_state, values, ok, grads = _optimiser_steps(
-            params, opt_state, x, x_lo, lw, eval_rows, length=length, **steps_static
+            params, opt_state, x, x_lo, lw, eval_rows, log_ref, length=length, **steps_static
         )
         ok, grads = np.asarray(ok), np.asarray(grads)
         trace.extend(np.asarray(values)[ok].astype(np.float64).tolist())
@@ -657,6 +756,20 @@ def fit_bandwidth(
     if status != "converged":
         _warn_fit(fit)
     return fit
+
+
+def _binned_lscv_fit(data: np.ndarray, weights, kind: str) -> BandwidthFit | None:
+    """1-D least-squares cross-validation on bins (:func:`jaxkde.selectors.lscv_bandwidth`),
+    ``O(n + M log M)``; ``None`` where bins cannot resolve it (the engine then runs)."""
+    from .selectors import SelectorError, _lscv_1d_value, lscv_bandwidth
+
+    try:
+        h2 = lscv_bandwidth(data, weights)
+    except SelectorError:
+        return None
+    params = params_from_bandwidth(h2, kind)
+    value = -_lscv_1d_value(data, weights, float(h2[0]))
+    return BandwidthFit(h2, value, np.zeros(0), 0, True, np.asarray(params), "converged")
 
 
 def _matrix(params, kind: str, d: int) -> np.ndarray:
