@@ -20,6 +20,19 @@ from ._validation import (
     not_fitted,
 )
 from .bandwidths import RULES, resolve_bandwidth
+from .bounds import (
+    BOUNDARY_METHODS,
+    Bounds,
+    bounded_grid,
+    check_bounds,
+    check_inside,
+    fold,
+    from_transformed,
+    inside,
+    log_jacobian,
+    reflection_images,
+    to_transformed,
+)
 from .conditional import (
     ClassConditionalState,
     class_log_density,
@@ -152,11 +165,15 @@ class _Params:
             state["state_"] = jax.tree.map(np.asarray, state["state_"])
         if "_sorted" in state:  # a cache, rebuilt at the next call
             state["_sorted"] = None
+        if state.get("_images") is not None:
+            state["_images"] = tuple((jax.tree.map(np.asarray, s), w) for s, w in state["_images"])
         return state
 
     def __setstate__(self, state: dict) -> None:
         if "state_" in state:
             state["state_"] = jax.tree.map(jnp.asarray, state["state_"])
+        if state.get("_images") is not None:
+            state["_images"] = tuple((jax.tree.map(jnp.asarray, s), w) for s, w in state["_images"])
         self.__dict__.update(state)
 
 
@@ -279,11 +296,15 @@ class KDE(_Params):
         chunk_size: int | None = None,
         precision: str = "highest",
         mesh=None,
+        bounds=None,
+        boundary: str = "reflect",
     ):
         self.kernel = kernel
         self.bandwidth = bandwidth
         self.priors = priors
         self.mesh = mesh
+        self.bounds = bounds
+        self.boundary = boundary
         self.bandwidth_estimator = bandwidth_estimator
         self.univariate_bandwidth = univariate_bandwidth
         self.p = p
@@ -373,6 +394,9 @@ class KDE(_Params):
             raise ValueError("priors needs class labels: fit(X, y) with y, or priors=None.")
         data, dtype = check_data(X, "X")
         weights = check_weights(sample_weight, data.shape[0])
+        bounds = self._check_bounds(data, y)
+        if bounds is not None and self.boundary == "transform":
+            data = to_transformed(data, bounds)  # the KDE lives in z = log / logit of x
 
         def fit_one(rows, label=None, n_rows=None):
             spec = self._bandwidth_spec(kernel, label)
@@ -419,7 +443,12 @@ class KDE(_Params):
                 "_whitening": whitening,
                 "_data_range": _weighted_range(data, weights),
                 "_sorted": None,
+                "_bounds": bounds,
+                "_images": None,
             }
+            if bounds is not None and self.boundary == "reflect":
+                fitted["_images"] = self._reflected_states(data, weights, state, bounds,
+                                                           chunk_size, dtype)  # fmt: skip
         else:
             classes, codes = _encode_labels(y, data.shape[0])
             totals = np.bincount(codes, weights=weights, minlength=len(classes))
@@ -445,6 +474,8 @@ class KDE(_Params):
                 "_whitening": tuple(f[3] for f in fits),
                 "_data_range": _weighted_range(data, weights),
                 "_sorted": None,
+                "_bounds": None,
+                "_images": None,
             }
         for name in ("classes_", "class_prior_", "class_count_"):
             self.__dict__.pop(name, None)
@@ -460,6 +491,43 @@ class KDE(_Params):
         mesh = self.__dict__.get("_fit_mesh", self.mesh)
         platform = mesh.devices.flat[0].platform if isinstance(mesh, Mesh) else None
         return default_block_sizes(platform)
+
+    def _check_bounds(self, data: np.ndarray, y) -> Bounds | None:
+        """Validated bounds (``None`` without), the data checked against them."""
+        if not isinstance(self.boundary, str) or self.boundary not in BOUNDARY_METHODS:
+            raise ValueError(
+                f"boundary must be one of {list(BOUNDARY_METHODS)}; got {self.boundary!r}."
+            )
+        if self.bounds is None:
+            return None
+        if y is not None:
+            raise ValueError("bounds are not supported with class labels yet; fit without y.")
+        if isinstance(get_kernel(self.kernel, self.p), UnivariateGaussianKernel):
+            raise ValueError(
+                "bounds need a normalised kernel; kernel='univariate_gaussian' is not one."
+            )
+        bounds = check_bounds(self.bounds, data.shape[1])
+        check_inside(data, bounds, "X", strict=self.boundary == "transform")
+        return bounds
+
+    def _reflected_states(self, data, weights, state, bounds, chunk_size, dtype):
+        """The image states of reflection (the identity excluded), with their whitenings."""
+        chol = np.asarray(state.chol, np.float64)
+        h = chol**2 if chol.ndim == 1 else chol @ chol.T
+        basis = None if state.basis is None else np.asarray(state.basis, np.float64)
+        out = []
+        for signs, offsets in reflection_images(bounds)[1:]:
+            if basis is not None:
+                h_img, basis_img = h, signs[:, None] * basis
+            else:
+                h_img, basis_img = (h if h.ndim == 1 else signs[:, None] * h * signs), None
+            image = build_state(data * signs + offsets, weights, h_img, state.kernel,
+                                basis=basis_img, chunk_size=chunk_size, dtype=dtype)  # fmt: skip
+            whitening = host_whitening(image)
+            if self.mesh is not None:
+                image = shard_state(image, self.mesh)
+            out.append((image, whitening))
+        return tuple(out)
 
     def _class_priors(self, classes: np.ndarray, totals: np.ndarray) -> np.ndarray:
         empty = totals <= 0
@@ -500,18 +568,20 @@ class KDE(_Params):
         return self.state_
 
     def _evaluate(
-        self, fn, X, batch_size: int | None, owner: str = "KDE", default_block: int | None = None
-    ) -> np.ndarray:
+        self, fn, X, batch_size: int | None, owner: str = "KDE", default_block: int | None = None,
+        *, state=None, whitening=None,
+    ) -> np.ndarray:  # fmt: skip
         """Apply ``fn(state, block, precision=..., [mesh=...], whitening(s)=...)`` to ``X`` by
         blocks (``batch_size``, else the constructor's, else ``default_block``, else the
         engine's query block): each block is whitened in float64 on the host, then evaluated by
         one compiled program per block shape, reused by every later call."""
-        state = self._check_fitted()
+        fitted = self._check_fitted()
+        if state is None:
+            state, whitening = fitted, self.__dict__.get("_whitening")
         kwargs = {"precision": self.precision}
         mesh = self.__dict__.get("_fit_mesh")
         if mesh is not None:
             kwargs["mesh"] = mesh
-        whitening = self.__dict__.get("_whitening")
         per_class = isinstance(state, ClassConditionalState)
         kwargs["whitenings" if per_class else "whitening"] = whitening
         if batch_size is None:
@@ -544,6 +614,8 @@ class KDE(_Params):
         window's weight, absolute in kernel units (see that module).
         """
         state = self._check_fitted()
+        if self.__dict__.get("_bounds") is not None:
+            return self._bounded_score(X, batch_size)
         if hasattr(self, "classes_"):
             fn = mixture_log_density
         elif self.__dict__.get("_fit_mesh") is not None:
@@ -556,6 +628,27 @@ class KDE(_Params):
                 return self._evaluate(fn, X, batch_size, default_block=SUM_UPDATING_BLOCK)
             fn = log_density
         return self._evaluate(fn, X, batch_size)
+
+    def _bounded_score(self, X, batch_size):
+        """Log density with bounds: -inf outside; the images' sum (reflection) or the
+        transformed density plus its log Jacobian (transform)."""
+        bounds = self._bounds
+        fn = log_density if self.__dict__.get("_fit_mesh") is None else sharded_log_density
+        queries, _ = check_data(X, "X", n_features=self.n_features_in_, owner="KDE")
+        transform = self._images is None
+        keep = inside(queries, bounds, strict=transform)
+        out = np.full(queries.shape[0], -np.inf)
+        if keep.any():
+            x = queries[keep]
+            if transform:
+                z = to_transformed(x, bounds)
+                out[keep] = self._evaluate(fn, z, batch_size) + log_jacobian(x, bounds)
+            else:
+                parts = [self._evaluate(fn, x, batch_size)]
+                parts += [self._evaluate(fn, x, batch_size, state=s, whitening=w)
+                          for s, w in self._images]  # fmt: skip
+                out[keep] = np.logaddexp.reduce(np.stack(parts).astype(np.float64), axis=0)
+        return out.astype(self.state_.dtype)
 
     def score_grid(
         self, grid_size=1024, *, axes=None, cut: float = 3.0, method: str = "auto"
@@ -583,7 +676,11 @@ class KDE(_Params):
         state = self._check_fitted()
         if axes is None:
             data_range = self.__dict__.get("_data_range")
+            if self.__dict__.get("_bounds") is not None:
+                return bounded_grid(self, grid_size, cut, method)
             axes = default_axes(state, grid_size, cut, data_range=data_range)
+        if self.__dict__.get("_bounds") is not None:
+            return bounded_grid(self, None, cut, method, axes=axes)
         return grid_log_density(state, axes, method)
 
     def class_log_density(self, X, batch_size: int | None = None) -> np.ndarray:
@@ -633,6 +730,13 @@ class KDE(_Params):
                 raise ValueError("label needs a KDE fitted with labels: fit(X, y).")
             _, drawn_centres, samples = sample_host(state, key, n_samples, scaling_factor,
                                                     whitening, centres=centres)  # fmt: skip
+            bounds = self.__dict__.get("_bounds")
+            if bounds is not None and self._images is None:  # drawn in z = log / logit of x
+                samples = from_transformed(samples, bounds)
+                if drawn_centres is not None:
+                    drawn_centres = from_transformed(drawn_centres, bounds)
+            elif bounds is not None:  # folding is the exact law of the reflected estimate
+                samples = fold(samples, bounds)
             return None, drawn_centres, samples
         index = None
         if label is not None:
