@@ -5,8 +5,9 @@ The engine is a set of pure, jitted functions of a fitted :class:`KDEState`
 scikit-learn style wrapper around them.
 """
 
-from . import datasets, plot, selectors
+from . import adaptive, datasets, plot, selectors
 from ._validation import NotFittedError
+from .adaptive import abramson_log_factors, pilot_log_density
 from .bandwidths import (
     RULES,
     BandwidthChoice,
@@ -141,6 +142,8 @@ __all__ = [
     "SortedData",
     "TophatKernel",
     "UnivariateGaussianKernel",
+    "abramson_log_factors",
+    "adaptive",
     "as_key",
     "binned_log_density",
     "build_state",
@@ -172,6 +175,7 @@ __all__ = [
     "pca_fit",
     "pca_inverse_transform",
     "pca_transform",
+    "pilot_log_density",
     "plot",
     "plugin_bandwidth",
     "reduce_shards",

@@ -28,6 +28,11 @@ Squared distances, and how they are kept right:
 check against float64 brute force. ``precision="high"`` and ``"default"`` (TF32 on GPUs) skip
 the account and its recomputation: they trade that bound for speed.
 
+Adaptive states (:mod:`jaxkde.adaptive`) carry a factor ``lambda_i`` per centre: each chunk's
+squared distances are scaled by ``lambda_i^-2`` and its log weights lowered by
+``k log lambda_i``; the error account scales its distance error by the chunk's largest
+``lambda_i^-2``.
+
 Matrix products run at ``precision="highest"`` by default: true float32 (or float64) products,
 also on GPUs whose float32 products default to TF32. ``"default"`` lets the backend choose.
 """
@@ -231,12 +236,24 @@ def _chunk_inputs(state: KDEState, row_offset):
     chunk = state.points.shape[1]
     starts = row_offset + jnp.arange(state.points.shape[0]) * chunk
     lo = state.points_lo if state.points_lo is not None else jnp.zeros((state.points.shape[0],))
-    return (state.points, lo, state.sq_norms, state.log_weights, starts)
+    return (state.points, lo, state.sq_norms, state.log_weights, starts, state.log_factors)
 
 
-def _log_terms(kernel, d2, log_w, grid, own):
-    """Log terms ``(b, g, c)`` from squared distances ``(b, c)``, scaled by each of the grid's
-    ``g`` inverse squared bandwidths (``g = 1``, unscaled, without a grid)."""
+def _centre_terms(log_w, log_factors, k):
+    """Per-centre ``(log w_i - k log lambda_i, lambda_i^-2)`` of a chunk: the weight with the
+    kernel's normaliser at ``lambda_i^2 H``, and the scale of its squared distances (``None``
+    for a fixed bandwidth, every ``lambda_i = 1``)."""
+    if log_factors is None:
+        return log_w, None
+    return log_w - k * log_factors, jnp.exp(-2.0 * log_factors)
+
+
+def _log_terms(kernel, d2, log_w, grid, own, inv_sq=None):
+    """Log terms ``(b, g, c)`` from squared distances ``(b, c)``, scaled by each centre's
+    ``inv_sq`` ``(c,)`` (adaptive bandwidths) and by each of the grid's ``g`` inverse squared
+    bandwidths (``g = 1``, unscaled, without a grid)."""
+    if inv_sq is not None:
+        d2 = d2 * inv_sq[None, :]
     sq = d2[:, None, :] if grid is None else d2[:, None, :] * grid[None, :, None]
     logits = log_w[None, None, :] + kernel.log_profile(sq)
     if own is not None:
@@ -251,9 +268,10 @@ def _scan_logsumexp(state, b, dtype, query_rows, row_offset, remat, grid, distan
     chunk = state.points.shape[1]
 
     def step(carry, xs):
-        z, z_lo, z_sq, log_w, first = xs
+        z, z_lo, z_sq, log_w, first, log_factors = xs
+        log_w, inv_sq = _centre_terms(log_w, log_factors, state.dim)
         own = None if query_rows is None else _own_mask(query_rows, first, chunk)
-        logits = _log_terms(kernel, distances(z, z_lo, z_sq), log_w, grid, own)[0]
+        logits = _log_terms(kernel, distances(z, z_lo, z_sq), log_w, grid, own, inv_sq)[0]
         return lse_update(*carry, logits), None
 
     if remat:
@@ -326,7 +344,8 @@ def _checked_gemm_logsumexp(state, zq_hi, zq_lo, query_rows, row_offset, remat, 
 
     def step(carry, xs):
         run_max, run_sum, run_err, unsafe = carry
-        z, z_lo, z_sq, log_w, first = xs
+        z, z_lo, z_sq, log_w, first, log_factors = xs
+        log_w, inv_sq = _centre_terms(log_w, log_factors, k)
         # Overflowing norms give NaN (inf - inf): such a row ends NaN and is recomputed.
         cross = jnp.matmul(zq_hi, z.T, precision=PRECISIONS["highest"])
 
@@ -337,6 +356,8 @@ def _checked_gemm_logsumexp(state, zq_hi, zq_lo, query_rows, row_offset, remat, 
                 - 2.0 * jnp.take_along_axis(cross[:, None, :], cols, axis=-1),
                 0.0,
             )
+            if inv_sq is not None:
+                d2 = d2 * inv_sq[cols]
             sq = d2 if grid is None else d2 * grid[None, :, None]
             out = log_w[cols] + kernel.log_profile(sq)
             if query_rows is not None:
@@ -345,14 +366,17 @@ def _checked_gemm_logsumexp(state, zq_hi, zq_lo, query_rows, row_offset, remat, 
 
         d2 = jnp.maximum(q_sq[:, None] + z_sq[None, :] - 2.0 * cross, 0.0)
         own = None if query_rows is None else _own_mask(query_rows, first, chunk)
-        logits, sq = _log_terms(kernel, d2, log_w, grid, own)
+        logits, sq = _log_terms(kernel, d2, log_w, grid, own, inv_sq)
         if compensate:  # the maximum by sub-blocks, to find its position without another pass
             sub_max = jnp.max(logits.reshape(b, g, chunk // sub, sub), axis=-1)
             chunk_max = lax.stop_gradient(jnp.max(sub_max, axis=-1))
         else:
             chunk_max = lax.stop_gradient(jnp.max(logits, axis=-1))
         z_max = jnp.max(jnp.where(jnp.isfinite(log_w), z_sq, 0.0))
-        delta = lax.stop_gradient(scaled(factor * (q_sq + z_max)))
+        delta = factor * (q_sq + z_max)
+        if inv_sq is not None:  # the largest change of a scaled squared distance of the chunk
+            delta = delta * jnp.max(jnp.where(jnp.isfinite(log_w), inv_sq, 0.0))
+        delta = lax.stop_gradient(scaled(delta))
         new_max = jnp.maximum(run_max, chunk_max)
         if compensate:  # each chunk's largest term, again by direct differences
             top = _argmax_in_blocks(sub_max, chunk_max, sub, terms_at)
@@ -361,6 +385,8 @@ def _checked_gemm_logsumexp(state, zq_hi, zq_lo, query_rows, row_offset, remat, 
             if has_lo:
                 diff = diff + (zq_lo[:, None, :] - z_lo[top])
             d2_top = jnp.sum(diff * diff, axis=-1)
+            if inv_sq is not None:
+                d2_top = d2_top * inv_sq[top]
             top_exact = log_w[top] + kernel.log_profile(
                 d2_top if grid is None else d2_top * grid[None, :]
             )

@@ -205,8 +205,9 @@ def default_axes(
     grid_size : int or sequence of int
         Points per axis (at least 2).
     cut : float
-        Kernel standard deviations (per feature, ``sqrt(H_jj * coordinate_variance)``) added
-        beyond the data on each side, as KDEpy, seaborn and statsmodels do.
+        Kernel standard deviations (per feature, ``sqrt(H_jj * coordinate_variance)``, times
+        the largest adaptive factor) added beyond the data on each side, as KDEpy, seaborn and
+        statsmodels do.
     data_range : pair of arrays of shape (d,), optional
         The data's per-feature minimum and maximum, when known (``KDE`` keeps them from the
         fit in float64); otherwise read from the state.
@@ -224,6 +225,8 @@ def default_axes(
     hi = np.full(d, -np.inf)
     for s in states:
         std = np.sqrt(np.diag(s.bandwidth_matrix()) * s.kernel.coordinate_variance(s.dim))
+        if s.log_factors is not None:  # adaptive: the widest centre's kernel
+            std = std * math.exp(float(jnp.max(s.log_factors)))
         if data_range is not None:
             low, high = (np.asarray(v, np.float64).reshape(d) for v in data_range)
         else:
@@ -387,6 +390,8 @@ def _binned_refusal(state: KDEState, axes) -> str | None:
         return f"it needs d <= {BINNED_MAX_DIM} (got d = {len(axes)})"
     if state.basis is not None:
         return "the state lives on a subspace (zero_variance='subspace')"
+    if state.log_factors is not None:
+        return "the state has adaptive bandwidths (one kernel per centre)"
     if not _equally_spaced(axes):
         return "it needs equally spaced axes"
     fft_cells = math.prod(_fft_size(2 * a.shape[0] - 1) for a in axes)
@@ -442,6 +447,7 @@ def _factorisable(state: KDEState, d: int) -> bool:
         isinstance(state.kernel, GaussianKernel)
         and state.chol.ndim == 1
         and state.basis is None
+        and state.log_factors is None
         and d in (2, 3)
     )
 

@@ -19,6 +19,7 @@ from ._validation import (
     check_weights,
     not_fitted,
 )
+from .adaptive import abramson_log_factors, check_alpha, pilot_log_density
 from .bandwidths import RULES, resolve_bandwidth
 from .bounds import (
     BOUNDARY_METHODS,
@@ -63,6 +64,11 @@ _LEARNED = {
     **{name: (kind, "lscv") for name, kind in LSCV_RULES.items()},
 }
 _BANDWIDTH_NAMES = (*RULES, *SELECTORS, *_LEARNED)
+
+
+def _learned_spec(fit) -> np.ndarray:
+    """A learned ``H`` as a bandwidth argument: the matrix, or the per-feature deviations."""
+    return fit.matrix if fit.matrix.ndim == 2 else np.sqrt(fit.matrix)
 
 
 def _weighted_range(data: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -250,6 +256,17 @@ class KDE(_Params):
         partial sums are combined exactly (see :mod:`jaxkde.sharding`); with labels, every
         class's data is sharded so. Learned bandwidths (``"cv"``...) are fitted on the sharded
         data too, and sampling draws from the sharded state.
+    bounds : sequence of (lo, hi) pairs, optional
+        One pair per feature (``None`` for an open end); see :mod:`jaxkde.bounds`.
+    boundary : {"reflect", "transform"}
+        How bounds are honoured: reflection at the bounds, or a log / logit transform.
+    adaptive : bool
+        Abramson's sample-point estimator (:mod:`jaxkde.adaptive`): centre ``i`` gets the
+        bandwidth ``lambda_i^2 H``, ``lambda_i = (f_pilot(x_i) / g)^(-alpha)`` from the fixed
+        KDE with ``H`` as pilot. A likelihood-learned ``H`` (``"cv"``...) is learned again
+        with the factors held fixed. Not for ``"univariate_gaussian"`` or ``"lscv"``.
+    alpha : float in [0, 1]
+        Sensitivity of the adaptive factors (default 1/2, Abramson's law).
 
     Attributes
     ----------
@@ -271,6 +288,9 @@ class KDE(_Params):
     bandwidth_fit_ : BandwidthFit or None
         With a learned bandwidth (``"cv"``, ``"lscv"``...): the cross-validation fit,
         with the trace of its objective (a list, one per class, when fitted with labels).
+    adaptive_factors_ : np.ndarray of shape (n_samples_fit_,), or None
+        With ``adaptive=True``, each training row's ``lambda_i`` (float64; with labels, in the
+        rows' order, each from its class's pilot); ``None`` otherwise.
 
     Examples
     --------
@@ -298,6 +318,8 @@ class KDE(_Params):
         mesh=None,
         bounds=None,
         boundary: str = "reflect",
+        adaptive: bool = False,
+        alpha: float = 0.5,
     ):
         self.kernel = kernel
         self.bandwidth = bandwidth
@@ -305,6 +327,8 @@ class KDE(_Params):
         self.mesh = mesh
         self.bounds = bounds
         self.boundary = boundary
+        self.adaptive = adaptive
+        self.alpha = alpha
         self.bandwidth_estimator = bandwidth_estimator
         self.univariate_bandwidth = univariate_bandwidth
         self.p = p
@@ -394,6 +418,7 @@ class KDE(_Params):
             raise ValueError("priors needs class labels: fit(X, y) with y, or priors=None.")
         data, dtype = check_data(X, "X")
         weights = check_weights(sample_weight, data.shape[0])
+        self._check_adaptive(kernel)
         bounds = self._check_bounds(data, y)
         if bounds is not None and self.boundary == "transform":
             data = to_transformed(data, bounds)  # the KDE lives in z = log / logit of x
@@ -405,6 +430,7 @@ class KDE(_Params):
             empty = w is not None and not np.any(w > 0)  # a class of zero total weight
             rule_w = None if empty else w
             fit = None
+            learned = _LEARNED.get(spec) if isinstance(spec, str) else None
             if isinstance(spec, str) and spec in _LEARNED:
                 if empty:
                     spec = "scott"
@@ -417,14 +443,23 @@ class KDE(_Params):
                         raise ValueError(
                             f"bandwidth={spec!r}{where}: {_STATUS_MESSAGES[fit.status]}"
                         )
-                    spec = fit.matrix if fit.matrix.ndim == 2 else np.sqrt(fit.matrix)
+                    spec = _learned_spec(fit)
+            resolve = functools.partial(resolve_bandwidth, x, rule_w,
+                                        zero_variance=self.zero_variance,
+                                        variance_floor=self.variance_floor)  # fmt: skip
+            build = functools.partial(build_state, x, w, kernel=kernel, chunk_size=chunk_size,
+                                      dtype=dtype, n_rows=n_rows)  # fmt: skip
+            factors = np.ones(x.shape[0]) if self.adaptive else None
             try:
-                choice = resolve_bandwidth(
-                    x, rule_w, spec,
-                    zero_variance=self.zero_variance, variance_floor=self.variance_floor,
-                )  # fmt: skip
-                state = build_state(x, w, choice.matrix, kernel, basis=choice.basis,
-                                    chunk_size=chunk_size, dtype=dtype, n_rows=n_rows)  # fmt: skip
+                choice = resolve(spec)
+                state = build(bandwidth=choice.matrix, basis=choice.basis)
+                if self.adaptive and not empty:  # the fixed state is the pilot
+                    log_factors, fit = self._adapt(x, w, state, fit, learned, bounds, chunk_size)
+                    if learned is not None:
+                        choice = resolve(_learned_spec(fit))
+                    state = build(bandwidth=choice.matrix, basis=choice.basis,
+                                  log_factors=log_factors)  # fmt: skip
+                    factors = np.exp(log_factors)
             except ValueError as exc:
                 if label is None:
                     raise
@@ -432,11 +467,12 @@ class KDE(_Params):
             whitening = host_whitening(state)
             if self.mesh is not None:
                 state = shard_state(state, self.mesh)
-            return state, choice.n_degenerate, fit, whitening
+            return state, choice.n_degenerate, fit, whitening, factors
 
         if y is None:
-            state, n_degenerate, fit, whitening = fit_one(None)
+            state, n_degenerate, fit, whitening, factors = fit_one(None)
             fitted = {
+                "adaptive_factors_": factors,
                 "state_": state,
                 "bandwidth_": state.bandwidth_matrix(),
                 "bandwidth_fit_": fit,
@@ -464,7 +500,13 @@ class KDE(_Params):
             n_degenerate = sum(f[1] for f in fits)
             with np.errstate(divide="ignore"):
                 log_priors = jnp.asarray(np.log(priors), dtype)
+            factors = None
+            if self.adaptive:
+                factors = np.empty(data.shape[0])
+                for c, f in enumerate(fits):
+                    factors[codes == c] = f[4]
             fitted = {
+                "adaptive_factors_": factors,
                 "state_": ClassConditionalState(states, log_priors),
                 "bandwidth_": np.stack([s.bandwidth_matrix() for s in states]),
                 "classes_": classes,
@@ -492,6 +534,50 @@ class KDE(_Params):
         platform = mesh.devices.flat[0].platform if isinstance(mesh, Mesh) else None
         return default_block_sizes(platform)
 
+    def _check_adaptive(self, kernel) -> None:
+        if not isinstance(self.adaptive, (bool, np.bool_)):
+            raise TypeError(f"adaptive must be True or False; got {self.adaptive!r}.")
+        check_alpha(self.alpha)
+        if not self.adaptive:
+            return
+        if isinstance(kernel, UnivariateGaussianKernel):
+            raise ValueError(
+                "adaptive=True needs a normalised kernel; kernel='univariate_gaussian' is not one "
+                "(use kernel='gaussian')."
+            )
+        names = [self.bandwidth, self.bandwidth_estimator]
+        if any(isinstance(b, str) and _LEARNED.get(b, ("", ""))[1] == "lscv" for b in names):
+            raise ValueError(
+                "adaptive=True learns H by likelihood with the factors held fixed; bandwidth="
+                f"{self.bandwidth or self.bandwidth_estimator!r} (LSCV) has no closed form for "
+                "adaptive kernels: use 'cv', 'cv_diagonal' or 'cv_full'."
+            )
+
+    def _adapt(self, x, w, state, fit, learned, bounds, chunk_size):
+        """Abramson's ``log lambda_i`` from the fixed ``state`` as pilot (with its reflection
+        images under bounds), and the learned fit redone with them held fixed."""
+        parts = [(state, host_whitening(state))]
+        if bounds is not None and self.boundary == "reflect":  # the pilot honours the bounds
+            parts += list(self._reflected_states(x, w, state, bounds, chunk_size, state.dtype,
+                                                 shard=False))  # fmt: skip
+        block = self.batch_size or self._default_block_sizes()[0]
+        log_pilot = pilot_log_density(parts, x, block_size=block, precision=self.precision)
+        log_factors = abramson_log_factors(log_pilot, w, self.alpha)
+        if learned is not None:  # the global H again, the factors held fixed
+            fit = fit_bandwidth(
+                x,
+                w,
+                kind=learned[0],
+                kernel=state.kernel,
+                mesh=self.mesh,
+                dtype=state.dtype,
+                init=fit.matrix,
+                log_factors=log_factors,
+            )
+            if fit.status in ("unbounded", "nonfinite"):
+                raise ValueError(f"adaptive=True: {_STATUS_MESSAGES[fit.status]}")
+        return log_factors, fit
+
     def _check_bounds(self, data: np.ndarray, y) -> Bounds | None:
         """Validated bounds (``None`` without), the data checked against them."""
         if not isinstance(self.boundary, str) or self.boundary not in BOUNDARY_METHODS:
@@ -510,11 +596,14 @@ class KDE(_Params):
         check_inside(data, bounds, "X", strict=self.boundary == "transform")
         return bounds
 
-    def _reflected_states(self, data, weights, state, bounds, chunk_size, dtype):
+    def _reflected_states(self, data, weights, state, bounds, chunk_size, dtype, shard=True):
         """The image states of reflection (the identity excluded), with their whitenings."""
         chol = np.asarray(state.chol, np.float64)
         h = chol**2 if chol.ndim == 1 else chol @ chol.T
         basis = None if state.basis is None else np.asarray(state.basis, np.float64)
+        factors = None  # the same factor for a centre and its images
+        if state.log_factors is not None:
+            factors = np.asarray(state.log_factors, np.float64).reshape(-1)[: data.shape[0]]
         out = []
         for signs, offsets in reflection_images(bounds)[1:]:
             if basis is not None:
@@ -522,9 +611,10 @@ class KDE(_Params):
             else:
                 h_img, basis_img = (h if h.ndim == 1 else signs[:, None] * h * signs), None
             image = build_state(data * signs + offsets, weights, h_img, state.kernel,
-                                basis=basis_img, chunk_size=chunk_size, dtype=dtype)  # fmt: skip
+                                basis=basis_img, chunk_size=chunk_size, dtype=dtype,
+                                log_factors=factors)  # fmt: skip
             whitening = host_whitening(image)
-            if self.mesh is not None:
+            if self.mesh is not None and shard:
                 image = shard_state(image, self.mesh)
             out.append((image, whitening))
         return tuple(out)

@@ -96,6 +96,8 @@ def _around(state: KDEState, key: jax.Array, indices: jax.Array):
     z = state.points.reshape(-1, k)[indices]
     lo = None if state.points_lo is None else state.points_lo.reshape(-1, k)[indices]
     noise = state.kernel.sample_unit(key, (indices.shape[0], k), state.dtype)
+    if state.log_factors is not None:  # adaptive: each centre's own kernel, lambda_i^2 H
+        noise = noise * jnp.exp(state.log_factors.reshape(-1)[indices])[:, None]
     return z, lo, noise
 
 

@@ -120,9 +120,11 @@ def _check_kernel(kernel: str | Kernel) -> Kernel:
     return kern
 
 
-def _sum_updates(d: int, kernel: Kernel, mesh) -> bool:
-    """1-D data on one device with a kernel that has exact sum updating: ``O(n log n)``."""
-    return d == 1 and mesh is None and kernel.name in SUM_UPDATING_KERNELS
+def _sum_updates(d: int, kernel: Kernel, mesh, log_factors=None) -> bool:
+    """1-D data on one device with a kernel that has exact sum updating (and one bandwidth for
+    every centre): ``O(n log n)``."""
+    return (d == 1 and mesh is None and log_factors is None
+            and kernel.name in SUM_UPDATING_KERNELS)  # fmt: skip
 
 
 def _whiten_rows(x: jax.Array, chol: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -134,11 +136,13 @@ def _whiten_rows(x: jax.Array, chol: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def _loo_log_sum(x_hi, x_lo, log_weights, q_hi, q_lo, rows, chol, log_norm, row_offset, *,
-                 kernel, chunk_size, block_size, precision, grid=None):  # fmt: skip
+                 kernel, chunk_size, block_size, precision, grid=None,
+                 log_factors=None):  # fmt: skip
     """``log sum_{j != i} w_j k(|L^{-1}(x_i - x_j)|^2)`` over the rows of ``x`` (a whole data
     set or one device's shard starting at global row ``row_offset``), for the queries ``q`` that
     are the data rows ``rows``; shape ``(m,)`` (``(m, g)`` with a ``grid`` of squared-distance
-    scales). Built inside a trace: differentiable in ``chol``.
+    scales). ``log_factors`` ``(n,)``: adaptive bandwidths ``lambda_j^2 H`` of the data rows
+    (held fixed). Built inside a trace: differentiable in ``chol``.
 
     Distances follow the engine (:func:`jaxkde.engine._block_logsumexp`): matrix products of
     the whitened points with an error account, or direct differences of the centred
@@ -167,6 +171,7 @@ def _loo_log_sum(x_hi, x_lo, log_weights, q_hi, q_lo, rows, chol, log_norm, row_
         basis=None,
         log_normalizer=log_norm,
         kernel=kernel,
+        log_factors=None if log_factors is None else chunks(log_factors),
     )
     if chol.ndim == 1 or d <= DIRECT_MAX_DIM:  # direct differences whitened per pair, exactly
         direct = (q_hi, q_lo, chunks(x_hi), None if x_lo is None else chunks(x_lo), chol)
@@ -188,6 +193,7 @@ def loo_log_likelihood(
     log_weights: jax.Array,
     rows: jax.Array,
     data_lo: jax.Array | None = None,
+    log_factors: jax.Array | None = None,
     *,
     kind: str = "scalar",
     kernel: Kernel = get_kernel("gaussian"),  # noqa: B008 - a frozen, hashable value
@@ -216,6 +222,9 @@ def loo_log_likelihood(
     data_lo : array of shape (n, d), optional
         The low words of the centred data (``data + data_lo`` is the float64 value); with them
         distances of nearby points are exact whatever the data's offset and spread.
+    log_factors : array of shape (n,), optional
+        Adaptive bandwidths: row ``j``'s kernel has bandwidth ``lambda_j^2 H`` (``log lambda_j``
+        held fixed; 0 on padding). Default: one bandwidth ``H`` for all.
     mesh : jax.sharding.Mesh, optional
         ``data`` (and ``data_lo``) and ``log_weights`` are sharded by rows along the mesh's first
         axis (``n`` a multiple of its size): each device sums over its own rows and the partial
@@ -229,7 +238,7 @@ def loo_log_likelihood(
     q_lo = None if data_lo is None else data_lo[rows]
     local = functools.partial(_loo_log_sum, kernel=kernel, chunk_size=chunk_size,
                               block_size=block_size, precision=precision)  # fmt: skip
-    if _sum_updates(d, kernel, mesh):
+    if _sum_updates(d, kernel, mesh, log_factors):
         # Sum updating while x / h stays in its exact range; the engine beyond (tiny h).
         h = chol.reshape(())
         inside = jnp.max(jnp.abs(data)) < h * _MAX_WHITENED[np.dtype(data.dtype)]
@@ -239,19 +248,24 @@ def loo_log_likelihood(
             lambda: local(data, data_lo, log_weights, q_hi, q_lo, rows, chol, log_norm, 0),
         )
     elif mesh is None:
-        lse = local(data, data_lo, log_weights, q_hi, q_lo, rows, chol, log_norm, 0)
+        lse = local(data, data_lo, log_weights, q_hi, q_lo, rows, chol, log_norm, 0,
+                    log_factors=log_factors)  # fmt: skip
     else:
         axis = mesh.axis_names[0]
         per_device = data.shape[0] // mesh.shape[axis]
 
-        def on_shard(x, x_lo, lw, q_hi, q_lo, rows, chol, log_norm, index):
-            return local(x, x_lo, lw, q_hi, q_lo, rows, chol, log_norm, index * per_device)
+        def on_shard(x, x_lo, lw, q_hi, q_lo, rows, chol, log_norm, lf, index):
+            return local(x, x_lo, lw, q_hi, q_lo, rows, chol, log_norm, index * per_device,
+                         log_factors=lf)  # fmt: skip
 
         lo_spec = None if data_lo is None else P(axis)
         q_spec = None if q_lo is None else P()
+        lf_spec = None if log_factors is None else P(axis)
         lse = reduce_shards(on_shard, mesh, axis,
-                            (data, data_lo, log_weights, q_hi, q_lo, rows, chol, log_norm),
-                            (P(axis), lo_spec, P(axis), P(), q_spec, P(), P(), P()))  # fmt: skip
+                            (data, data_lo, log_weights, q_hi, q_lo, rows, chol, log_norm,
+                             log_factors),
+                            (P(axis), lo_spec, P(axis), P(), q_spec, P(), P(), P(),
+                             lf_spec))  # fmt: skip
     own = log_weights[rows]
     # f_{-i}(x_i) = sum_{j != i} w_j K / (1 - w_i); a point with all the weight has none left.
     log_loo = lse - jnp.log1p(-jnp.exp(own)) + log_norm
@@ -304,25 +318,28 @@ class BandwidthFit(NamedTuple):
     scale: float = 1.0
 
 
-def _lse_on_grid(data, data_lo, log_weights, rows, chol, log_norm, grid, *, local, mesh):
+def _lse_on_grid(data, data_lo, log_weights, rows, chol, log_norm, grid, *, local, mesh,
+                 log_factors=None):  # fmt: skip
     """Leave-one-out log sums ``(m, g)`` of the rows ``rows`` at each squared-distance scale of
     ``grid`` ``(g,)``, from one shared distance computation (sharded over ``mesh``)."""
     q_hi = data[rows]
     q_lo = None if data_lo is None else data_lo[rows]
     m, g = rows.shape[0], grid.shape[0]
     if mesh is None:
-        return local(data, data_lo, log_weights, q_hi, q_lo, rows, chol, log_norm, 0, grid=grid)
+        return local(data, data_lo, log_weights, q_hi, q_lo, rows, chol, log_norm, 0, grid=grid,
+                     log_factors=log_factors)  # fmt: skip
     axis = mesh.axis_names[0]
     per_device = data.shape[0] // mesh.shape[axis]
 
-    def on_shard(x, x_lo, lw, q_hi, q_lo, rows, chol, log_norm, grid, index):
+    def on_shard(x, x_lo, lw, q_hi, q_lo, rows, chol, log_norm, grid, lf, index):
         out = local(x, x_lo, lw, q_hi, q_lo, rows, chol, log_norm, index * per_device,
-                    grid=grid)  # fmt: skip
+                    grid=grid, log_factors=lf)  # fmt: skip
         return out.reshape(-1)
 
     specs = (P(axis), None if data_lo is None else P(axis), P(axis), P(),
-             None if q_lo is None else P(), P(), P(), P(), P())  # fmt: skip
-    args = (data, data_lo, log_weights, q_hi, q_lo, rows, chol, log_norm, grid)
+             None if q_lo is None else P(), P(), P(), P(), P(),
+             None if log_factors is None else P(axis))  # fmt: skip
+    args = (data, data_lo, log_weights, q_hi, q_lo, rows, chol, log_norm, grid, log_factors)
     return reduce_shards(on_shard, mesh, axis, args, specs).reshape(m, g)
 
 
@@ -335,8 +352,8 @@ def _chol_and_log_det(params, kind, d):
     jax.jit,
     static_argnames=("kind", "kernel", "chunk_size", "block_size", "precision", "mesh"),
 )
-def _loo_at_scales(params, data, log_weights, rows, data_lo, log_scales, *, kind, kernel,
-                   chunk_size, block_size, precision, mesh):  # fmt: skip
+def _loo_at_scales(params, data, log_weights, rows, data_lo, log_scales, log_factors=None, *,
+                   kind, kernel, chunk_size, block_size, precision, mesh):  # fmt: skip
     """The objective of :func:`loo_log_likelihood` at ``L * exp(s)`` for every ``s`` of
     ``log_scales`` ``(g,)``, from one shared distance computation: shape ``(g,)``."""
     d = data.shape[1]
@@ -344,13 +361,14 @@ def _loo_at_scales(params, data, log_weights, rows, data_lo, log_scales, *, kind
     log_norm = kernel.log_normalizer(d, log_det + d * log_scales)
     local = functools.partial(_loo_log_sum, kernel=kernel, chunk_size=chunk_size,
                               block_size=block_size, precision=precision)  # fmt: skip
-    if _sum_updates(d, kernel, mesh):
+    if _sum_updates(d, kernel, mesh, log_factors):
         h = chol.reshape(()) * jnp.exp(log_scales)
         lse = jax.vmap(lambda b: loo_log_sums(data, data_lo, log_weights, rows, b,
                                               kernel=kernel))(h).T  # fmt: skip
     else:
         lse = _lse_on_grid(data, data_lo, log_weights, rows, chol, log_norm,
-                           jnp.exp(-2.0 * log_scales), local=local, mesh=mesh)  # fmt: skip
+                           jnp.exp(-2.0 * log_scales), local=local, mesh=mesh,
+                           log_factors=log_factors)  # fmt: skip
     own = log_weights[rows]
     log_loo = lse - jnp.log1p(-jnp.exp(own))[:, None] + log_norm[None, :]
     w = jnp.exp(own)
@@ -395,6 +413,7 @@ def lscv_at_scales(params, data, log_weights, rows, data_lo=None, log_scales=Non
 
 def lscv_objective(params, data, log_weights, rows, data_lo=None, log_ref=0.0, **static):
     """:func:`lscv_at_scales` at the bandwidth ``params`` itself: a scalar to maximise."""
+    static.pop("log_factors", None)  # fit_bandwidth refuses adaptive LSCV before this
     return lscv_at_scales(params, data, log_weights, rows, data_lo, None, log_ref, **static)[0]
 
 
@@ -428,8 +447,8 @@ def _objective_fn(objective: str):
     """``fn(params, data, log_weights, rows, data_lo, log_ref, **static)`` to maximise."""
     if objective == "lscv":
         return lscv_objective
-    return lambda p, x, lw, rows, x_lo, log_ref, **static: loo_log_likelihood(
-        p, x, lw, rows, x_lo, **static
+    return lambda p, x, lw, rows, x_lo, log_ref, log_factors=None, **static: loo_log_likelihood(
+        p, x, lw, rows, x_lo, log_factors, **static
     )
 
 
@@ -440,7 +459,8 @@ _VALUE_AND_GRAD = {
 
 
 @functools.partial(jax.jit, static_argnames=(*_STATIC, "opt", "length", "objective"))
-def _optimiser_steps(p, s, x, x_lo, lw, rows, log_ref, *, length, opt, objective, **static):
+def _optimiser_steps(p, s, x, x_lo, lw, rows, log_ref, lf, *, length, opt, objective,
+                     **static):  # fmt: skip
     """``length`` optimiser steps in one compiled loop; a non-finite step freezes the rest.
 
     The data are arguments, not constants captured by the trace (which would be copied into
@@ -449,7 +469,8 @@ def _optimiser_steps(p, s, x, x_lo, lw, rows, log_ref, *, length, opt, objective
     extra = isinstance(opt, optax.GradientTransformationExtraArgs)
 
     def loss(q):
-        return -_objective_fn(objective)(q, x, lw, rows, x_lo, log_ref, **static)
+        return -_objective_fn(objective)(q, x, lw, rows, x_lo, log_ref, log_factors=lf,
+                                         **static)  # fmt: skip
 
     def one(carry, _):
         p, s, alive = carry
@@ -536,6 +557,7 @@ def fit_bandwidth(
     block_size: int = 256,
     mesh: Mesh | None = None,
     dtype=None,
+    log_factors=None,
 ) -> BandwidthFit:
     """Learn a bandwidth by maximising the leave-one-out likelihood, or by least-squares
     cross-validation.
@@ -588,6 +610,9 @@ def fit_bandwidth(
         the result equals the single-device one up to rounding.
     dtype : numpy dtype, optional
         Working dtype (default from ``X``: float32, or float64 under x64).
+    log_factors : array-like of shape (n,), optional
+        Adaptive bandwidths (:mod:`jaxkde.adaptive`): row ``j``'s kernel is ``lambda_j^2 H``;
+        the global ``H`` is learned with these ``log lambda_j`` held fixed (likelihood only).
 
     Returns
     -------
@@ -625,6 +650,15 @@ def fit_bandwidth(
     gtol = check_real(gtol, "gtol", low=0.0)
     xtol = check_real(xtol, "xtol", low=0.0, low_open=True)
     tol = check_real(tol, "tol", low=0.0)
+    if log_factors is not None:
+        if objective == "lscv":
+            raise ValueError(
+                "objective='lscv' has no closed-form int f^2 for adaptive bandwidths; use "
+                "objective='likelihood' with log_factors."
+            )
+        log_factors = np.asarray(log_factors, np.float64).reshape(-1)
+        if log_factors.shape != (n,) or not np.all(np.isfinite(log_factors)):
+            raise ValueError(f"log_factors must be {n} finite numbers, one per row of X.")
     w64, log_w64 = normalized_log_weights(weights, n)
     if objective == "lscv" and d == 1 and mesh is None and init is None:
         binned = _binned_lscv_fit(data, weights, kind)
@@ -659,8 +693,10 @@ def fit_bandwidth(
         )
     else:
         eval_rows = jnp.asarray(positive)
+    lf = None if log_factors is None else log_factors.astype(dtype)
     if mesh is None:
         x, x_lo, lw = jnp.asarray(hi), None if lo is None else jnp.asarray(lo), jnp.asarray(log_w)
+        lf = None if lf is None else jnp.asarray(lf)
     else:  # pad the rows to equal shards (log weight -inf), then place them on the devices
         devices = mesh.shape[mesh.axis_names[0]]
         n_chunks, size = chunk_layout(-(-n // devices), chunk_size)
@@ -670,6 +706,7 @@ def fit_bandwidth(
         x_lo = None if lo is None else jax.device_put(np.pad(lo, ((0, pad), (0, 0))),
                                                        rows_sharding)  # fmt: skip
         lw = jax.device_put(np.pad(log_w, (0, pad), constant_values=-np.inf), rows_sharding)
+        lf = None if lf is None else jax.device_put(np.pad(lf, (0, pad)), rows_sharding)
     static = {"kind": kind, "kernel": kern, "chunk_size": chunk_size, "block_size": block_size,
               "precision": "highest", "mesh": mesh}  # fmt: skip
     value_fn = functools.partial(_objective_fn(objective), **static)
@@ -685,9 +722,9 @@ def fit_bandwidth(
     def value_and_gradient(p) -> tuple[float, float]:
         """The objective on all rows, and the largest gradient entry on the evaluation rows
         (one program when those are all the rows)."""
-        value, grad = value_and_grad(p, x, lw, eval_rows, x_lo, log_ref)
+        value, grad = value_and_grad(p, x, lw, eval_rows, x_lo, log_ref, log_factors=lf)
         if batch < n_pos:
-            value = value_fn(p, x, lw, jnp.asarray(positive), x_lo, log_ref)
+            value = value_fn(p, x, lw, jnp.asarray(positive), x_lo, log_ref, log_factors=lf)
         # LSCV's value in density units; its gradient in the optimiser's (relative to gtol).
         return float(value) * math.exp(float(log_ref)), float(jnp.max(jnp.abs(grad)))
 
@@ -696,10 +733,10 @@ def fit_bandwidth(
         scales = jnp.asarray(log_scales, dtype)
         if objective == "lscv":
             return lscv_at_scales(start, x, lw, eval_rows, x_lo, scales, log_ref, **static)
-        return _loo_at_scales(start, x, lw, eval_rows, x_lo, scales, **static)
+        return _loo_at_scales(start, x, lw, eval_rows, x_lo, scales, lf, **static)
 
     lowest = _SCALE_LIMITS[0]
-    if _sum_updates(d, kern, mesh):
+    if _sum_updates(d, kern, mesh, lf):
         # Sum updating places points in unit cells of the working dtype: keep x / h within
         # its exact range (2^22 bandwidths of float32 from the centre).
         span = float(np.max(np.abs(centred)))
@@ -733,7 +770,16 @@ def fit_bandwidth(
         anchor = params
         length = min(patience, max_steps - steps)
         params, opt_state, values, ok, grads = _optimiser_steps(
-            params, opt_state, x, x_lo, lw, eval_rows, log_ref, length=length, **steps_static
+            params,
+            opt_state,
+            x,
+            x_lo,
+            lw,
+            eval_rows,
+            log_ref,
+            lf,
+            length=length,
+            **steps_static,
         )
         ok, grads = np.asarray(ok), np.asarray(grads)
         trace.extend(np.asarray(values)[ok].astype(np.float64).tolist())

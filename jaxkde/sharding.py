@@ -52,7 +52,9 @@ def shard_state(state: KDEState, mesh: Mesh, axis: str | None = None) -> KDEStat
             points_lo=None if lo is None else jnp.pad(lo, ((0, pad), (0, 0), (0, 0))),
             sq_norms=jnp.pad(state.sq_norms, ((0, pad), (0, 0))),
             log_weights=jnp.pad(state.log_weights, ((0, pad), (0, 0)), constant_values=-jnp.inf),
-        )
+            log_factors=None if state.log_factors is None
+            else jnp.pad(state.log_factors, ((0, pad), (0, 0))),
+        )  # fmt: skip
     data = NamedSharding(mesh, P(axis))
     replicated = NamedSharding(mesh, P())
     return dataclasses.replace(
@@ -61,6 +63,7 @@ def shard_state(state: KDEState, mesh: Mesh, axis: str | None = None) -> KDEStat
         points_lo=None if lo is None else jax.device_put(state.points_lo, data),
         sq_norms=jax.device_put(state.sq_norms, data),
         log_weights=jax.device_put(state.log_weights, data),
+        log_factors=None if state.log_factors is None else jax.device_put(state.log_factors, data),
         mean=jax.device_put(state.mean, replicated),
         chol=jax.device_put(state.chol, replicated),
         basis=None if state.basis is None else jax.device_put(state.basis, replicated),
@@ -76,6 +79,7 @@ def _state_specs(state: KDEState, axis: str) -> KDEState:
         points_lo=None if state.points_lo is None else P(axis),
         sq_norms=P(axis),
         log_weights=P(axis),
+        log_factors=None if state.log_factors is None else P(axis),
         mean=P(),
         chol=P(),
         basis=None if state.basis is None else P(),

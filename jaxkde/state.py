@@ -74,6 +74,10 @@ class KDEState:
         ``kernel.log_normalizer(k, log |det L|)``.
     kernel : Kernel
         The kernel. Static.
+    log_factors : array of shape (n_chunks, chunk_size), or None
+        Adaptive bandwidths: ``log lambda_i``, centre ``i``'s kernel having bandwidth
+        ``lambda_i^2 H`` (its term ``lambda_i^-k k(|z_y - z_i|^2 / lambda_i^2)``); 0 on padding.
+        ``None`` (the default) for a fixed bandwidth.
     """
 
     points: jax.Array
@@ -85,6 +89,7 @@ class KDEState:
     basis: jax.Array | None
     log_normalizer: jax.Array
     kernel: Kernel
+    log_factors: jax.Array | None = None
 
     @property
     def dim(self) -> int:
@@ -114,7 +119,7 @@ jax.tree_util.register_dataclass(
     KDEState,
     data_fields=[
         "points", "points_lo", "sq_norms", "log_weights", "mean", "chol", "basis",
-        "log_normalizer",
+        "log_normalizer", "log_factors",
     ],
     meta_fields=["kernel"],
 )  # fmt: skip
@@ -309,6 +314,7 @@ def build_state(
     chunk_size: int = 4096,
     dtype=None,
     n_rows: int | None = None,
+    log_factors: np.ndarray | None = None,
 ) -> KDEState:
     """Centre, whiten and chunk ``data`` for evaluation, in float64 on the host.
 
@@ -330,6 +336,8 @@ def build_state(
     n_rows : int, optional
         Lay the chunks out for ``n_rows >= n`` rows (the rest padded with weight 0), so that
         states of similar sizes share array shapes and hence compiled programs.
+    log_factors : array of shape (n,), optional
+        ``log lambda_i`` of adaptive bandwidths (see :mod:`jaxkde.adaptive`); ``None``: fixed.
     """
     chunk_size = check_positive_int(chunk_size, "chunk_size")
     x64, data_dtype = check_data(data, "data")
@@ -392,4 +400,7 @@ def build_state(
         sq_norms=chunked(sq),
         log_weights=chunked(log_w64.astype(dtype), -np.inf),
         log_normalizer=jnp.asarray(kernel.log_normalizer(k, log_det), dtype),
+        log_factors=None
+        if log_factors is None
+        else chunked(_cast_checked(np.reshape(log_factors, (n,)), dtype, "log_factors")),
     )

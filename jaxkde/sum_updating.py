@@ -123,6 +123,7 @@ def supports_sum_updating(state) -> bool:
         and state.dim == 1
         and state.n_features == 1
         and state.basis is None
+        and state.log_factors is None
         and state.kernel.name in SUM_UPDATING_KERNELS
     ):
         return False

@@ -98,6 +98,14 @@ SCRIPT = textwrap.dedent(
     close(a.score_samples(q), b.score_samples(q), "mixture")
     for label in (None, 2):
         assert np.array_equal(a.sample(11, key=4, label=label), b.sample(11, key=4, label=label))
+    # Adaptive bandwidths: the per-centre factors are sharded with the data.
+    a = jaxkde.KDE(bandwidth="scott_full", adaptive=True, chunk_size=100,
+                   mesh=mesh).fit(x, sample_weight=w)
+    b = jaxkde.KDE(bandwidth="scott_full", adaptive=True, chunk_size=100).fit(x, sample_weight=w)
+    assert len(a.state_.log_factors.sharding.device_set) == 4
+    close(a.adaptive_factors_, b.adaptive_factors_, "adaptive factors")
+    close(a.score_samples(q), b.score_samples(q), "adaptive")
+    assert np.array_equal(a.sample(9, key=3), b.sample(9, key=3)), "adaptive samples"
     ca = jaxkde.KDEClassifier(chunk_size=64, mesh=mesh).fit(x, y)
     cb = jaxkde.KDEClassifier(chunk_size=64).fit(x, y)
     close(ca.predict_log_proba(q), cb.predict_log_proba(q), "posterior")
@@ -127,6 +135,9 @@ SCRIPT = textwrap.dedent(
         kb = jaxkde.KDE(bandwidth="cv", chunk_size=64).fit(x[:300])
         close(ka.bandwidth_, kb.bandwidth_, "KDE cv", rtol=1e-8)
         close(ka.score_samples(q), kb.score_samples(q), "KDE cv scores", rtol=1e-8)
+        ka = jaxkde.KDE(bandwidth="cv", adaptive=True, chunk_size=64, mesh=mesh).fit(x[:300])
+        kb = jaxkde.KDE(bandwidth="cv", adaptive=True, chunk_size=64).fit(x[:300])
+        close(ka.bandwidth_, kb.bandwidth_, "adaptive cv", rtol=1e-8)
     print("SHARDED OK")
     """
 )
