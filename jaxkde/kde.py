@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from . import probability
 from ._validation import (
     check_data,
     check_labels,
@@ -807,6 +808,46 @@ class KDE(_Params):
         if w is None:
             return float(np.sum(log_dens))
         return float(np.sum(np.where(w > 0, w * log_dens, 0.0)))
+
+    # ------------------------------------------------------------------------ probabilities
+    def _over_classes(self, fn, what: str) -> np.ndarray:
+        """``fn(state)`` for an unlabelled fit; the prior-weighted mixture over classes."""
+        state = self._check_fitted()
+        if self.__dict__.get("_bounds") is not None:
+            raise ValueError(f"{what} is not available for a KDE fitted with bounds yet.")
+        if not isinstance(state, ClassConditionalState):
+            return fn(state)
+        priors = np.asarray(state.log_priors, np.float64)
+        parts = [p + fn(s) for s, p in zip(state.states, priors, strict=True) if p > -np.inf]
+        return np.logaddexp.reduce(np.stack(parts), axis=0)
+
+    def log_cdf(self, X) -> np.ndarray:
+        """``log P(X_1 <= x_1, ..., X_d <= x_d)`` at each row of ``X``, float64 ``(n_queries,)``.
+
+        Every kernel in 1-D; the Gaussian with a diagonal ``H`` in any dimension (exact, in log
+        space, so tail probabilities of 1e-30 keep their digits; :mod:`jaxkde.probability`).
+        """
+        return self._over_classes(lambda s: probability.log_cdf(s, X), "log_cdf")
+
+    def cdf(self, X) -> np.ndarray:
+        """``P(X_1 <= x_1, ..., X_d <= x_d)`` at each row of ``X`` (``exp`` of :meth:`log_cdf`)."""
+        return np.exp(self.log_cdf(X))
+
+    def integrate_box(self, low, high):
+        """Probability of the box ``low <= x <= high`` (one box ``(d,)`` gives a float, boxes
+        ``(m, d)`` an array); bounds may be infinite. Coverage as :meth:`log_cdf`."""
+        one = np.ndim(low) == 1 and np.ndim(high) == 1
+        out = np.exp(self._over_classes(
+            lambda s: probability.log_box_probability(s, low, high), "integrate_box"))  # fmt: skip
+        return float(out[0]) if one else out
+
+    def quantile(self, probs) -> np.ndarray:
+        """The ``p``-quantiles of a 1-D KDE, shape of ``probs`` (to about 1e-7 in ``p`` in
+        float32; see :func:`jaxkde.probability.quantile`)."""
+        state = self._check_fitted()
+        if isinstance(state, ClassConditionalState) or self.__dict__.get("_bounds") is not None:
+            raise ValueError("quantile is available for an unlabelled, unbounded 1-D KDE.")
+        return probability.quantile(state, probs)
 
     # ----------------------------------------------------------------------------- sampling
     def _sample(self, n_samples, key, scaling_factor, label=None, centres=True):

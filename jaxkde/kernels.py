@@ -108,6 +108,26 @@ class Kernel:
         """
         return 0.5 * delta  # the Gaussian's log profile -r^2/2
 
+    def lower_log_cdf(self, u: jax.Array) -> jax.Array:  # pragma: no cover - abstract
+        """``log F(u)`` of the 1-D unit kernel for ``u <= 0`` (its lower tail, stable there)."""
+        raise NotImplementedError
+
+    def log_cdf_1d(self, u: jax.Array) -> jax.Array:
+        """``log F(u)`` of the 1-D unit kernel (the kernel in one dimension with ``H = 1``),
+        accurate in both tails: the lower tail directly, the upper as ``log1p(-F(-u))`` (the
+        kernel is symmetric)."""
+        low = jnp.minimum(u, 0.0)
+        high = jnp.minimum(-u, 0.0)
+        return jnp.where(
+            u <= 0, self.lower_log_cdf(low), jnp.log1p(-jnp.exp(self.lower_log_cdf(high)))
+        )
+
+
+def _log_where(inside, value_fn, u):
+    """``value_fn(u)`` where ``inside``, else -inf, with the argument kept valid elsewhere."""
+    safe = jnp.where(inside, u, -0.5)
+    return jnp.where(inside, value_fn(safe), -jnp.inf)
+
 
 def _sqrt_error(sq_dist, delta):
     """Bound on ``|sqrt(a) - sqrt(b)|`` for ``|a - b| <= delta``, ``a >= sq_dist``."""
@@ -136,6 +156,9 @@ class GaussianKernel(Kernel):
     def sample_unit(self, key: jax.Array, shape: tuple[int, int], dtype) -> jax.Array:
         return jax.random.normal(key, shape, dtype)
 
+    def lower_log_cdf(self, u):
+        return jax.scipy.special.log_ndtr(u)
+
 
 @dataclasses.dataclass(frozen=True)
 class TophatKernel(Kernel):
@@ -156,6 +179,9 @@ class TophatKernel(Kernel):
 
     def coordinate_variance(self, dim):
         return 1.0 / (dim + 2.0)  # E r^2 = d / (d + 2)
+
+    def lower_log_cdf(self, u):  # (1 + u) / 2 on [-1, 0]
+        return _log_where(u > -1.0, lambda v: jnp.log1p(v) - math.log(2.0), u)
 
     def sample_unit(self, key, shape, dtype):
         # density r^{d-1} on [0, 1): r = U^{1/d}
@@ -186,6 +212,10 @@ class EpanechnikovKernel(Kernel):
     def coordinate_variance(self, dim):
         return 1.0 / (dim + 4.0)  # r^2 ~ Beta(d/2, 2)
 
+    def lower_log_cdf(self, u):  # (1 + u)^2 (2 - u) / 4 on [-1, 0]
+        return _log_where(u > -1.0, lambda v: 2.0 * jnp.log1p(v) + jnp.log(2.0 - v)
+                          - math.log(4.0), u)  # fmt: skip
+
     def sample_unit(self, key, shape, dtype):
         # r^2 ~ Beta(d/2, 2)
         return _radial_sample(
@@ -212,6 +242,9 @@ class ExponentialKernel(Kernel):
 
     def coordinate_variance(self, dim):
         return dim + 1.0  # r ~ Gamma(d, 1)
+
+    def lower_log_cdf(self, u):  # exp(u) / 2
+        return u - math.log(2.0)
 
     def sample_unit(self, key, shape, dtype):
         # r ~ Gamma(d, 1)
@@ -241,6 +274,9 @@ class LinearKernel(Kernel):
 
     def coordinate_variance(self, dim):
         return (dim + 1.0) / ((dim + 2.0) * (dim + 3.0))  # r ~ Beta(d, 2)
+
+    def lower_log_cdf(self, u):  # (1 + u)^2 / 2 on [-1, 0]
+        return _log_where(u > -1.0, lambda v: 2.0 * jnp.log1p(v) - math.log(2.0), u)
 
     def sample_unit(self, key, shape, dtype):
         # r ~ Beta(d, 2)
@@ -309,6 +345,10 @@ class CosineKernel(Kernel):
 
     def coordinate_variance(self, dim):
         return _cosine_moment(dim + 2) / (_cosine_moment(dim) * dim)
+
+    def lower_log_cdf(self, u):  # (1 + sin(pi u / 2)) / 2 = sin^2(pi (1 + u) / 4) on [-1, 0]
+        return _log_where(u > -1.0, lambda v: 2.0 * jnp.log(jnp.sin(0.25 * jnp.pi * (1.0 + v))),
+                          u)  # fmt: skip
 
     def sample_unit(self, key, shape, dtype):
         return _radial_sample(key, shape, dtype, _cosine_radius)

@@ -1,0 +1,136 @@
+"""CDFs, box probabilities and quantiles against numerical integration and float64 brute force."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+from scipy.special import log_ndtr, logsumexp
+
+import jaxkde
+
+KERNELS = ["gaussian", "tophat", "epanechnikov", "exponential", "linear", "cosine"]
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_1d_cdf_is_the_integral_of_the_density(kernel, dtype):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 1)).astype(dtype)
+    w = rng.uniform(0.5, 2.0, size=40)
+    kde = jaxkde.KDE(kernel, bandwidth=0.7).fit(x, sample_weight=w)
+    radius = 0.7 if kde.state_.kernel.compact else 40.0
+    start = x.min() - radius
+    queries = np.array([-2.5, -0.3, 0.0, 0.8, 3.0, x.max() + radius + 1.0])
+    # Gauss-Legendre (20 points) on pieces between the kinks of the density (centres and the
+    # ends of compact supports), at most 0.25 wide: exact for the polynomial kernels, and far
+    # below 1e-9 for the smooth ones; one batched density evaluation.
+    kinks = np.r_[x[:, 0] - radius, x[:, 0], x[:, 0] + radius, queries] if \
+        kde.state_.kernel.compact else np.r_[x[:, 0], queries]  # fmt: skip
+    edges = np.unique(np.r_[np.arange(start, queries.max() + 0.25, 0.25), kinks])
+    edges = edges[(edges >= start) & (edges <= queries.max())]
+    nodes, weights = np.polynomial.legendre.leggauss(20)
+    mid, half = 0.5 * (edges[1:] + edges[:-1]), 0.5 * (edges[1:] - edges[:-1])
+    points = (mid[:, None] + half[:, None] * nodes[None, :]).reshape(-1, 1)
+    dens = np.exp(kde.score_samples(points).astype(np.float64)).reshape(mid.size, 20)
+    cumulative = np.r_[0.0, np.cumsum((dens * weights).sum(axis=1) * half)]
+    want = cumulative[np.searchsorted(edges, queries)]
+    got = kde.cdf(queries[:, None])
+    tol = 1e-7 if dtype == "float64" else 2e-6
+    np.testing.assert_allclose(got, want, atol=tol, rtol=0)
+    assert kde.cdf(np.array([[x.max() + radius + 1.0]]))[0] == pytest.approx(1.0, abs=tol)
+
+
+def test_diagonal_gaussian_matches_float64_brute_force(dtype):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 3)) * [1.0, 3.0, 0.5] + [100.0, 0.0, -5.0]
+    kde = jaxkde.KDE(bandwidth="scott").fit(x.astype(dtype))
+    sd = np.sqrt(np.diag(kde.bandwidth_))
+    q = np.r_[rng.normal(size=(20, 3)) * [1.0, 3.0, 0.5] + [100.0, 0.0, -5.0],
+              [[90.0, -12.0, -8.0]], [[np.inf, np.inf, np.inf]], [[-np.inf, 0.0, 0.0]]]  # fmt: skip
+    with np.errstate(invalid="ignore"):
+        terms = log_ndtr((q[:, None, :] - x[None, :, :]) / sd).sum(-1)
+    want = logsumexp(terms, axis=1) - np.log(300)
+    got = kde.log_cdf(q)
+    fin = np.isfinite(want)
+    assert np.array_equal(np.isfinite(got), fin) and got[-1] == -np.inf and got[-2] == 0.0
+    rtol = 1e-5 if dtype == "float32" else 1e-10
+    np.testing.assert_allclose(got[fin], want[fin], rtol=rtol, atol=rtol)
+    # the deep tail keeps its digits (checked above): log P is below -100 there
+    assert got[20] < -100
+
+
+def test_box_probabilities(dtype):
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(200, 2))
+    h = np.array([0.3, 0.5])
+    kde = jaxkde.KDE(bandwidth=h).fit(x.astype(dtype))
+    low, high = np.array([-1.0, -0.5]), np.array([0.5, 2.0])
+    per = stats.norm.cdf((high - x) / h) - stats.norm.cdf((low - x) / h)
+    want = per.prod(axis=1).mean()
+    tol = 1e-6 if dtype == "float32" else 1e-12
+    assert kde.integrate_box(low, high) == pytest.approx(want, abs=tol)
+    # many boxes at once, infinite and empty ones included; the whole space has mass 1
+    lows = np.array([low, [-np.inf, -np.inf], [0.0, 0.0], [9.0, 9.0]])
+    highs = np.array([high, [np.inf, np.inf], [0.0, 1.0], [10.0, 10.0]])
+    got = kde.integrate_box(lows, highs)
+    assert got[0] == pytest.approx(want, abs=tol) and got[1] == pytest.approx(1.0, abs=tol)
+    assert got[2] == 0.0
+    tail = (stats.norm.sf((9.0 - x) / h) - stats.norm.sf((10.0 - x) / h)).prod(axis=1).mean()
+    assert got[3] == pytest.approx(tail, rel=1e-3)  # ~1e-58: log space keeps it
+    # a 2-D box probability equals its CDF differences
+    f = kde.cdf
+    corner = (f(high[None]) - f(np.array([[low[0], high[1]]])) - f(np.array([[high[0], low[1]]]))
+              + f(low[None]))[0]  # fmt: skip
+    assert corner == pytest.approx(want, abs=10 * tol)
+
+
+def test_adaptive_and_labelled_cdfs():
+    rng = np.random.default_rng(3)
+    x = rng.standard_t(3, size=(300, 1))
+    kde = jaxkde.KDE(adaptive=True).fit(x)
+    sd = np.sqrt(kde.bandwidth_[0, 0]) * kde.adaptive_factors_
+    q = np.array([[-5.0], [0.0], [2.0]])
+    want = stats.norm.cdf((q - x[:, 0]) / sd).mean(axis=1)
+    np.testing.assert_allclose(kde.cdf(q), want, atol=1e-6)
+    y = (x[:, 0] > 0).astype(int)
+    lab = jaxkde.KDE().fit(x, y)
+    parts = [jaxkde.KDE().fit(x[y == c]).cdf(q) * lab.class_prior_[c] for c in (0, 1)]
+    np.testing.assert_allclose(lab.cdf(q), parts[0] + parts[1], atol=1e-6)
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "epanechnikov", "exponential"])
+def test_quantile_inverts_the_cdf(kernel):
+    rng = np.random.default_rng(4)
+    x = rng.lognormal(size=(500, 1))
+    kde = jaxkde.KDE(kernel).fit(x)
+    p = np.array([1e-6, 0.01, 0.25, 0.5, 0.9, 0.999])
+    xq = kde.quantile(p)
+    np.testing.assert_allclose(kde.cdf(xq[:, None]), p, atol=1e-6)
+    ends = kde.quantile([0.0, 1.0])
+    if kernel == "epanechnikov":
+        assert kde.cdf(ends[:, None]) == pytest.approx([0.0, 1.0], abs=1e-7)
+    else:
+        assert ends.tolist() == [-np.inf, np.inf]
+    assert kde.quantile(np.full((2, 2), 0.5)).shape == (2, 2)
+
+
+def test_bad_input():
+    rng = np.random.default_rng(5)
+    x2 = rng.normal(size=(50, 2))
+    with pytest.raises(ValueError, match="diagonal bandwidth"):
+        jaxkde.KDE(bandwidth="scott_full").fit(x2 @ [[1, 0.5], [0, 1]]).cdf(x2[:2])
+    with pytest.raises(ValueError, match="kernel 'epanechnikov'"):
+        jaxkde.KDE("epanechnikov").fit(x2).integrate_box([0, 0], [1, 1])
+    with pytest.raises(ValueError, match="univariate_gaussian"):
+        jaxkde.KDE("univariate_gaussian").fit(x2).cdf(x2[:2])
+    with pytest.raises(ValueError, match="bounds"):
+        jaxkde.KDE(bounds=[(0, None)]).fit(np.abs(x2[:, :1])).cdf([[1.0]])
+    kde = jaxkde.KDE().fit(x2[:, :1])
+    with pytest.raises(ValueError, match=r"probs must lie in \[0, 1\]"):
+        kde.quantile([0.5, 1.5])
+    with pytest.raises(ValueError, match="quantile needs 1-D data"):
+        jaxkde.KDE().fit(x2).quantile(0.5)
+    with pytest.raises(ValueError, match="points contains NaN"):
+        kde.cdf([[np.nan]])
+    with pytest.raises(ValueError, match=r"upper must have shape \(m, 1\)"):
+        kde.integrate_box([0.0], [[1.0, 2.0]])
