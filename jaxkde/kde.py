@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from . import probability
+from . import marginals, probability
 from ._validation import (
     check_data,
     check_labels,
@@ -848,6 +848,54 @@ class KDE(_Params):
         if isinstance(state, ClassConditionalState) or self.__dict__.get("_bounds") is not None:
             raise ValueError("quantile is available for an unlabelled, unbounded 1-D KDE.")
         return probability.quantile(state, probs)
+
+    # --------------------------------------------------------- marginals and conditionals
+    def _parts(self, what: str) -> marginals.MixtureParts:
+        state = self._check_fitted()
+        if isinstance(state, ClassConditionalState) or self.__dict__.get("_bounds") is not None:
+            raise ValueError(f"{what} is available for a KDE fitted without labels and bounds.")
+        return marginals.mixture_parts(state, what)
+
+    def _from_parts(self, parts: marginals.MixtureParts) -> KDE:
+        """A KDE fitted to the mixture ``parts`` (its centres as data, with their weights)."""
+        params = {**self.get_params(), "bandwidth": parts.bandwidth, "bandwidth_estimator": None,
+                  "univariate_bandwidth": None, "priors": None, "bounds": None,
+                  "adaptive": False}  # fmt: skip
+        kde = type(self)(**params)
+        w = np.exp(parts.log_weights - parts.log_weights.max())
+        keep = w > 0  # weights below float64's range contribute nothing
+        centres = parts.centres[keep].astype(self.state_.dtype)
+        kde.fit(centres, sample_weight=w[keep])
+        if parts.log_factors is not None:  # the same adaptive factors, per centre
+            chunk = self.chunk_size or self._default_block_sizes()[1]
+            state = build_state(
+                centres,
+                w[keep],
+                kde.bandwidth_,
+                kde.state_.kernel,
+                chunk_size=chunk,
+                log_factors=parts.log_factors[keep],
+            )
+            kde._whitening = host_whitening(state)
+            kde.state_ = state if self.mesh is None else shard_state(state, self.mesh)
+            kde.adaptive_factors_ = np.exp(parts.log_factors[keep])
+        return kde
+
+    def marginal(self, dims) -> KDE:
+        """The marginal KDE over the features ``dims`` (in that order), exact for the Gaussian
+        kernel: the same centres' coordinates and weights, and the sub-matrix of ``H``."""
+        return self._from_parts(marginals.marginalize(self._parts("marginal"), dims))
+
+    def conditional(self, dims, values) -> KDE:
+        """The KDE of the other features given ``x[dims] = values``, exact for a Gaussian KDE
+        with any ``H`` (see :mod:`jaxkde.marginals`); it scores and samples like any KDE."""
+        return self._from_parts(marginals.condition(self._parts("conditional"), dims, values))
+
+    def condition_on(self, matrix, observation, noise) -> KDE:
+        """The posterior KDE given a linear observation ``observation = matrix @ x + e``,
+        ``e ~ N(0, noise)``: a Kalman update per centre (Gaussian kernel)."""
+        parts = self._parts("condition_on")
+        return self._from_parts(marginals.condition_linear(parts, matrix, observation, noise))
 
     # ----------------------------------------------------------------------------- sampling
     def _sample(self, n_samples, key, scaling_factor, label=None, centres=True):
