@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from . import marginals, probability
+from . import geometry, marginals, probability
 from ._validation import (
     check_data,
     check_labels,
@@ -49,7 +49,7 @@ from .sampling import as_key, check_sample_size, sample_host
 from .selection import _STATUS_MESSAGES, CV_RULES, LSCV_RULES, fit_bandwidth
 from .selectors import SELECTORS
 from .sharding import shard_state, sharded_log_density
-from .state import KDEState, build_state, host_whitening, shared_row_counts
+from .state import KDEState, build_state, host_whitening, shared_row_counts, unwhiten_host
 from .sum_updating import (
     SUM_UPDATING_BLOCK,
     sort_data,
@@ -848,6 +848,43 @@ class KDE(_Params):
         if isinstance(state, ClassConditionalState) or self.__dict__.get("_bounds") is not None:
             raise ValueError("quantile is available for an unlabelled, unbounded 1-D KDE.")
         return probability.quantile(state, probs)
+
+    def density_levels(self, probs=(0.25, 0.5, 0.75, 0.95), n_samples: int = 100_000,
+                       key=0) -> probability.DensityLevels:  # fmt: skip
+        """Density thresholds whose superlevel sets hold the masses ``probs`` (contour levels
+        for plots; HDR): from the densities of ``n_samples`` draws from the KDE, whose
+        ``stderr`` (``sqrt(p (1 - p) / n)``) is the error in mass to expect."""
+        draws = self.sample(check_positive_int(n_samples, "n_samples"), key=key)
+        return probability.density_levels(self.score_samples(draws), probs)
+
+    # ----------------------------------------------------------------------------- geometry
+    def score_function(self, X, batch_size: int | None = None) -> np.ndarray:
+        """``grad log f`` at each row of ``X``, float64 ``(n_queries, n_features_in_)``, by
+        a second weighted sum over the same blocks (:mod:`jaxkde.geometry`)."""
+        state = self._check_fitted()
+        if isinstance(state, ClassConditionalState) or self.__dict__.get("_bounds") is not None:
+            raise ValueError("score_function is available for a KDE fitted without labels and "
+                             "bounds.")  # fmt: skip
+        block = batch_size or self.batch_size or self._default_block_sizes()[0]
+        return geometry.score_function(state, X, block_size=block)
+
+    def modes(self, X0=None, *, max_iter: int = 500, tol: float = 1e-4,
+              merge_tol: float = 0.1) -> geometry.Modes:  # fmt: skip
+        """Mean shift from each row of ``X0`` (default: the training data) to a mode: the
+        distinct modes and a label per start (clustering, as ``ks::kms``; see
+        :func:`jaxkde.geometry.mean_shift`)."""
+        state = self._check_fitted()
+        if isinstance(state, ClassConditionalState) or self.__dict__.get("_bounds") is not None:
+            raise ValueError("modes is available for a KDE fitted without labels and bounds.")
+        if X0 is None:
+            hw = self._whitening
+            k = state.dim
+            lo = None if state.points_lo is None else np.asarray(state.points_lo).reshape(-1, k)
+            keep = np.isfinite(np.asarray(state.log_weights, np.float64).reshape(-1))
+            X0 = unwhiten_host(state, np.asarray(state.points).reshape(-1, k), lo, hw)[keep]
+        block = self.batch_size or self._default_block_sizes()[0]
+        return geometry.mean_shift(state, X0, max_iter=max_iter, tol=tol, merge_tol=merge_tol,
+                                   block_size=block)  # fmt: skip
 
     # --------------------------------------------------------- marginals and conditionals
     def _parts(self, what: str) -> marginals.MixtureParts:

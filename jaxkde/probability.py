@@ -22,6 +22,7 @@ states on a subspace are refused with an error that says so.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +33,14 @@ from .engine import lse_finish, lse_update
 from .kernels import GaussianKernel, UnivariateGaussianKernel
 from .state import KDEState, host_whitening, split_double_word
 
-__all__ = ["check_factorised", "log_box_probability", "log_cdf", "quantile"]
+__all__ = [
+    "DensityLevels",
+    "check_factorised",
+    "density_levels",
+    "log_box_probability",
+    "log_cdf",
+    "quantile",
+]
 
 
 def check_factorised(state: KDEState, what: str) -> None:
@@ -264,3 +272,40 @@ def quantile(state: KDEState, probs, *, tol: float | None = None,
         side = np.where(left, 1, -1)
     out[inner] = x
     return out.reshape(shape)
+
+
+class DensityLevels(NamedTuple):
+    """Result of :func:`density_levels`.
+
+    Attributes
+    ----------
+    probs : np.ndarray
+        The probability masses asked for.
+    log_levels : np.ndarray
+        ``log c_p``: the superlevel set ``{x: f(x) >= c_p}`` holds mass ``p``.
+    levels : np.ndarray
+        ``c_p`` (``exp`` of ``log_levels``, in float64).
+    stderr : np.ndarray
+        Standard error of the mass inside each estimated level, ``sqrt(p (1 - p) / n)`` for
+        ``n`` draws: the order of the error in probability of the estimate.
+    n_samples : int
+    """
+
+    probs: np.ndarray
+    log_levels: np.ndarray
+    levels: np.ndarray
+    stderr: np.ndarray
+    n_samples: int
+
+
+def density_levels(log_densities_of_draws, probs) -> DensityLevels:
+    """Density thresholds whose superlevel sets hold the masses ``probs``, from the log
+    densities of draws from the KDE itself: ``c_p`` is the ``(1 - p)``-quantile of ``f(X)``,
+    ``X ~ f`` (Hyndman 1996), so ``P(f(X) >= c_p) = p`` up to sampling error."""
+    log_f = np.sort(np.asarray(log_densities_of_draws, np.float64).reshape(-1))
+    p = np.asarray(probs, np.float64).reshape(-1)
+    if np.isnan(p).any() or (p <= 0).any() or (p >= 1).any():
+        raise ValueError(f"probs must lie in (0, 1); got {np.asarray(probs).tolist()}.")
+    n = log_f.size
+    log_levels = np.quantile(log_f, 1.0 - p)
+    return DensityLevels(p, log_levels, np.exp(log_levels), np.sqrt(p * (1 - p) / n), n)
