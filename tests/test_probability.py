@@ -84,6 +84,22 @@ def test_box_probabilities(dtype):
     assert corner == pytest.approx(want, abs=10 * tol)
 
 
+def test_full_bandwidth_2d_matches_scipy(dtype):
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(300, 2)) @ np.array([[1.0, 0.0], [0.8, 0.6]]) + [5.0, -2.0]
+    ref = stats.gaussian_kde(x.T)
+    kde = jaxkde.KDE(bandwidth=ref.covariance).fit(x.astype(dtype))
+    tol = 1e-6
+    for low, high in [([4.0, -3.0], [6.0, -1.5]), ([-np.inf, -np.inf], [5.0, -2.0]),
+                      ([5.5, -10.0], [np.inf, -2.5]), ([3.0, -4.0], [3.5, -3.5])]:  # fmt: skip
+        want = ref.integrate_box(low, high)
+        assert kde.integrate_box(low, high) == pytest.approx(want, abs=tol), (low, high)
+    q = rng.normal(size=(10, 2)) + np.array([5.0, -2.0])
+    want = [ref.integrate_box([-np.inf, -np.inf], p) for p in q]
+    np.testing.assert_allclose(kde.cdf(q), want, atol=tol)
+    assert kde.integrate_box([-np.inf, -np.inf], [np.inf, np.inf]) == pytest.approx(1.0, abs=tol)
+
+
 def test_adaptive_and_labelled_cdfs():
     rng = np.random.default_rng(3)
     x = rng.standard_t(3, size=(300, 1))
@@ -117,8 +133,9 @@ def test_quantile_inverts_the_cdf(kernel):
 def test_bad_input():
     rng = np.random.default_rng(5)
     x2 = rng.normal(size=(50, 2))
-    with pytest.raises(ValueError, match="diagonal bandwidth"):
-        jaxkde.KDE(bandwidth="scott_full").fit(x2 @ [[1, 0.5], [0, 1]]).cdf(x2[:2])
+    x3 = rng.normal(size=(50, 3)) @ [[1, 0.5, 0], [0, 1, 0.2], [0, 0, 1]]
+    with pytest.raises(ValueError, match="or with a full one in 2-D"):
+        jaxkde.KDE(bandwidth="scott_full").fit(x3).cdf(x3[:2])
     with pytest.raises(ValueError, match="kernel 'epanechnikov'"):
         jaxkde.KDE("epanechnikov").fit(x2).integrate_box([0, 0], [1, 1])
     with pytest.raises(ValueError, match="univariate_gaussian"):
