@@ -37,6 +37,7 @@ __all__ = [
     "MNIST_MIRRORS",
     "DatasetError",
     "load_mnist",
+    "mnist_available",
     "mnist_cache_dir",
     "read_idx",
 ]
@@ -214,6 +215,20 @@ def _download(name: str, sha256: str, cache: pathlib.Path, mirrors: list[str]) -
         f"could not download {name} (offline?): " + "; ".join(errors) + f". Put the MNIST "
         f"file {name} in {cache}, or in a folder named by ${DATA_DIR_ENV} or data_dir."
     )
+
+
+def mnist_available(split: str, data_dir: str | os.PathLike | None = None) -> bool:
+    """Whether :func:`load_mnist` finds ``split`` without downloading it (in ``data_dir`` or
+    ``$JAXKDE_DATA_DIR``, shipped, or in the cache; files are not verified here)."""
+    if split not in MNIST_FILES:
+        raise ValueError(f"split must be one of {list(MNIST_FILES)}; got {split!r}.")
+    names = [name for name, _ in MNIST_FILES[split]]
+    if data_dir is not None or os.environ.get(DATA_DIR_ENV):
+        folder = pathlib.Path(data_dir if data_dir is not None else os.environ[DATA_DIR_ENV])
+        return all((folder / n).exists() or (folder / n[:-3]).exists() for n in names)
+    if split == "test" and all((SHIPPED_DIR / n).exists() for n in names):
+        return True
+    return all((mnist_cache_dir() / n).exists() for n in names)
 
 
 def _locate(split: str, data_dir, mirrors) -> list[pathlib.Path]:

@@ -161,9 +161,21 @@ def condition_linear(parts: MixtureParts, matrix, observation, noise) -> Mixture
     if parts.log_factors is not None:
         raise ValueError("a linear observation of an adaptive KDE is not supported.")
     h = parts.bandwidth
-    s = a @ h @ a.T + r
-    gain = np.linalg.solve(s, a @ h).T  # H A^T S^-1, (d, k)
-    resid = y[None, :] - parts.centres @ a.T
-    log_w = _normalised(parts.log_weights + _log_normal(resid, s, None))
-    cov = h - gain @ a @ h
-    return MixtureParts(parts.centres + resid @ gain.T, log_w, 0.5 * (cov + cov.T), None)
+    s_chol = np.linalg.cholesky(a @ h @ a.T + r)  # S = A H A^T + R = G G^T
+    a_w = np.linalg.solve(s_chol, a)  # G^-1 A, (k, d)
+    y_w = np.linalg.solve(s_chol, y)  # G^-1 y
+    # |G^-1 (y - A x_i)|^2 in O(n d^2): the part of G^-1 y outside the span of G^-1 A is the
+    # same for every centre; the rest is |Q^T G^-1 y - R_q x_i|^2 with G^-1 A = Q R_q.
+    q, r_q = np.linalg.qr(a_w)
+    inside = q.T @ y_w
+    outside = max(float(y_w @ y_w - inside @ inside), 0.0)
+    u = inside[None, :] - parts.centres @ r_q.T
+    quad = outside + np.einsum("ij,ij->i", u, u)
+    log_det = 2.0 * np.log(np.diag(s_chol)).sum()
+    log_like = -0.5 * (quad + log_det + k * np.log(2.0 * np.pi))
+    log_w = _normalised(parts.log_weights + log_like)
+    gain = h @ a_w.T  # K = H A^T S^-1 = H (G^-1 A)^T G^-1, applied below to G^-1 (y - A x)
+    gain_a = gain @ a_w  # K A, (d, d): every centre in O(d^2)
+    centres = parts.centres + (gain @ y_w)[None, :] - parts.centres @ gain_a.T
+    cov = h - gain_a @ h
+    return MixtureParts(centres, log_w, 0.5 * (cov + cov.T), None)

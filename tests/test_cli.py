@@ -210,3 +210,27 @@ def test_parzen_refuses_archives_and_pixels_out_of_range(tmp_path, capsys):
     assert main(["parzen", "--samples", str(bytes_)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "divide by 255" in err[0]
+
+
+def test_inpaint_writes_completions_and_a_grid(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("JAXKDE_DATA_DIR", raising=False)
+    monkeypatch.setattr("jaxkde.cli.mnist_available", lambda split, data_dir=None: False)
+    out = tmp_path / "inpaint.npy"
+    assert main(["inpaint", "--digit", "4", "-n", "3", "--components", "20", "--out",
+                 str(out)]) == 0  # fmt: skip
+    done = np.load(out)
+    assert done.shape == (3, 28, 28) and done.dtype == np.float32
+    assert done.min() >= 0 and done.max() <= 1
+    text = capsys.readouterr().out
+    assert "completed from their top half" in text and "other test images" in text
+    labels = [int(line.split()[-1]) for line in text.splitlines() if " label " in line]
+    assert labels == [4, 4, 4]
+    png = tmp_path / "inpaint.png"
+    assert main(["inpaint", "-n", "2", "--keep", "left", "--components", "20", "--out",
+                 str(png)]) == 0  # fmt: skip
+    with Image.open(png) as img:
+        assert img.size == (2 * (3 * 56 + 4 + 6) + 6, 56 + 12)
+    assert main(["inpaint", "--out", str(tmp_path / "x.jpg")]) == 1
+    assert "--out must end in .png or .npy" in capsys.readouterr().err
+    assert main(["inpaint", "--digit", "3", "-n", "20000", "--out", str(out)]) == 1
+    assert "more than the" in capsys.readouterr().err

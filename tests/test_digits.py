@@ -7,7 +7,7 @@ import pytest
 
 import jaxkde
 from jaxkde.datasets import load_mnist
-from jaxkde.digits import digit_pairs_grid, sample_digits
+from jaxkde.digits import digit_pairs_grid, inpaint_digits, observed_mask, sample_digits
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +101,34 @@ def test_bad_arguments_are_named_not_a_bare_arithmetic_error():
         sample_digits(images, n_samples=10**12, n_components=5)
     with pytest.raises(ValueError, match="scaling_factor"):
         sample_digits(images, n_samples=2, n_components=5, scaling_factor=float("inf"))
+
+
+@pytest.mark.parametrize("keep", ["top", "bottom", "left", "right"])
+def test_observed_mask_keeps_one_half(keep):
+    mask = observed_mask(keep)
+    assert mask.shape == (28, 28) and mask.sum() == 392
+    assert mask[0, 0] if keep in ("top", "left") else mask[-1, -1]
+
+
+def test_inpainting_keeps_the_half_and_completes_the_other(mnist_test_images):
+    images = mnist_test_images
+    train, queries = images[:3000], images[3000:3020]
+    result = inpaint_digits(train, queries, keep="top", n_components=30, key=4)
+    mask = result.mask
+    pixels = queries.reshape(-1, 28, 28).astype(np.float32) / 255
+    np.testing.assert_array_equal(result.completions[:, mask], pixels[:, mask])
+    np.testing.assert_array_equal(result.observed[:, ~mask], 0.0)
+    assert result.completions.dtype == np.float32
+    assert result.completions.min() >= 0 and result.completions.max() <= 1
+    # the completion is informed by the kept half: nearer the truth than an empty half, and
+    # than the completion of another digit's half
+    err = np.sqrt(np.mean((result.completions[:, ~mask] - pixels[:, ~mask]) ** 2))
+    shuffled = np.sqrt(np.mean((result.completions[::-1][:, ~mask] - pixels[:, ~mask]) ** 2))
+    empty = np.sqrt(np.mean(pixels[:, ~mask] ** 2))
+    assert err < 0.8 * empty and err < 0.8 * shuffled
+    again = inpaint_digits(train, queries, keep="top", n_components=30, key=4)
+    np.testing.assert_array_equal(again.completions, result.completions)
+    with pytest.raises(ValueError, match="keep must be one of"):
+        inpaint_digits(train, queries, keep="middle")
+    with pytest.raises(ValueError, match="bandwidth_scale"):
+        inpaint_digits(train, queries, bandwidth_scale=0.0)
