@@ -257,8 +257,9 @@ def inpaint_digits(
     Kalman update per centre); one ``s`` is drawn from it per image, and the hidden half is
     ``mean + W^T s`` there, clipped to [0, 1].
 
-    The defaults (50 components, half Scott's ``H``) were chosen with
-    ``benchmarks/digit_quality.py --inpaint`` on 300 test digits (see the README).
+    The defaults (50 components, half Scott's ``H``) were chosen in a side run on 300 test
+    digits (20 to 120 components, ``H`` scaled by 0.25 to 1); ``benchmarks/digit_quality.py
+    --inpaint`` measures them on 1,000 (see the README).
     """
     mask = observed_mask(keep)
     n_components = check_positive_int(n_components, "n_components")

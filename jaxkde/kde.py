@@ -899,23 +899,18 @@ class KDE(_Params):
                   "univariate_bandwidth": None, "priors": None, "bounds": None,
                   "adaptive": False}  # fmt: skip
         kde = type(self)(**params)
+        # Every centre is kept (weights below float64's range are 0), so mixtures of the same
+        # size share array shapes and compiled programs, call after call.
         w = np.exp(parts.log_weights - parts.log_weights.max())
-        keep = w > 0  # weights below float64's range contribute nothing
-        centres = parts.centres[keep].astype(self.state_.dtype)
-        kde.fit(centres, sample_weight=w[keep])
+        centres = parts.centres.astype(self.state_.dtype)
+        kde.fit(centres, sample_weight=w)
         if parts.log_factors is not None:  # the same adaptive factors, per centre
             chunk = self.chunk_size or self._default_block_sizes()[1]
-            state = build_state(
-                centres,
-                w[keep],
-                kde.bandwidth_,
-                kde.state_.kernel,
-                chunk_size=chunk,
-                log_factors=parts.log_factors[keep],
-            )
+            state = build_state(centres, w, kde.bandwidth_, kde.state_.kernel, chunk_size=chunk,
+                                log_factors=parts.log_factors)  # fmt: skip
             kde._whitening = host_whitening(state)
             kde.state_ = state if self.mesh is None else shard_state(state, self.mesh)
-            kde.adaptive_factors_ = np.exp(parts.log_factors[keep])
+            kde.adaptive_factors_ = np.exp(parts.log_factors)
         return kde
 
     def marginal(self, dims) -> KDE:

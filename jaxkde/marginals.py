@@ -151,31 +151,43 @@ def condition_linear(parts: MixtureParts, matrix, observation, noise) -> Mixture
     if y.shape != (k,) or not np.all(np.isfinite(y)):
         raise ValueError(f"observation must be {k} finite numbers (one per row of matrix).")
     r = np.asarray(noise, np.float64)
-    r = np.eye(k) * r if r.ndim == 0 else (np.diag(r) if r.ndim == 1 else r)
-    if r.shape != (k, k) or not np.all(np.isfinite(r)):
-        raise ValueError(f"noise must be a variance, {k} variances or a ({k}, {k}) matrix.")
-    try:
-        np.linalg.cholesky(r)
-    except np.linalg.LinAlgError:
-        raise ValueError("noise must be positive definite.") from None
+    if r.ndim <= 1:  # variances: R^-1 is their reciprocal
+        var = np.broadcast_to(r, (k,)) if r.ndim == 0 or r.shape == (k,) else None
+        if var is None or not np.all(np.isfinite(var)):
+            raise ValueError(f"noise must be a variance, {k} variances or a ({k}, {k}) matrix.")
+        if not np.all(var > 0):
+            raise ValueError("noise must be positive definite.")
+        r_inv_a, r_inv_y = a / var[:, None], y / var
+        log_det_r = float(np.sum(np.log(var)))
+    else:
+        if r.shape != (k, k) or not np.all(np.isfinite(r)):
+            raise ValueError(f"noise must be a variance, {k} variances or a ({k}, {k}) matrix.")
+        try:
+            r_chol = np.linalg.cholesky(r)
+        except np.linalg.LinAlgError:
+            raise ValueError("noise must be positive definite.") from None
+        r_inv_a = np.linalg.solve(r_chol.T, np.linalg.solve(r_chol, a))
+        r_inv_y = np.linalg.solve(r_chol.T, np.linalg.solve(r_chol, y))
+        log_det_r = 2.0 * float(np.log(np.diag(r_chol)).sum())
     if parts.log_factors is not None:
         raise ValueError("a linear observation of an adaptive KDE is not supported.")
+    # The information form, every matrix d x d: P = (H^-1 + A^T R^-1 A)^-1 is the posterior
+    # covariance, the mean P (H^-1 x_i + A^T R^-1 y); the evidence N(y; A x_i, A H A^T + R) by
+    # Woodbury's identity and the determinant lemma (|S| = |R| |H| / |P|).
     h = parts.bandwidth
-    s_chol = np.linalg.cholesky(a @ h @ a.T + r)  # S = A H A^T + R = G G^T
-    a_w = np.linalg.solve(s_chol, a)  # G^-1 A, (k, d)
-    y_w = np.linalg.solve(s_chol, y)  # G^-1 y
-    # |G^-1 (y - A x_i)|^2 in O(n d^2): the part of G^-1 y outside the span of G^-1 A is the
-    # same for every centre; the rest is |Q^T G^-1 y - R_q x_i|^2 with G^-1 A = Q R_q.
-    q, r_q = np.linalg.qr(a_w)
-    inside = q.T @ y_w
-    outside = max(float(y_w @ y_w - inside @ inside), 0.0)
-    u = inside[None, :] - parts.centres @ r_q.T
-    quad = outside + np.einsum("ij,ij->i", u, u)
-    log_det = 2.0 * np.log(np.diag(s_chol)).sum()
-    log_like = -0.5 * (quad + log_det + k * np.log(2.0 * np.pi))
+    h_inv = np.linalg.inv(h)
+    m = a.T @ r_inv_a  # A^T R^-1 A
+    b = a.T @ r_inv_y  # A^T R^-1 y
+    p_chol = np.linalg.cholesky(h_inv + m)  # P^-1 = L L^T
+    x = parts.centres
+    t = b[None, :] - x @ m  # A^T R^-1 (y - A x_i)
+    u = np.linalg.solve(p_chol, t.T).T  # |u|^2 = t^T P t
+    quad = (float(y @ r_inv_y) - 2.0 * x @ b + np.einsum("ij,jk,ik->i", x, m, x)
+            - np.einsum("ij,ij->i", u, u))  # fmt: skip
+    log_det_s = (log_det_r + float(np.linalg.slogdet(h)[1])
+                 + 2.0 * float(np.log(np.diag(p_chol)).sum()))  # fmt: skip
+    log_like = -0.5 * (np.maximum(quad, 0.0) + log_det_s + k * np.log(2.0 * np.pi))
     log_w = _normalised(parts.log_weights + log_like)
-    gain = h @ a_w.T  # K = H A^T S^-1 = H (G^-1 A)^T G^-1, applied below to G^-1 (y - A x)
-    gain_a = gain @ a_w  # K A, (d, d): every centre in O(d^2)
-    centres = parts.centres + (gain @ y_w)[None, :] - parts.centres @ gain_a.T
-    cov = h - gain_a @ h
+    cov = np.linalg.inv(h_inv + m)
+    centres = (x @ h_inv.T + b[None, :]) @ cov.T
     return MixtureParts(centres, log_w, 0.5 * (cov + cov.T), None)
