@@ -238,6 +238,22 @@ def _write_atomically(path: pathlib.Path, write) -> None:
         raise
 
 
+def _write_digits(out: pathlib.Path, images: np.ndarray, grid) -> None:
+    """``images`` as float32 ``.npy``, or the uint8 picture ``grid()`` as PNG, atomically."""
+    if out.suffix.lower() == ".npy":
+        array = images.astype(np.float32)
+        _write_atomically(out, lambda f: np.save(f, array))
+        return
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ValueError(
+            "writing PNG needs Pillow: pip install 'jaxkde[cli]' (or write --out FILE.npy)."
+        ) from None
+    picture = Image.fromarray(grid())
+    _write_atomically(out, lambda f: picture.save(f, format="PNG"))
+
+
 def _cmd_sample(args) -> int:
     out: pathlib.Path = args.out
     if out.suffix.lower() not in {".png", ".npy"}:
@@ -254,18 +270,7 @@ def _cmd_sample(args) -> int:
         source=args.source,
         key=args.seed,
     )
-    if out.suffix.lower() == ".npy":
-        samples = result.samples.astype(np.float32)
-        _write_atomically(out, lambda f: np.save(f, samples))
-    else:
-        try:
-            from PIL import Image
-        except ImportError:
-            raise ValueError(
-                "writing PNG needs Pillow: pip install 'jaxkde[cli]' (or write --out FILE.npy)."
-            ) from None
-        picture = Image.fromarray(digit_pairs_grid(result.sources, result.samples))
-        _write_atomically(out, lambda f: picture.save(f, format="PNG"))
+    _write_digits(out, result.samples, lambda: digit_pairs_grid(result.sources, result.samples))
     what = "any digit" if args.digit is None else f"digit {args.digit}"
     print(
         f"{args.n_samples} samples of {what} (k={args.scaling_factor}, "
@@ -296,19 +301,8 @@ def _cmd_inpaint(args) -> int:
         fitted = f"the {train.shape[0]:,} other test images (no training split found)"
     result = inpaint_digits(train, images[picks], keep=args.keep, n_components=args.components,
                             key=args.seed)  # fmt: skip
-    if out.suffix.lower() == ".npy":
-        completed = result.completions.astype(np.float32)
-        _write_atomically(out, lambda f: np.save(f, completed))
-    else:
-        try:
-            from PIL import Image
-        except ImportError:
-            raise ValueError(
-                "writing PNG needs Pillow: pip install 'jaxkde[cli]' (or write --out FILE.npy)."
-            ) from None
-        grid = digit_grid([result.observed, result.completions, result.originals])
-        picture = Image.fromarray(grid)
-        _write_atomically(out, lambda f: picture.save(f, format="PNG"))
+    _write_digits(out, result.completions, lambda: digit_grid(
+        [result.observed, result.completions, result.originals]))  # fmt: skip
     print(f"{args.n_digits} test digits completed from their {args.keep} half; KDE of "
           f"{args.components} PCA scores of {fitted} -> {out}")  # fmt: skip
     for k, row in enumerate(picks):

@@ -109,14 +109,7 @@ def sample_digits(
     if source not in SOURCES:
         raise ValueError(f"source must be one of {list(SOURCES)}; got {source!r}.")
     check_real(source_quantile, "source_quantile", low=0.0, high=1.0, low_open=True)
-    pixels = np.asarray(images)
-    if pixels.ndim == 3:
-        pixels = pixels.reshape(pixels.shape[0], -1)
-    if pixels.ndim != 2 or pixels.shape[0] == 0:
-        raise ValueError(f"images must have shape (n, 28, 28) or (n, 784); got {pixels.shape}.")
-    if pixels.dtype == np.uint8:
-        pixels = pixels.astype(np.float32) / 255.0
-    pixels = pixels.astype(np.float32)
+    pixels = _as_pixels(images, "images")
     side = math.isqrt(pixels.shape[1])
     if digit is None:
         rows = np.arange(pixels.shape[0])

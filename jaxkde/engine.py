@@ -228,6 +228,26 @@ def combine_log_sums(parts: jax.Array) -> jax.Array:
     return lse_finish(*lse_update(*init, parts.T))
 
 
+def map_query_blocks(fn, args: tuple, block_size: int):
+    """``fn(block_args)`` over ``block_size`` rows of ``args`` at a time, in one ``lax.map``;
+    the last block is padded with copies of the first row (real, harmless queries) and every
+    output leaf is cut back to the ``m`` rows. ``None`` entries of ``args`` pass through."""
+    m = args[0].shape[0]
+    if block_size >= m:
+        return fn(args)
+    n_blocks = -(-m // block_size)
+    pad = n_blocks * block_size - m
+
+    def blocks(a):
+        if a is None:
+            return None
+        a = jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)]) if pad else a
+        return a.reshape(n_blocks, block_size, *a.shape[1:])
+
+    out = lax.map(fn, tuple(blocks(a) for a in args))
+    return jax.tree.map(lambda o: o.reshape(n_blocks * block_size, *o.shape[2:])[:m], out)
+
+
 def _own_mask(query_rows, first, chunk):
     return query_rows[:, None] == first + jnp.arange(chunk)[None, :]
 

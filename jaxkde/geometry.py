@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .engine import DIRECT_MAX_DIM, log_density
+from .engine import DIRECT_MAX_DIM, log_density, map_query_blocks
 from .kernels import TophatKernel, UnivariateGaussianKernel
 from .state import KDEState, host_whitening, unwhiten_host, whiten_queries
 
@@ -104,20 +104,7 @@ def _block_sums(state: KDEState, q_hi, q_lo):
 
 @functools.partial(jax.jit, static_argnames=("block_size",))
 def _whitened_score(state, q_hi, q_lo, *, block_size):
-    m = q_hi.shape[0]
-    if block_size >= m:
-        return _block_sums(state, q_hi, q_lo)
-    n_blocks = -(-m // block_size)
-    pad = n_blocks * block_size - m
-
-    def blocks(a):
-        if a is None:
-            return None
-        a = jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)]) if pad else a
-        return a.reshape(n_blocks, block_size, *a.shape[1:])
-
-    grad, s = lax.map(lambda args: _block_sums(state, *args), (blocks(q_hi), blocks(q_lo)))
-    return grad.reshape(-1, q_hi.shape[1])[:m], s.reshape(-1)[:m]
+    return map_query_blocks(lambda args: _block_sums(state, *args), (q_hi, q_lo), block_size)
 
 
 def _to_data_gradient(state: KDEState, grad_z: np.ndarray) -> np.ndarray:

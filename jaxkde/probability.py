@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .engine import lse_finish, lse_update
+from .engine import lse_finish, lse_update, map_query_blocks
 from .kernels import GaussianKernel, UnivariateGaussianKernel
 from .state import KDEState, host_whitening, split_double_word
 
@@ -235,7 +235,7 @@ def _log_cdf_whitened(state, q_hi, q_lo, mix, *, block_size, rho):
 
         return _scan(state, terms, qh.shape[0], qh.dtype)
 
-    return _blocked(one_block, (q_hi, q_lo), block_size)
+    return map_query_blocks(one_block, (q_hi, q_lo), block_size)
 
 
 @functools.partial(jax.jit, static_argnames=("block_size", "rho"))
@@ -261,24 +261,7 @@ def _log_box_whitened(state, lo_hi, lo_lo, hi_hi, hi_lo, mix, *, block_size, rho
 
         return _scan(state, terms, ah.shape[0], ah.dtype)
 
-    return _blocked(one_block, (lo_hi, lo_lo, hi_hi, hi_lo), block_size)
-
-
-def _blocked(fn, args, block_size):
-    """``fn`` over ``block_size`` rows of ``args`` at a time (padded with the first row)."""
-    m = args[0].shape[0]
-    if block_size >= m:
-        return fn(args)
-    n_blocks = -(-m // block_size)
-    pad = n_blocks * block_size - m
-
-    def blocks(a):
-        if a is None:
-            return None
-        a = jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)]) if pad else a
-        return a.reshape(n_blocks, block_size, *a.shape[1:])
-
-    return lax.map(fn, tuple(blocks(a) for a in args)).reshape(-1)[:m]
+    return map_query_blocks(one_block, (lo_hi, lo_lo, hi_hi, hi_lo), block_size)
 
 
 def log_cdf(state: KDEState, points, *, block_size: int = 256) -> np.ndarray:
