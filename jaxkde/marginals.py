@@ -181,8 +181,8 @@ def condition_linear(parts: MixtureParts, matrix, observation, noise) -> Mixture
     p_chol = np.linalg.cholesky(h_inv + m)  # P^-1 = L L^T
     x = parts.centres
     t = b[None, :] - x @ m  # A^T R^-1 (y - A x_i)
-    u = np.linalg.solve(p_chol, t.T).T  # |u|^2 = t^T P t
-    quad = (float(y @ r_inv_y) - 2.0 * x @ b + np.einsum("ij,jk,ik->i", x, m, x)
+    u = t @ np.linalg.inv(p_chol).T  # |u|^2 = t^T P t
+    quad = (float(y @ r_inv_y) - 2.0 * x @ b + np.einsum("ij,ij->i", x @ m, x)
             - np.einsum("ij,ij->i", u, u))  # fmt: skip
     log_det_s = (log_det_r + float(np.linalg.slogdet(h)[1])
                  + 2.0 * float(np.log(np.diag(p_chol)).sum()))  # fmt: skip
