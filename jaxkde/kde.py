@@ -842,8 +842,8 @@ class KDE(_Params):
         return float(out[0]) if one else out
 
     def quantile(self, probs) -> np.ndarray:
-        """The ``p``-quantiles of a 1-D KDE, shape of ``probs`` (to about 1e-7 in ``p`` in
-        float32; see :func:`jaxkde.probability.quantile`)."""
+        """The ``p``-quantiles of a 1-D KDE, shape of ``probs`` (to about 1e-6 in ``p`` in
+        float32, the float32 CDF's own error; see :func:`jaxkde.probability.quantile`)."""
         state = self._check_fitted()
         if isinstance(state, ClassConditionalState) or self.__dict__.get("_bounds") is not None:
             raise ValueError("quantile is available for an unlabelled, unbounded 1-D KDE.")
