@@ -825,7 +825,8 @@ class KDE(_Params):
         """``log P(X_1 <= x_1, ..., X_d <= x_d)`` at each row of ``X``, float64 ``(n_queries,)``.
 
         Every kernel in 1-D; the Gaussian with a diagonal ``H`` in any dimension (exact, in log
-        space, so tail probabilities of 1e-30 keep their digits; :mod:`jaxkde.probability`).
+        space, so tail probabilities of 1e-30 keep their digits), with a full one exactly in
+        2-D and by a lattice rule (error about 1e-5) in more (:mod:`jaxkde.probability`).
         """
         return self._over_classes(lambda s: probability.log_cdf(s, X), "log_cdf")
 
@@ -835,7 +836,8 @@ class KDE(_Params):
 
     def integrate_box(self, low, high):
         """Probability of the box ``low <= x <= high`` (one box ``(d,)`` gives a float, boxes
-        ``(m, d)`` an array); bounds may be infinite. Coverage as :meth:`log_cdf`."""
+        ``(m, d)`` an array); bounds may be infinite, ``low > high`` is an error. Coverage
+        as :meth:`log_cdf`."""
         one = np.ndim(low) == 1 and np.ndim(high) == 1
         out = np.exp(self._over_classes(
             lambda s: probability.log_box_probability(s, low, high), "integrate_box"))  # fmt: skip

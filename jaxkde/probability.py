@@ -22,8 +22,22 @@ block by block: memory is ``O(block * chunk * d)`` inside one fused reduction, n
   underflows, about 1e-300 (1e-38), and boxes of probability below about 1e-16 (1e-7) of a
   corner's lose their digits to cancellation.
 
-A full ``H`` in more than two dimensions, the other kernels in more than one, the univariate
-kernel of the seed and states on a subspace are refused with an error that says so.
+* in **d >= 3**, for the **Gaussian with a full H**: Genz's separation of variables (Genz
+  1992, "Numerical computation of multivariate normal probabilities") on each centre's box in
+  standardised coordinates, with the Cholesky factor the centres share. The ``d - 1`` nested
+  1-D integrals over ``[0, 1]`` are averaged over ``n_samples`` points of a randomly shifted
+  Kronecker sequence (Richtmyer's ``frac(k sqrt(p_j))``, folded by the tent map; the shift
+  fixed by ``seed``, so a call is deterministic). Each point's probability is a sum of
+  ``log(Phi(b_j) - Phi(a_j))`` terms and the mean over points a log-sum-exp, so tail boxes keep
+  their relative precision; the inverse normal CDF is taken from ``log p`` (Newton on
+  ``log_ndtr``). The error is the point set's: root-mean-square over random shifts, 5e-6
+  and 1.3e-5 on two 3-D boxes (a closed box of probability 0.16, and a CDF) with the
+  default 16,384 points (3e-5 and 6e-5 with 4,096), against SciPy's Genz code run to 1e-10; the per-centre
+  errors partly cancel in the KDE's mean. Cost: ``O(m n n_samples d^2)`` evaluations of
+  ``log_ndtr``, about 2e7 per second on two CPU cores.
+
+The other kernels in more than one dimension, the univariate kernel of the seed and states on
+a subspace are refused with an error that says so.
 """
 
 from __future__ import annotations
@@ -37,13 +51,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from ._validation import check_positive_int
 from .engine import lse_finish, lse_update, map_query_blocks
 from .kernels import GaussianKernel, UnivariateGaussianKernel
 from .state import KDEState, host_whitening, split_double_word
 
 __all__ = [
     "DensityLevels",
-    "check_factorised",
+    "check_cdf_coverage",
     "density_levels",
     "log_box_probability",
     "log_cdf",
@@ -51,8 +66,8 @@ __all__ = [
 ]
 
 
-def check_factorised(state: KDEState, what: str) -> None:
-    """Raise unless ``state``'s CDF factorises: 1-D, or Gaussian with a diagonal H, no subspace."""
+def check_cdf_coverage(state: KDEState, what: str) -> None:
+    """Raise unless :func:`log_cdf` covers ``state``: 1-D, or the Gaussian, no subspace."""
     if isinstance(state.kernel, UnivariateGaussianKernel):
         raise ValueError(
             f"{what} needs a normalised kernel; kernel='univariate_gaussian' is not one."
@@ -63,25 +78,118 @@ def check_factorised(state: KDEState, what: str) -> None:
         )
     if state.n_features == 1:
         return
-    if not isinstance(state.kernel, GaussianKernel) or (
-        state.chol.ndim == 2 and state.n_features != 2
-    ):
+    if not isinstance(state.kernel, GaussianKernel):
         raise ValueError(
-            f"{what} in {state.n_features} dimensions needs the gaussian kernel with a diagonal "
-            f"bandwidth (a product of 1-D CDFs), or with a full one in 2-D; got kernel "
-            f"{state.kernel.name!r} with a {'diagonal' if state.chol.ndim == 1 else 'full'} H."
+            f"{what} in {state.n_features} dimensions needs the gaussian kernel (whose CDF is a "
+            f"product of 1-D CDFs for a diagonal H, a multivariate normal one for a full H); got "
+            f"kernel {state.kernel.name!r}."
         )
 
 
-def _full_2d(state: KDEState):
-    """``(rho, M)`` of a 2-D full-H Gaussian state (``M = D^-1 L``, ``D = sqrt(diag H)``, so
-    ``M z`` is a centre in standardised coordinates); ``(None, None)`` otherwise."""
+def _full(state: KDEState, n_samples: int, seed: int):
+    """``(rho, M, uniforms)`` of a full-H Gaussian state: ``M = D^-1 L`` (``D = sqrt(diag
+    H)``, so ``M z`` is a centre in standardised coordinates); in 2-D the correlation ``rho``
+    (Genz's BVNU), in more the lattice ``(n_samples, d - 1)`` of :func:`_lattice`. ``(None,
+    None, None)`` for a diagonal H."""
     if state.chol.ndim != 2:
-        return None, None
+        return None, None, None
     chol = np.asarray(state.chol, np.float64)
     h = chol @ chol.T
     sd = np.sqrt(np.diag(h))
-    return float(h[0, 1] / (sd[0] * sd[1])), chol / sd[:, None]
+    mix = jnp.asarray(chol / sd[:, None], state.dtype)
+    if state.n_features == 2:
+        return float(h[0, 1] / (sd[0] * sd[1])), mix, None
+    n_samples = check_positive_int(n_samples, "n_samples")
+    return None, mix, jnp.asarray(_lattice(n_samples, state.n_features - 1, seed), state.dtype)
+
+
+def _lattice(n: int, dims: int, seed: int) -> np.ndarray:
+    """``n`` points ``(n, dims)`` in ``(0, 1)`` of a shifted Kronecker sequence ``frac(k g +
+    shift)``, ``g_j = sqrt(p_j)`` for the first primes (Richtmyer), the shift from ``seed``, then folded
+    by the tent map ``|2u - 1|`` (which periodises the integrand, as Genz does); float64."""
+    primes = []
+    c = 2
+    while len(primes) < dims:
+        if all(c % p for p in primes if p * p <= c):
+            primes.append(c)
+        c += 1
+    shift = np.random.default_rng(seed).random(dims)
+    k = np.arange(1, n + 1, dtype=np.float64)[:, None]
+    u = np.modf(k * np.sqrt(np.asarray(primes, np.float64)) + shift)[0]
+    return np.clip(np.abs(2.0 * u - 1.0), 1e-12, 1.0 - 1e-12)  # the baker's (tent) transform
+
+
+def _ndtri_log(log_p):
+    """``Phi^-1(exp(log_p))`` for ``log_p <= log(0.5)``-ish, accurate where ``exp(log_p)``
+    underflows: ``ndtri`` (or the tail asymptote ``-sqrt(-2 log p)``) refined by Newton on
+    ``log_ndtr``."""
+    tiny = float(np.log(np.finfo(np.dtype(log_p.dtype)).tiny)) + 10.0
+    safe = jnp.where(log_p > tiny, log_p, tiny)
+    x = jnp.where(
+        log_p > tiny,
+        jax.scipy.special.ndtri(jnp.exp(safe)),
+        -jnp.sqrt(-2.0 * log_p - jnp.log(-4.0 * jnp.pi * log_p)),
+    )
+    for _ in range(2):  # quadratic convergence from either start
+        lc = jax.scipy.special.log_ndtr(x)
+        step = (lc - log_p) * jnp.exp(lc + 0.5 * x * x + 0.5 * math.log(2.0 * math.pi))
+        x = x - jnp.where(jnp.isfinite(step), step, 0.0)
+    return x
+
+
+def _log_mvn_box(a, b, mix, uniforms, log_keep):
+    """``log P(a <= M e <= b)``, ``e ~ N(0, I)``, ``M`` ``(d, d)`` lower triangular, for boxes
+    ``a``, ``b`` ``(..., d)``: Genz's separation of variables at the points ``uniforms``
+    ``(s, d - 1)``, log-sum-exp over the points of ``log_keep`` ``(s,)`` (0 or -inf) plus each
+    point's log probability (not yet divided by their number)."""
+    d = mix.shape[0]
+    a = a[..., None, :]
+    b = b[..., None, :]
+    shape = (*a.shape[:-2], uniforms.shape[0])
+    log_p = jnp.zeros(shape, a.dtype)
+    e = []  # the coordinates sampled so far, each of ``shape``
+    for j in range(d):  # d is small here: a full H's CDF is a low-dimensional question
+        shift = sum(e_k * mix[j, k] for k, e_k in enumerate(e))
+        lo = (a[..., j] - shift) / mix[j, j]
+        hi = (b[..., j] - shift) / mix[j, j]
+        # log(Phi(hi) - Phi(lo)) in the tail the interval lies in: from below, or by symmetry
+        # from above; two log_ndtr calls per coordinate and point
+        upper = lo + hi > 0
+        log_edge = jax.scipy.special.log_ndtr(jnp.where(upper, -hi, lo))
+        log_far = jax.scipy.special.log_ndtr(jnp.where(upper, -lo, hi))
+        empty = ~(log_far > -jnp.inf) | ~(hi > lo)
+        gap = jnp.where(empty, -1.0, log_edge - jnp.where(empty, 0.0, log_far))
+        mass = jnp.where(empty, -jnp.inf, log_far + jnp.log1p(-jnp.exp(gap)))
+        log_p = log_p + mass
+        if j == d - 1:
+            break
+        # e_j = Phi^-1(Phi(lo) + w (Phi(hi) - Phi(lo))), from below, or from above as
+        # -Phi^-1(Phi(-hi) + (1 - w) (...)): the same point, so the integrand stays smooth in w,
+        # which the lattice rule needs
+        w = uniforms[:, j]
+        log_w = jnp.where(upper, jnp.log1p(-w), jnp.log(w))
+        point = _ndtri_log(jnp.logaddexp(log_edge, log_w + mass))
+        e_j = jnp.where(upper, -point, point)
+        e.append(jnp.where(jnp.isfinite(e_j), e_j, 0.0))
+    return jax.nn.logsumexp(log_p + log_keep, axis=-1)
+
+
+def _log_mvn_terms(a, b, mix, uniforms):
+    """:func:`_log_mvn_box` ``(b, c)`` over the lattice in batches bounding the memory to
+    about 2^22 elements per batch; ``log`` of the mean over the points."""
+    n_pts = uniforms.shape[0]
+    per = max(1, min(n_pts, (1 << 22) // (a.shape[0] * a.shape[1] * a.shape[2])))
+    n_batches = -(-n_pts // per)
+    pad = n_batches * per - n_pts
+    # padded points repeat the first ones and are then removed by their weight (-inf)
+    u = jnp.concatenate([uniforms, uniforms[:pad]]) if pad else uniforms
+    keep = jnp.r_[jnp.zeros(n_pts), jnp.full(pad, -jnp.inf)].astype(a.dtype)
+
+    def one(args):
+        return _log_mvn_box(a, b, mix, *args)
+
+    parts = lax.map(one, (u.reshape(n_batches, per, -1), keep.reshape(n_batches, per)))
+    return jax.nn.logsumexp(parts, axis=0) - math.log(n_pts)
 
 
 def _whitened_points(state: KDEState, points: np.ndarray):
@@ -99,7 +207,7 @@ def _whitened_points(state: KDEState, points: np.ndarray):
 
 def _differences(q_hi, q_lo, z, z_lo, log_factors, mix=None):
     """``(q - z_i) / lambda_i`` ``(b, c, d)`` from double words (infinite ``q`` stays infinite);
-    with ``mix`` (``M`` of :func:`_full_2d`) the centres are first mapped to ``M z_i``."""
+    with ``mix`` (``M`` of :func:`_full`) the centres are first mapped to ``M z_i``."""
     if mix is not None:
         z = jnp.matmul(z, mix.T, precision=lax.Precision.HIGHEST)
         z_lo = None if z_lo is None else jnp.matmul(z_lo, mix.T, precision=lax.Precision.HIGHEST)
@@ -221,7 +329,7 @@ def _log_bvn(u, rho):
 
 
 @functools.partial(jax.jit, static_argnames=("block_size", "rho"))
-def _log_cdf_whitened(state, q_hi, q_lo, mix, *, block_size, rho):
+def _log_cdf_whitened(state, q_hi, q_lo, mix, uniforms, *, block_size, rho):
     kernel = state.kernel
 
     def one_block(args):
@@ -229,6 +337,8 @@ def _log_cdf_whitened(state, q_hi, q_lo, mix, *, block_size, rho):
 
         def terms(z, z_lo, log_f):
             u = _differences(qh, ql, z, z_lo, log_f, mix)
+            if uniforms is not None:
+                return _log_mvn_terms(jnp.full_like(u, -jnp.inf), u, mix, uniforms)
             if mix is not None:
                 return _log_bvn(u, rho)
             return jnp.sum(kernel.log_cdf_1d(u), axis=-1)
@@ -239,7 +349,7 @@ def _log_cdf_whitened(state, q_hi, q_lo, mix, *, block_size, rho):
 
 
 @functools.partial(jax.jit, static_argnames=("block_size", "rho"))
-def _log_box_whitened(state, lo_hi, lo_lo, hi_hi, hi_lo, mix, *, block_size, rho):
+def _log_box_whitened(state, lo_hi, lo_lo, hi_hi, hi_lo, mix, uniforms, *, block_size, rho):
     kernel = state.kernel
 
     def one_block(args):
@@ -248,6 +358,8 @@ def _log_box_whitened(state, lo_hi, lo_lo, hi_hi, hi_lo, mix, *, block_size, rho
         def terms(z, z_lo, log_f):
             a = _differences(ah, al, z, z_lo, log_f, mix)
             b = _differences(bh, bl, z, z_lo, log_f, mix)
+            if uniforms is not None:
+                return _log_mvn_terms(a, b, mix, uniforms)
             if mix is not None:  # inclusion-exclusion of the four corners
 
                 def cdf(u0, u1):
@@ -264,39 +376,51 @@ def _log_box_whitened(state, lo_hi, lo_lo, hi_hi, hi_lo, mix, *, block_size, rho
     return map_query_blocks(one_block, (lo_hi, lo_lo, hi_hi, hi_lo), block_size)
 
 
-def log_cdf(state: KDEState, points, *, block_size: int = 256) -> np.ndarray:
+def log_cdf(state: KDEState, points, *, block_size: int = 256, n_samples: int = 16384,
+            seed: int = 0) -> np.ndarray:  # fmt: skip
     """``log P(X_1 <= x_1, ..., X_d <= x_d)`` at each row of ``points`` ``(m, d)``: ``(m,)``.
 
-    Exact for every kernel in 1-D and for the Gaussian with a diagonal ``H`` in any dimension
-    (see the module docstring; other states raise ``ValueError``). ``-inf`` where the
-    probability is 0 (below a compact kernel's support); ``+-inf`` coordinates are allowed.
+    Exact for every kernel in 1-D, for the Gaussian with a diagonal ``H`` in any dimension and
+    with a full one in 2-D; a quasi-Monte Carlo rule of ``n_samples`` points (shift from
+    ``seed``) for a full ``H`` in more (see the module docstring; other states raise
+    ``ValueError``). ``-inf`` where the probability is 0 (below a compact kernel's support);
+    ``+-inf`` coordinates are allowed.
     """
-    check_factorised(state, "the CDF")
+    check_cdf_coverage(state, "the CDF")
     x = _check_points(points, state.n_features, "points")
     q_hi, q_lo = _whitened_points(state, x)
-    rho, mix = _full_2d(state)
-    mix = None if mix is None else jnp.asarray(mix, state.dtype)
-    out = _log_cdf_whitened(state, q_hi, q_lo, mix, block_size=block_size, rho=rho)
+    rho, mix, uniforms = _full(state, n_samples, seed)
+    if uniforms is not None:
+        block_size = min(block_size, 64)
+    out = _log_cdf_whitened(state, q_hi, q_lo, mix, uniforms, block_size=block_size, rho=rho)
     return np.asarray(out, np.float64)
 
 
-def log_box_probability(state: KDEState, lower, upper, *, block_size: int = 256) -> np.ndarray:
+def log_box_probability(state: KDEState, lower, upper, *, block_size: int = 256,
+                        n_samples: int = 16384, seed: int = 0) -> np.ndarray:  # fmt: skip
     """``log P(lower <= X <= upper)`` for boxes ``(m, d)`` (or one box ``(d,)``): ``(m,)``.
 
-    Same coverage as :func:`log_cdf`; bounds may be infinite; an empty box (``upper <=
-    lower`` in a coordinate) has log probability ``-inf``.
+    Same coverage and methods as :func:`log_cdf`; bounds may be infinite; a box of zero width
+    in a coordinate has log probability ``-inf``; ``lower > upper`` is an error.
     """
-    check_factorised(state, "integrate_box")
+    check_cdf_coverage(state, "integrate_box")
     d = state.n_features
     lo = _check_points(lower, d, "lower")
     hi = _check_points(upper, d, "upper")
     if lo.shape != hi.shape:
         raise ValueError(f"lower and upper must have the same shape; got {lo.shape}, {hi.shape}.")
+    bad = np.argwhere(lo > hi)
+    if bad.size:
+        i, j = bad[0]
+        raise ValueError(f"lower must not exceed upper; box {i} has lower[{j}] = {lo[i, j]} > "
+                         f"upper[{j}] = {hi[i, j]}.")  # fmt: skip
     a_hi, a_lo = _whitened_points(state, lo)
     b_hi, b_lo = _whitened_points(state, hi)
-    rho, mix = _full_2d(state)
-    mix = None if mix is None else jnp.asarray(mix, state.dtype)
-    out = _log_box_whitened(state, a_hi, a_lo, b_hi, b_lo, mix, block_size=block_size, rho=rho)
+    rho, mix, uniforms = _full(state, n_samples, seed)
+    if uniforms is not None:
+        block_size = min(block_size, 64)
+    out = _log_box_whitened(state, a_hi, a_lo, b_hi, b_lo, mix, uniforms,
+                            block_size=block_size, rho=rho)  # fmt: skip
     return np.asarray(out, np.float64)
 
 
@@ -329,7 +453,7 @@ def quantile(state: KDEState, probs, *, tol: float | None = None,
     """
     if state.n_features != 1:
         raise ValueError(f"quantile needs 1-D data; this KDE has {state.n_features} features.")
-    check_factorised(state, "quantile")
+    check_cdf_coverage(state, "quantile")
     p = np.asarray(probs, np.float64)
     shape = p.shape
     p = p.reshape(-1)

@@ -100,6 +100,33 @@ def test_full_bandwidth_2d_matches_scipy(dtype):
     assert kde.integrate_box([-np.inf, -np.inf], [np.inf, np.inf]) == pytest.approx(1.0, abs=tol)
 
 
+def test_full_bandwidth_3d_lattice_rule(dtype):
+    """Genz's separation of variables: against SciPy's Genz code run to 1e-9 per centre."""
+    rng = np.random.default_rng(7)
+    chol = np.array([[1.0, 0.0, 0.0], [0.8, 0.6, 0.0], [0.3, -0.5, 0.8]])
+    x = rng.normal(size=(12, 3)) @ chol.T + [5.0, -2.0, 1.0]
+    cov = np.cov(x.T) * 0.5
+    kde = jaxkde.KDE(bandwidth=cov).fit(x.astype(dtype))
+    boxes = [([4.0, -3.0, 0.0], [6.0, -1.5, 2.0]), ([-np.inf] * 3, [5.0, -2.0, 1.0]),
+             ([7.0, 0.0, 3.0], [np.inf] * 3)]  # fmt: skip
+    for low, high in boxes:
+        want = stats.multivariate_normal.cdf(np.array(high) - x, lower_limit=np.array(low) - x,
+                                             cov=cov, abseps=1e-9, releps=1e-9).mean()  # fmt: skip
+        assert kde.integrate_box(low, high) == pytest.approx(want, rel=2e-4, abs=1e-5), low
+    assert kde.cdf(np.array(boxes[1][1])[None])[0] == pytest.approx(
+        kde.integrate_box(*boxes[1]), rel=1e-6)
+    assert kde.integrate_box([-np.inf] * 3, [np.inf] * 3) == pytest.approx(1.0, abs=1e-6)
+    # a full H with no correlation leaves nothing to sample: exact, deep in the tail too
+    h = np.diag([0.3, 0.5, 0.2]) ** 2
+    full = jaxkde.KDE(bandwidth=h + np.zeros((3, 3))).fit(x.astype(dtype))
+    assert full.state_.chol.ndim == 2
+    q = np.array([[5.0, -2.0, 1.0], [0.0, -8.0, -3.0]])
+    want = logsumexp(log_ndtr((q[:, None, :] - x) / np.sqrt(np.diag(h))).sum(-1), axis=1)
+    rtol = 1e-5 if dtype == "float32" else 1e-10
+    np.testing.assert_allclose(full.log_cdf(q), want - np.log(12), rtol=rtol)
+    assert full.log_cdf(q)[1] < -100
+
+
 def test_adaptive_and_labelled_cdfs():
     rng = np.random.default_rng(3)
     x = rng.standard_t(3, size=(300, 1))
@@ -134,8 +161,11 @@ def test_bad_input():
     rng = np.random.default_rng(5)
     x2 = rng.normal(size=(50, 2))
     x3 = rng.normal(size=(50, 3)) @ [[1, 0.5, 0], [0, 1, 0.2], [0, 0, 1]]
-    with pytest.raises(ValueError, match="or with a full one in 2-D"):
-        jaxkde.KDE(bandwidth="scott_full").fit(x3).cdf(x3[:2])
+    with pytest.raises(ValueError, match=r"lower\[1\] = 2.0 > upper\[1\] = 1.0"):
+        jaxkde.KDE(bandwidth="scott_full").fit(x3).integrate_box([0, 2, 0], [1, 1, 1])
+    with pytest.raises(ValueError, match="n_samples must be a positive"):
+        jaxkde.probability.log_cdf(jaxkde.KDE(bandwidth="scott_full").fit(x3).state_, x3[:1],
+                                   n_samples=0)  # fmt: skip
     with pytest.raises(ValueError, match="kernel 'epanechnikov'"):
         jaxkde.KDE("epanechnikov").fit(x2).integrate_box([0, 0], [1, 1])
     with pytest.raises(ValueError, match="univariate_gaussian"):
