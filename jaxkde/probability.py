@@ -32,9 +32,9 @@ block by block: memory is ``O(block * chunk * d)`` inside one fused reduction, n
   their relative precision; the inverse normal CDF is taken from ``log p`` (Newton on
   ``log_ndtr``). The error is the point set's: root-mean-square over random shifts, 5e-6
   and 1.3e-5 on two 3-D boxes (a closed box of probability 0.16, and a CDF) with the
-  default 16,384 points (3e-5 and 6e-5 with 4,096), against SciPy's Genz code run to 1e-10; the per-centre
-  errors partly cancel in the KDE's mean. Cost: ``O(m n n_samples d^2)`` evaluations of
-  ``log_ndtr``, about 2e7 per second on two CPU cores.
+  default 16,384 points (3e-5 and 6e-5 with 4,096), against SciPy's Genz code run to
+  1e-10; the per-centre errors partly cancel in the KDE's mean. Cost: ``O(m n n_samples
+  d^2)`` evaluations of ``log_ndtr``, about 2e7 per second on two CPU cores.
 
 The other kernels in more than one dimension, the univariate kernel of the seed and states on
 a subspace are refused with an error that says so.
@@ -105,8 +105,8 @@ def _full(state: KDEState, n_samples: int, seed: int):
 
 def _lattice(n: int, dims: int, seed: int) -> np.ndarray:
     """``n`` points ``(n, dims)`` in ``(0, 1)`` of a shifted Kronecker sequence ``frac(k g +
-    shift)``, ``g_j = sqrt(p_j)`` for the first primes (Richtmyer), the shift from ``seed``, then folded
-    by the tent map ``|2u - 1|`` (which periodises the integrand, as Genz does); float64."""
+    shift)``, ``g_j = sqrt(p_j)`` for the first primes (Richtmyer), the shift from ``seed``,
+    folded by the tent map ``|2u - 1|`` (which periodises the integrand, as Genz does)."""
     primes = []
     c = 2
     while len(primes) < dims:

@@ -114,7 +114,8 @@ def test_full_bandwidth_3d_lattice_rule(dtype):
                                              cov=cov, abseps=1e-9, releps=1e-9).mean()  # fmt: skip
         assert kde.integrate_box(low, high) == pytest.approx(want, rel=2e-4, abs=1e-5), low
     assert kde.cdf(np.array(boxes[1][1])[None])[0] == pytest.approx(
-        kde.integrate_box(*boxes[1]), rel=1e-6)
+        kde.integrate_box(*boxes[1]), rel=1e-6
+    )
     assert kde.integrate_box([-np.inf] * 3, [np.inf] * 3) == pytest.approx(1.0, abs=1e-6)
     # a full H with no correlation leaves nothing to sample: exact, deep in the tail too
     h = np.diag([0.3, 0.5, 0.2]) ** 2
