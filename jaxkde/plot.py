@@ -60,7 +60,8 @@ def density_curve(kde, ax=None, *, grid_size: int = 1024, cut: float = 3.0,
 
 def density_contours(kde, ax=None, *, grid_size: int = 256, levels: int = 10,
                      cut: float = 3.0, method: str = "auto", cmap: str = "viridis",
-                     colorbar: bool = True, **contour_kwargs):  # fmt: skip
+                     colorbar: bool = True, probs=None, n_samples: int = 100_000,
+                     **contour_kwargs):  # fmt: skip
     """Draw the density of a KDE fitted to 2-D data as filled contours.
 
     Parameters
@@ -77,6 +78,9 @@ def density_contours(kde, ax=None, *, grid_size: int = 256, levels: int = 10,
         Colour map.
     colorbar : bool
         Add a colour bar labelled "density".
+    probs : sequence of float in (0, 1), optional
+        Also draw, as labelled black lines, the density levels whose superlevel sets hold
+        these probability masses (:meth:`KDE.density_levels`, from ``n_samples`` draws).
     **contour_kwargs
         Passed to ``ax.contourf``.
 
@@ -85,6 +89,7 @@ def density_contours(kde, ax=None, *, grid_size: int = 256, levels: int = 10,
     matplotlib Axes
     """
     res = _grid(kde, 2, grid_size, cut, method)
+    found = None if probs is None else kde.density_levels(probs, n_samples=n_samples)
     plt = _pyplot()
     ax = plt.gca() if ax is None else ax
     x, y = res.axes
@@ -93,4 +98,11 @@ def density_contours(kde, ax=None, *, grid_size: int = 256, levels: int = 10,
                          **contour_kwargs)  # fmt: skip
     if colorbar:
         ax.figure.colorbar(filled, ax=ax, label="density")
+    if found is not None:  # computed first: bad probs raise before anything is drawn
+        order = np.argsort(found.levels)  # contour wants increasing levels: decreasing mass
+        lines = ax.contour(x, y, np.exp(res.log_density).T, levels=found.levels[order],
+                           colors="k", linewidths=1.0)  # fmt: skip
+        names = {lv: f"{p:.0%}" for lv, p in zip(found.levels[order], found.probs[order],
+                                                   strict=True)}  # fmt: skip
+        ax.clabel(lines, fmt=names, fontsize=8)
     return ax

@@ -42,6 +42,21 @@ def test_density_contours_span_the_density():
     plt.close(fig)
 
 
+def test_density_contours_draw_the_probability_levels():
+    x = np.random.default_rng(4).standard_normal((400, 2))
+    kde = jaxkde.KDE(bandwidth=0.3).fit(x)
+    fig, ax = plt.subplots()
+    jaxkde.plot.density_contours(kde, ax, grid_size=64, probs=[0.9, 0.5], n_samples=20_000)
+    lines = ax.collections[-1]
+    want = kde.density_levels([0.9, 0.5], n_samples=20_000).levels
+    np.testing.assert_allclose(lines.levels, want)  # increasing levels: 90% first
+    labels = sorted(t.get_text() for t in ax.texts)
+    assert labels and set(labels) <= {"50%", "90%"}
+    with pytest.raises(ValueError, match="probs must lie in"):
+        jaxkde.plot.density_contours(kde, ax, grid_size=16, probs=[1.5])
+    plt.close(fig)
+
+
 def test_plots_refuse_the_wrong_dimension_and_unfitted_models():
     kde = jaxkde.KDE(bandwidth=0.4).fit(np.random.default_rng(2).standard_normal((50, 2)))
     with pytest.raises(ValueError, match="1-D data; got 2-D"):
