@@ -244,11 +244,11 @@ def inpaint_digits(
 
     A PCA of ``train_images`` (pixels in [0, 1]) with ``n_components`` axes, and a Gaussian KDE
     of their scores (``bandwidth``, its ``H`` multiplied by ``bandwidth_scale``), model a digit
-    as ``x = mean + W^T s + e`` with ``e ~ N(0, sigma^2 I)``, ``sigma^2`` the PCA's mean
-    residual variance per pixel on the training images. The kept pixels are then a linear
-    observation of ``s``, so the KDE conditioned on them is exact (:meth:`KDE.condition_on`: a
-    Kalman update per centre); one ``s`` is drawn from it per image, and the hidden half is
-    ``mean + W^T s`` there, clipped to [0, 1].
+    as ``x = mean + W^T s + e`` with ``e ~ N(0, diag(sigma^2))``, ``sigma_j^2`` the PCA's
+    residual variance at pixel ``j`` on the training images (floored at 1% of their mean). The
+    kept pixels are then a linear observation of ``s``, so the KDE conditioned on them is
+    exact (:meth:`KDE.condition_on`: a Kalman update per centre); one ``s`` is drawn from it
+    per image, and the hidden half is ``mean + W^T s`` there, clipped to [0, 1].
 
     The defaults (50 components, half Scott's ``H``) were chosen in a side run on 300 test
     digits (20 to 120 components, ``H`` scaled by 0.25 to 1); ``benchmarks/digit_quality.py
@@ -266,7 +266,10 @@ def inpaint_digits(
     scores = np.asarray(pca_transform(pca, train), np.float64)
     w = np.asarray(pca.components, np.float64)
     mean = np.asarray(pca.mean, np.float64)
-    sigma2 = float(np.mean((train.astype(np.float64) - (scores @ w + mean)) ** 2))
+    # each pixel's own residual variance (the strokes' edges are noisier than the background),
+    # floored at 1% of their mean where a pixel is never inked
+    sigma2 = np.mean((train.astype(np.float64) - (scores @ w + mean)) ** 2, axis=0)
+    sigma2 = np.maximum(sigma2, 0.01 * sigma2.mean())
     rule = KDE(bandwidth=bandwidth).fit(scores)
     kde = KDE(bandwidth=rule.bandwidth_ * bandwidth_scale).fit(scores)
     obs = mask.reshape(-1)
@@ -274,7 +277,7 @@ def inpaint_digits(
     keys = jax.random.split(as_key(key), pixels.shape[0])
     completions = pixels.copy()
     for i in range(pixels.shape[0]):
-        post = kde.condition_on(matrix, pixels[i, obs] - mean[obs], sigma2)
+        post = kde.condition_on(matrix, pixels[i, obs] - mean[obs], sigma2[obs])
         s = post.sample(1, key=keys[i])[0]
         completions[i, ~obs] = np.clip(s @ w[:, ~obs] + mean[~obs], 0.0, 1.0)
     observed = np.where(obs, pixels, 0.0).astype(np.float32)

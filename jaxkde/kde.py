@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from . import geometry, marginals, probability
+from . import distributed, geometry, marginals, probability
 from ._validation import (
     check_data,
     check_labels,
@@ -19,6 +19,7 @@ from ._validation import (
     check_real,
     check_weights,
     not_fitted,
+    working_dtype,
 )
 from .adaptive import abramson_log_factors, check_alpha, pilot_log_density
 from .bandwidths import RULES, resolve_bandwidth
@@ -417,6 +418,8 @@ class KDE(_Params):
             raise TypeError(f"mesh must be a jax.sharding.Mesh or None; got {self.mesh!r}.")
         if y is None and self.priors is not None:
             raise ValueError("priors needs class labels: fit(X, y) with y, or priors=None.")
+        if distributed.is_global(X) or distributed.is_global(sample_weight):
+            return self._fit_global(X, sample_weight, y, kernel, chunk_size)
         data, dtype = check_data(X, "X")
         weights = check_weights(sample_weight, data.shape[0])
         self._check_adaptive(kernel)
@@ -527,6 +530,51 @@ class KDE(_Params):
         self.n_features_in_ = data.shape[1]
         self.n_samples_fit_ = data.shape[0]
         self.n_degenerate_features_ = n_degenerate
+        return self
+
+    def _fit_global(self, X, sample_weight, y, kernel, chunk_size):
+        """``fit`` of a global ``X`` whose rows live in several processes
+        (:mod:`jaxkde.distributed`): rules from merged statistics, no row gathered."""
+        if self.mesh is None:
+            raise ValueError("X is a global jax.Array spread over processes: pass "
+                             "KDE(mesh=...) with a mesh over its devices.")  # fmt: skip
+        spec = self._bandwidth_spec(kernel)
+        unsupported = {
+            "y (class labels)": y is not None,
+            "adaptive=True": bool(self.adaptive),
+            "bounds": self.bounds is not None,
+            f"bandwidth={spec!r} (only the rules {sorted(RULES)} or an explicit H)": (
+                isinstance(spec, str) and spec not in RULES),
+            "kernel='univariate_gaussian'": isinstance(kernel, UnivariateGaussianKernel),
+        }  # fmt: skip
+        for what, bad in unsupported.items():
+            if bad:
+                raise ValueError(f"{what} is not supported yet for X spread over processes.")
+        x = distributed.process_rows(X, "X")
+        w = (
+            None
+            if sample_weight is None
+            else distributed.process_rows(sample_weight, "sample_weight")
+        )
+        if x.ndim != 2 or (w is not None and w.shape != x.shape[:1]):
+            raise ValueError(f"X must be 2-D with one sample_weight per row; got {X.shape}.")
+        if not np.all(np.isfinite(x)) or (w is not None and not np.all(np.isfinite(w) & (w >= 0))):
+            raise ValueError("X must be finite and sample_weight finite and non-negative.")
+        moments = distributed.global_moments(x, w)
+        dtype = working_dtype(X.dtype)
+        matrix = (distributed.rule_bandwidth(spec, moments) if isinstance(spec, str)
+                  else resolve_bandwidth(x[:2], None, spec).matrix)  # fmt: skip
+        state, local = distributed.global_state(x, w, matrix, kernel, moments, self.mesh,
+                                                chunk_size=chunk_size, dtype=dtype)  # fmt: skip
+        for name in ("classes_", "class_prior_", "class_count_"):
+            self.__dict__.pop(name, None)
+        self.__dict__.update({
+            "adaptive_factors_": None, "state_": state, "bandwidth_": local.bandwidth_matrix(),
+            "bandwidth_fit_": None, "_whitening": host_whitening(local),
+            "_data_range": (moments.low, moments.high), "_sorted": False, "_bounds": None,
+            "_images": None, "_fit_mesh": self.mesh, "n_features_in_": x.shape[1],
+            "n_samples_fit_": int(moments.counts.sum()), "n_degenerate_features_": 0,
+        })  # fmt: skip
         return self
 
     def _default_block_sizes(self) -> tuple[int, int]:

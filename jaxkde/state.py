@@ -315,6 +315,8 @@ def build_state(
     dtype=None,
     n_rows: int | None = None,
     log_factors: np.ndarray | None = None,
+    centre: np.ndarray | None = None,
+    log_mass: float = 0.0,
 ) -> KDEState:
     """Centre, whiten and chunk ``data`` for evaluation, in float64 on the host.
 
@@ -338,14 +340,20 @@ def build_state(
         states of similar sizes share array shapes and hence compiled programs.
     log_factors : array of shape (n,), optional
         ``log lambda_i`` of adaptive bandwidths (see :mod:`jaxkde.adaptive`); ``None``: fixed.
+    centre : array of shape (d,), optional
+        The centre of the whitening (default: the weighted mean of ``data``).
+    log_mass : float
+        Added to every log weight: ``data`` is one part, of this log share of the total
+        weight, of a KDE whose parts live in several processes (:mod:`jaxkde.distributed`).
     """
     chunk_size = check_positive_int(chunk_size, "chunk_size")
     x64, data_dtype = check_data(data, "data")
     dtype = data_dtype if dtype is None else working_dtype(dtype)
     n, _ = x64.shape
     w64, log_w64 = normalized_log_weights(weights, n)
-    # The weighted mean in float64 (any point would do for a state of zero mass).
-    centre = w64 @ x64 if w64.any() else x64.mean(axis=0)
+    log_w64 = log_w64 + log_mass
+    if centre is None:  # the weighted mean in float64 (any point would do for a state of 0 mass)
+        centre = w64 @ x64 if w64.any() else x64.mean(axis=0)
     h = np.asarray(bandwidth, np.float64)
     chol64 = np.sqrt(h) if h.ndim == 1 else np.linalg.cholesky(h)
     chol_w = _cast_checked(chol64, dtype, "the bandwidth's Cholesky factor")

@@ -1,0 +1,86 @@
+"""One process of the multi-process tests (tests/test_distributed.py): run as N processes.
+
+Usage: distributed_worker.py PROCESS_ID N PORT OUT_DIR SCENARIO. Each process loads only its own
+rows of a shared synthetic dataset (an uneven split: process i holds rows with i == row % N,
+plus the last rows for process 0), fits KDEs across processes and writes what it saw to
+OUT_DIR/result-PROCESS_ID.npz; an error is written to OUT_DIR/error-PROCESS_ID.txt.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import numpy as np
+
+
+def dataset():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2003, 3)) @ np.array([[1.0, 0.3, 0.0], [0.0, 2.0, 0.5], [0.0, 0.0, 0.7]])
+    x = (x + np.array([100.0, -5.0, 0.0])).astype(np.float32)
+    w = rng.uniform(0.2, 3.0, size=x.shape[0])
+    queries = np.r_[x[:40], rng.normal(size=(20, 3)) * 3 + [100.0, -5.0, 0.0]].astype(np.float32)
+    return x, w, queries
+
+
+def my_rows(n: int, rank: int, size: int) -> np.ndarray:
+    return np.arange(n)[np.arange(n) % size == rank]
+
+
+def main() -> int:
+    rank, size, port, out, scenario = (int(sys.argv[1]), int(sys.argv[2]), sys.argv[3],
+                                       sys.argv[4], sys.argv[5])  # fmt: skip
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(f"localhost:{port}", size, rank, heartbeat_timeout_seconds=10,
+                               initialization_timeout=60)  # fmt: skip
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    import jaxkde
+
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    rows_sharding = NamedSharding(mesh, PartitionSpec("data"))
+
+    def spread(local):
+        return jax.make_array_from_process_local_data(rows_sharding, local)
+
+    x, w, queries = dataset()
+    mine = my_rows(x.shape[0], rank, size)
+    try:
+        if scenario == "die":
+            if rank == size - 1:
+                os._exit(3)  # dies without a word: the others must fail, not hang
+            kde = jaxkde.KDE(mesh=mesh).fit(spread(x[mine]))
+            kde.score_samples(queries)
+            return 0
+        if scenario == "no_rows":
+            local = x[mine] if rank != 1 else x[:0]
+            jaxkde.KDE(mesh=mesh).fit(spread(local))
+            return 0
+        if scenario == "widths":
+            local = x[mine] if rank != 1 else x[mine][:, :2]
+            jaxkde.KDE(mesh=mesh).fit(spread(local))
+            return 0
+        results = {}
+        gx, gw = spread(x[mine]), spread(w[mine])
+        for name, kde in [
+            ("scott", jaxkde.KDE(mesh=mesh, chunk_size=256).fit(gx)),
+            ("weighted_full",
+             jaxkde.KDE(bandwidth="scott_full", mesh=mesh).fit(gx, sample_weight=gw)),
+            ("explicit", jaxkde.KDE("epanechnikov", bandwidth=0.8, mesh=mesh).fit(gx)),
+        ]:  # fmt: skip
+            results[f"{name}_scores"] = kde.score_samples(queries)
+            results[f"{name}_bandwidth"] = kde.bandwidth_
+            results[f"{name}_n"] = kde.n_samples_fit_
+        np.savez(os.path.join(out, f"result-{rank}.npz"), **results)
+        return 0
+    except Exception as exc:  # reported to the test, which checks the message
+        with open(os.path.join(out, f"error-{rank}.txt"), "w") as f:
+            f.write(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

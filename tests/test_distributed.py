@@ -1,0 +1,94 @@
+"""Several real processes on localhost (jax.distributed, CPU devices, gloo collectives), each
+holding only its own rows: the fitted KDE must match one process fitting all the rows."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import jaxkde
+
+WORKER = Path(__file__).with_name("distributed_worker.py")
+sys.path.insert(0, str(WORKER.parent))
+from distributed_worker import dataset  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _run(n: int, scenario: str, tmp_path: Path, timeout: float = 240.0):
+    port = _free_port()
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(jaxkde.__file__).parents[1]),
+                                         env.get("PYTHONPATH", "")])  # fmt: skip
+    procs = [
+        subprocess.Popen([sys.executable, str(WORKER), str(i), str(n), str(port), str(tmp_path),
+                          scenario], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for i in range(n)
+    ]  # fmt: skip
+    start = time.monotonic()
+    codes = []
+    for p in procs:
+        try:
+            p.wait(timeout=max(1.0, timeout - (time.monotonic() - start)))
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            pytest.fail(f"{scenario}: a process hung for {timeout} s")
+        codes.append(p.returncode)
+    logs = [p.stdout.read().decode(errors="replace")[-3000:] for p in procs]
+    return codes, logs, time.monotonic() - start
+
+
+@pytest.mark.parametrize("n_processes", [2, 4])
+def test_fit_across_processes_matches_one_process(n_processes, tmp_path):
+    codes, logs, _ = _run(n_processes, "fit", tmp_path)
+    assert codes == [0] * n_processes, logs
+    x, w, queries = dataset()
+    want = {
+        "scott": jaxkde.KDE().fit(x),
+        "weighted_full": jaxkde.KDE(bandwidth="scott_full").fit(x, sample_weight=w),
+        "explicit": jaxkde.KDE("epanechnikov", bandwidth=0.8).fit(x),
+    }
+    for rank in range(n_processes):
+        got = np.load(tmp_path / f"result-{rank}.npz")
+        for name, kde in want.items():
+            assert int(got[f"{name}_n"]) == x.shape[0]
+            # the same H up to the float32 rounding of its Cholesky factor
+            np.testing.assert_allclose(got[f"{name}_bandwidth"], kde.bandwidth_, rtol=3e-7)
+            ref = kde.score_samples(queries).astype(np.float64)
+            fin = np.isfinite(ref)
+            assert np.array_equal(np.isfinite(got[f"{name}_scores"]), fin)
+            scale = np.maximum(np.abs(ref[fin]), 1.0)
+            assert np.max(np.abs(got[f"{name}_scores"][fin] - ref[fin]) / scale) < 1e-5, name
+
+
+@pytest.mark.parametrize(("scenario", "message"), [
+    ("no_rows", "process 1 holds no rows of X"),
+    ("widths", "different widths"),
+])  # fmt: skip
+def test_bad_parts_fail_in_every_process(scenario, message, tmp_path):
+    codes, logs, _ = _run(2, scenario, tmp_path)
+    assert all(c != 0 for c in codes), logs
+    for rank in range(2):  # the same clear error in every process, none waits on another
+        text = (tmp_path / f"error-{rank}.txt").read_text()
+        assert text.startswith("ValueError: ") and message in text, text[-2000:]
+
+
+def test_a_dead_process_is_an_error_not_a_hang(tmp_path):
+    # With heartbeat_timeout_seconds=10 JAX's coordination service stops the survivor (it
+    # aborts, exit code non-zero) about 10 s after its peer died, instead of waiting forever.
+    codes, logs, seconds = _run(2, "die", tmp_path, timeout=150.0)
+    assert codes[1] == 3
+    assert codes[0] != 0, logs[0]
+    assert seconds < 150.0
