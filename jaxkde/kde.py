@@ -166,6 +166,7 @@ class _Params:
     def __getstate__(self) -> dict:
         # Devices do not pickle: the state is gathered to the host and the mesh dropped, so a
         # loaded model evaluates on one device.
+        self._check_local("pickling")
         state = self.__dict__.copy()
         if "mesh" in state:
             state["mesh"] = state["_fit_mesh"] = None
@@ -812,6 +813,7 @@ class KDE(_Params):
             ``axes`` and ``log_density`` of shape ``(len(axes[0]), ..., len(axes[-1]))``
             (float64 host arrays); fitted with labels, the prior-weighted mixture.
         """
+        self._check_local("score_grid")
         state = self._check_fitted()
         if axes is None:
             data_range = self.__dict__.get("_data_range")
@@ -937,7 +939,17 @@ class KDE(_Params):
                                    block_size=block)  # fmt: skip
 
     # --------------------------------------------------------- marginals and conditionals
+    def _check_local(self, what: str) -> None:
+        """Refuse ``what``, which reads the whole state on the host, for a KDE fitted across
+        processes (:mod:`jaxkde.distributed`), whose rows no single process holds."""
+        state = self.__dict__.get("state_")
+        if isinstance(state, KDEState) and distributed.is_global(state.points):
+            raise ValueError(f"{what} is not available for a KDE fitted across processes "
+                             "(its rows are in several processes); fit one process's KDE on the "
+                             "rows it needs.")  # fmt: skip
+
     def _parts(self, what: str) -> marginals.MixtureParts:
+        self._check_local(what)
         state = self._check_fitted()
         if isinstance(state, ClassConditionalState) or self.__dict__.get("_bounds") is not None:
             raise ValueError(f"{what} is available for a KDE fitted without labels and bounds.")

@@ -6,9 +6,9 @@ exact (the same sum, regrouped) and, having no collective inside the mapped func
 differentiable as the plain sum is (learned bandwidths use it). Chunks are padded with empty ones
 (log weight -inf) so that every device holds the same number.
 
-Several hosts: call ``jax.distributed.initialize()`` in every process first; ``jax.devices()``
-then lists the devices of all hosts and a ``Mesh`` over them shards the data across hosts. Every
-process runs the same program on the same full inputs (see the README).
+Several processes: with ``jax.distributed`` initialised, :mod:`jaxkde.distributed` builds the
+state from a global array whose rows each process holds only in part; the queries are then
+replicated onto the mesh here, and every process receives every result.
 """
 
 from __future__ import annotations

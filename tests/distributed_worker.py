@@ -74,6 +74,13 @@ def main() -> int:
             results[f"{name}_scores"] = kde.score_samples(queries)
             results[f"{name}_bandwidth"] = kde.bandwidth_
             results[f"{name}_n"] = kde.n_samples_fit_
+        kde = jaxkde.KDE(mesh=mesh).fit(gx)
+        results["cdf"] = kde.cdf(queries[:5])
+        results["samples"] = kde.sample(7, key=0)
+        try:
+            kde.score_grid(8)
+        except ValueError as exc:
+            results["grid_error"] = str(exc)
         np.savez(os.path.join(out, f"result-{rank}.npz"), **results)
         return 0
     except Exception as exc:  # reported to the test, which checks the message

@@ -71,6 +71,11 @@ def test_fit_across_processes_matches_one_process(n_processes, tmp_path):
             assert np.array_equal(np.isfinite(got[f"{name}_scores"]), fin)
             scale = np.maximum(np.abs(ref[fin]), 1.0)
             assert np.max(np.abs(got[f"{name}_scores"][fin] - ref[fin]) / scale) < 1e-5, name
+        np.testing.assert_allclose(got["cdf"], want["scott"].cdf(queries[:5]), atol=1e-6)
+        assert got["samples"].shape == (7, 3) and np.all(np.isfinite(got["samples"]))
+        # every process draws the same samples (one key, one global program)
+        np.testing.assert_array_equal(got["samples"], np.load(tmp_path / "result-0.npz")["samples"])
+        assert "not available for a KDE fitted across processes" in str(got["grid_error"])
 
 
 @pytest.mark.parametrize(("scenario", "message"), [
@@ -92,3 +97,21 @@ def test_a_dead_process_is_an_error_not_a_hang(tmp_path):
     assert codes[1] == 3
     assert codes[0] != 0, logs[0]
     assert seconds < 150.0
+
+
+@pytest.mark.parametrize("rule", ["scott", "silverman", "scott_full", "silverman_full"])
+def test_merged_moments_give_the_rules_of_the_whole_data(rule):
+    """In one process the statistics are those of all rows (np.cov), and the rule built from
+    them equals resolve_bandwidth's; the merge over processes is checked by the tests above."""
+    from jaxkde import distributed
+    from jaxkde.bandwidths import resolve_bandwidth
+
+    x, w, _ = dataset()
+    x = x.astype(np.float64)
+    one = distributed.global_moments(x, w)
+    np.testing.assert_allclose(one.cov, np.cov(x.T, aweights=w), rtol=1e-12)
+    assert one.n_eff == pytest.approx(w.sum() ** 2 / (w @ w), rel=1e-12)
+    want = resolve_bandwidth(x, w, rule).matrix
+    np.testing.assert_allclose(distributed.rule_bandwidth(rule, one), want, rtol=1e-12)
+    with pytest.raises(ValueError, match="zero variance"):
+        distributed.rule_bandwidth(rule, distributed.global_moments(np.ones((5, 2)), None))
