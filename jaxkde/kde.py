@@ -73,6 +73,16 @@ def _learned_spec(fit) -> np.ndarray:
     return fit.matrix if fit.matrix.ndim == 2 else np.sqrt(fit.matrix)
 
 
+def _check_local(estimator, what: str) -> None:
+    """Refuse ``what``, which reads the whole state on the host, for a KDE fitted across
+    processes (:mod:`jaxkde.distributed`), whose rows no single process holds."""
+    state = estimator.__dict__.get("state_")
+    if isinstance(state, KDEState) and distributed.is_global(state.points):
+        raise ValueError(f"{what} is not available for a KDE fitted across processes (its rows "
+                         "are in several processes); fit one process's KDE on the rows it "
+                         "needs.")  # fmt: skip
+
+
 def _weighted_range(data: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature minimum and maximum of the rows of positive weight (float64)."""
     rows = data if weights is None else data[weights > 0]
@@ -166,7 +176,7 @@ class _Params:
     def __getstate__(self) -> dict:
         # Devices do not pickle: the state is gathered to the host and the mesh dropped, so a
         # loaded model evaluates on one device.
-        self._check_local("pickling")
+        _check_local(self, "pickling")
         state = self.__dict__.copy()
         if "mesh" in state:
             state["mesh"] = state["_fit_mesh"] = None
@@ -813,7 +823,7 @@ class KDE(_Params):
             ``axes`` and ``log_density`` of shape ``(len(axes[0]), ..., len(axes[-1]))``
             (float64 host arrays); fitted with labels, the prior-weighted mixture.
         """
-        self._check_local("score_grid")
+        _check_local(self, "score_grid")
         state = self._check_fitted()
         if axes is None:
             data_range = self.__dict__.get("_data_range")
@@ -939,17 +949,8 @@ class KDE(_Params):
                                    block_size=block)  # fmt: skip
 
     # --------------------------------------------------------- marginals and conditionals
-    def _check_local(self, what: str) -> None:
-        """Refuse ``what``, which reads the whole state on the host, for a KDE fitted across
-        processes (:mod:`jaxkde.distributed`), whose rows no single process holds."""
-        state = self.__dict__.get("state_")
-        if isinstance(state, KDEState) and distributed.is_global(state.points):
-            raise ValueError(f"{what} is not available for a KDE fitted across processes "
-                             "(its rows are in several processes); fit one process's KDE on the "
-                             "rows it needs.")  # fmt: skip
-
     def _parts(self, what: str) -> marginals.MixtureParts:
-        self._check_local(what)
+        _check_local(self, what)
         state = self._check_fitted()
         if isinstance(state, ClassConditionalState) or self.__dict__.get("_bounds") is not None:
             raise ValueError(f"{what} is available for a KDE fitted without labels and bounds.")
