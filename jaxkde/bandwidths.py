@@ -156,14 +156,22 @@ def _host_rule(name: str, centred: np.ndarray, w: np.ndarray) -> np.ndarray:
     The same formulas as the JAX functions of ``RULES`` (weighted, bias-corrected statistics;
     Kish's effective sample size), computed before any cast to the working dtype.
     """
-    n_eff = 1.0 / np.sum(w**2)
-    dim = centred.shape[1]
-    factor = _FACTORS[name.removesuffix("_full")](n_eff, dim)
     scale = 1.0 - np.sum(w**2)
     if name.endswith("_full"):
-        cov = (centred * w[:, None]).T @ centred / scale
-        return factor**2 * (cov + cov.T) / 2
-    return factor**2 * (w @ centred**2) / scale
+        spread = (centred * w[:, None]).T @ centred / scale
+    else:
+        spread = (w @ centred**2) / scale
+    return rule_from_statistics(name, spread, 1.0 / np.sum(w**2))
+
+
+def rule_from_statistics(name: str, spread: np.ndarray, n_eff: float) -> np.ndarray:
+    """``H`` of the rule ``name`` (a key of ``RULES`` but ``"identity"``) from the weighted,
+    bias-corrected covariance ``(d, d)`` (``_full`` rules) or variances ``(d,)`` and Kish's
+    effective sample size, in float64."""
+    factor = _FACTORS[name.removesuffix("_full")](n_eff, spread.shape[0])
+    if name.endswith("_full"):
+        return factor**2 * (spread + spread.T) / 2
+    return factor**2 * spread
 
 
 class BandwidthChoice(NamedTuple):

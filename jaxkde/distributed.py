@@ -30,7 +30,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from .bandwidths import _FACTORS
+from .bandwidths import rule_from_statistics
 from .state import KDEState, build_state, chunk_layout
 
 __all__ = [
@@ -40,7 +40,7 @@ __all__ = [
     "global_state",
     "is_global",
     "process_rows",
-    "replicate_queries",
+    "replicate",
     "rule_bandwidth",
 ]
 
@@ -170,15 +170,14 @@ def rule_bandwidth(name: str, moments: GlobalMoments) -> np.ndarray:
         return np.ones(d)
     if not np.all(np.isfinite(moments.cov)):
         raise ValueError(f"bandwidth rule {name!r} needs at least 2 rows of positive weight.")
-    factor = _FACTORS[name.removesuffix("_full")](moments.n_eff, d)
     full = name.endswith("_full")
-    spread = np.linalg.eigvalsh(moments.cov) if full else np.diag(moments.cov)
-    if not np.all(spread > 0):
+    spread = moments.cov if full else np.diag(moments.cov)
+    if not np.all((np.linalg.eigvalsh(spread) if full else spread) > 0):
         raise ValueError(
             f"bandwidth rule {name!r}: the data have zero variance along some direction; under "
             "jax.distributed pass an explicit bandwidth (zero_variance is not applied there)."
         )
-    return factor**2 * (moments.cov if full else np.diag(moments.cov))
+    return rule_from_statistics(name, spread, moments.n_eff)
 
 
 def global_state(
@@ -220,14 +219,12 @@ def global_state(
                         n_rows=n_chunks * size, centre=moments.mean,
                         log_mass=log_mass)  # fmt: skip
     rows = NamedSharding(mesh, P(axis))
-    same = NamedSharding(mesh, P())
 
     def spread(a):
         return None if a is None else jax.make_array_from_process_local_data(rows, np.asarray(a))
 
-    def replicate(a):
-        return None if a is None else jax.device_put(np.asarray(a), same)
-
+    mean, chol, basis, log_normalizer = replicate(mesh, local.mean, local.chol, local.basis,
+                                                  local.log_normalizer)  # fmt: skip
     state = dataclasses.replace(
         local,
         points=spread(local.points),
@@ -235,15 +232,15 @@ def global_state(
         sq_norms=spread(local.sq_norms),
         log_weights=spread(local.log_weights),
         log_factors=spread(local.log_factors),
-        mean=replicate(local.mean),
-        chol=replicate(local.chol),
-        basis=replicate(local.basis),
-        log_normalizer=replicate(local.log_normalizer),
+        mean=mean,
+        chol=chol,
+        basis=basis,
+        log_normalizer=log_normalizer,
     )
     return state, local
 
 
-def replicate_queries(mesh: Mesh, *arrays):
-    """Host query arrays (equal in every process) placed on every device of ``mesh``."""
+def replicate(mesh: Mesh, *arrays) -> tuple:
+    """Host arrays (equal in every process; ``None`` kept) placed on every device of ``mesh``."""
     same = NamedSharding(mesh, P())
     return tuple(None if a is None else jax.device_put(np.asarray(a), same) for a in arrays)

@@ -534,12 +534,16 @@ class KDE(_Params):
                 "_bounds": None,
                 "_images": None,
             }
+        return self._store_fit(fitted, data.shape, n_degenerate)
+
+    def _store_fit(self, fitted: dict, shape: tuple[int, int], n_degenerate: int) -> KDE:
+        """Replace the fitted attributes by ``fitted`` (labels' attributes dropped unless
+        given) and the counts of data ``shape``."""
         for name in ("classes_", "class_prior_", "class_count_"):
             self.__dict__.pop(name, None)
         self.__dict__.update(fitted)
         self._fit_mesh = self.mesh
-        self.n_features_in_ = data.shape[1]
-        self.n_samples_fit_ = data.shape[0]
+        self.n_samples_fit_, self.n_features_in_ = shape
         self.n_degenerate_features_ = n_degenerate
         return self
 
@@ -574,19 +578,16 @@ class KDE(_Params):
         moments = distributed.global_moments(x, w)
         dtype = working_dtype(X.dtype)
         matrix = (distributed.rule_bandwidth(spec, moments) if isinstance(spec, str)
-                  else resolve_bandwidth(x[:2], None, spec).matrix)  # fmt: skip
+                  else resolve_bandwidth(x, None, spec).matrix)  # fmt: skip
         state, local = distributed.global_state(x, w, matrix, kernel, moments, self.mesh,
                                                 chunk_size=chunk_size, dtype=dtype)  # fmt: skip
-        for name in ("classes_", "class_prior_", "class_count_"):
-            self.__dict__.pop(name, None)
-        self.__dict__.update({
+        fitted = {
             "adaptive_factors_": None, "state_": state, "bandwidth_": local.bandwidth_matrix(),
             "bandwidth_fit_": None, "_whitening": host_whitening(local),
             "_data_range": (moments.low, moments.high), "_sorted": False, "_bounds": None,
-            "_images": None, "_fit_mesh": self.mesh, "n_features_in_": x.shape[1],
-            "n_samples_fit_": int(moments.counts.sum()), "n_degenerate_features_": 0,
-        })  # fmt: skip
-        return self
+            "_images": None,
+        }  # fmt: skip
+        return self._store_fit(fitted, (int(moments.counts.sum()), x.shape[1]), 0)
 
     def _default_block_sizes(self) -> tuple[int, int]:
         """Backend defaults for the devices of the fitted state (of ``mesh`` before a fit)."""

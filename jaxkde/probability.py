@@ -152,14 +152,7 @@ def _log_mvn_box(a, b, mix, uniforms, log_keep):
         shift = sum(e_k * mix[j, k] for k, e_k in enumerate(e))
         lo = (a[..., j] - shift) / mix[j, j]
         hi = (b[..., j] - shift) / mix[j, j]
-        # log(Phi(hi) - Phi(lo)) in the tail the interval lies in: from below, or by symmetry
-        # from above; two log_ndtr calls per coordinate and point
-        upper = lo + hi > 0
-        log_edge = jax.scipy.special.log_ndtr(jnp.where(upper, -hi, lo))
-        log_far = jax.scipy.special.log_ndtr(jnp.where(upper, -lo, hi))
-        empty = ~(log_far > -jnp.inf) | ~(hi > lo)
-        gap = jnp.where(empty, -1.0, log_edge - jnp.where(empty, 0.0, log_far))
-        mass = jnp.where(empty, -jnp.inf, log_far + jnp.log1p(-jnp.exp(gap)))
+        mass, log_edge, upper = _log_interval(jax.scipy.special.log_ndtr, lo, hi)
         log_p = log_p + mass
         if j == d - 1:
             break
@@ -219,15 +212,18 @@ def _differences(q_hi, q_lo, z, z_lo, log_factors, mix=None):
     return diff
 
 
-def _log_interval(kernel, a, b):
-    """``log(F(b) - F(a))`` for ``a <= b``, elementwise: the lower form ``log F`` where the
-    interval lies mostly below 0, the upper form ``log S`` (``S(u) = F(-u)``) above."""
+def _log_interval(log_cdf, a, b):
+    """``(log(F(b) - F(a)), log_edge, upper)`` for ``a <= b``, elementwise, with ``log_cdf``
+    the unit kernel's ``log F``: taken in the lower form ``log F`` where the interval lies
+    mostly below 0 and in the upper form ``log S`` (``S(u) = F(-u)``) above (``upper``), so
+    each costs two ``log_cdf`` calls; ``log_edge`` is the log mass beyond the interval's near
+    end in that form (``log F(a)``, or ``log S(b)``)."""
     upper = a + b > 0
-    small = jnp.where(upper, kernel.log_cdf_1d(-b), kernel.log_cdf_1d(a))
-    large = jnp.where(upper, kernel.log_cdf_1d(-a), kernel.log_cdf_1d(b))
+    small = log_cdf(jnp.where(upper, -b, a))
+    large = log_cdf(jnp.where(upper, -a, b))
     empty = ~(large > -jnp.inf) | ~(b > a)
     gap = jnp.where(empty, -1.0, small - jnp.where(empty, 0.0, large))
-    return jnp.where(empty, -jnp.inf, large + jnp.log1p(-jnp.exp(gap)))
+    return jnp.where(empty, -jnp.inf, large + jnp.log1p(-jnp.exp(gap))), small, upper
 
 
 def _gauss_legendre_half(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -369,7 +365,7 @@ def _log_box_whitened(state, lo_hi, lo_lo, hi_hi, hi_lo, mix, uniforms, *, block
                      - cdf(b[..., 0], a[..., 1]) + cdf(a[..., 0], a[..., 1]))  # fmt: skip
                 empty = jnp.any(~(b > a), axis=-1) | ~(p > 0)
                 return jnp.where(empty, -jnp.inf, jnp.log(jnp.where(empty, 1.0, p)))
-            return jnp.sum(_log_interval(kernel, a, b), axis=-1)
+            return jnp.sum(_log_interval(kernel.log_cdf_1d, a, b)[0], axis=-1)
 
         return _scan(state, terms, ah.shape[0], ah.dtype)
 

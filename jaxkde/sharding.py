@@ -23,7 +23,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from .distributed import replicate_queries
+from .distributed import replicate
 from .engine import _check_precision, _logsumexp, combine_log_sums
 from .state import HostWhitening, KDEState, whiten_queries
 
@@ -156,6 +156,6 @@ def sharded_log_density(
     _check_precision(precision)
     zq_hi, zq_lo = whiten_queries(state, queries, whitening)
     if jax.process_count() > 1:  # a global program takes global arrays: replicate the queries
-        zq_hi, zq_lo = replicate_queries(mesh, zq_hi, zq_lo)
+        zq_hi, zq_lo = replicate(mesh, zq_hi, zq_lo)
     return sharded_log_density_whitened(state, zq_hi, zq_lo, mesh=mesh, axis=axis,
                                         precision=precision)  # fmt: skip
