@@ -16,6 +16,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from ._validation import check_data
+from .distributed import replicate
 from .engine import _check_precision, log_density_whitened
 from .sampling import _host_points, choose_by_weight, draw, sample_with_centres
 from .sharding import sharded_log_density_whitened
@@ -87,6 +88,8 @@ def _evaluate(cstate, queries, precision, mesh, whitenings, output):
         if mesh is None:
             parts.append(log_density_whitened(state, hi, lo, precision=precision))
         else:
+            if jax.process_count() > 1:  # a global program takes global arrays
+                hi, lo = replicate(mesh, hi, lo)
             parts.append(
                 sharded_log_density_whitened(state, hi, lo, mesh=mesh, precision=precision)
             )

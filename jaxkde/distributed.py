@@ -23,25 +23,29 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from .bandwidths import rule_from_statistics
-from .state import KDEState, build_state, chunk_layout
+from .moments import Moments, moments, part_statistics
+from .sampling import sample_parts, uniform53
+from .state import HostWhitening, KDEState, build_state, chunk_layout, unwhiten_host
 
 __all__ = [
-    "GlobalMoments",
     "allgather_float64",
+    "class_moments",
+    "global_classes",
     "global_moments",
+    "global_sample",
+    "global_sample_classes",
     "global_state",
     "is_global",
+    "local_rows",
     "process_rows",
     "replicate",
-    "rule_bandwidth",
 ]
 
 
@@ -84,100 +88,53 @@ def allgather_float64(values: np.ndarray) -> np.ndarray:
     return out.reshape(jax.process_count(), -1).view(np.float64).reshape(-1, *values.shape)
 
 
-class GlobalMoments(NamedTuple):
-    """Weighted statistics of rows spread over processes, merged exactly (float64).
-
-    Attributes
-    ----------
-    counts : np.ndarray, shape (n_processes,)
-        Rows held by each process.
-    total_weight : float
-    n_eff : float
-        Kish's effective sample size ``(sum w)^2 / sum w^2``.
-    mean : np.ndarray, shape (d,)
-    cov : np.ndarray, shape (d, d)
-        Weighted, bias-corrected covariance (``numpy.cov(..., aweights=w)``).
-    local_weight : float
-        This process's total weight.
-    low, high : np.ndarray, shape (d,)
-        Smallest and largest value of each column over the rows of positive weight.
-    """
-
-    counts: np.ndarray
-    total_weight: float
-    n_eff: float
-    mean: np.ndarray
-    cov: np.ndarray
-    local_weight: float
-    low: np.ndarray
-    high: np.ndarray
-
-
-def global_moments(x: np.ndarray, w: np.ndarray | None) -> GlobalMoments:
-    """:class:`GlobalMoments` of this process's rows ``x`` ``(n_p, d)`` and weights ``w``
-    (``None``: ones), from one all-gather of per-process statistics.
+def global_moments(x: np.ndarray, w: np.ndarray | None) -> Moments:
+    """:class:`jaxkde.moments.Moments` of every process's rows (one part per process), from
+    this process's rows ``x`` ``(n_p, d)`` and weights ``w`` (``None``: ones) and one
+    all-gather of per-process statistics.
 
     Raises ``ValueError`` in every process alike (no process waits on another) when a process
     holds no rows or the processes disagree on ``d``.
     """
     n, d = x.shape
-    w = np.ones(n) if w is None else np.asarray(w, np.float64)
     head = allgather_float64(np.array([n, d], np.float64))
     if np.any(head[:, 1] != head[0, 1]):
         raise ValueError(f"the processes hold rows of different widths: {head[:, 1].astype(int)}.")
     empty = np.flatnonzero(head[:, 0] == 0)
     if empty.size:
         raise ValueError(f"process {int(empty[0])} holds no rows of X; every process needs some.")
-    total = float(w.sum())
-    mean = (w @ x) / total if total > 0 else np.zeros(d)
-    centred = x - mean
-    m2 = (centred * w[:, None]).T @ centred
-    live = x[w > 0]
-    low = live.min(axis=0) if live.size else np.full(d, np.inf)
-    high = live.max(axis=0) if live.size else np.full(d, -np.inf)
-    mine = np.concatenate([[n, total, float(w @ w)], mean, m2.reshape(-1), low, high])
-    every = allgather_float64(mine)
-    counts, weights, squares = every[:, 0], every[:, 1], every[:, 2]
-    means = every[:, 3 : 3 + d]
-    m2s = every[:, 3 + d : 3 + d + d * d].reshape(-1, d, d)
-    big_w = float(weights.sum())
-    if not (big_w > 0 and math.isfinite(big_w)):
-        raise ValueError("the weights of X must have a positive, finite total over all processes.")
-    grand = (weights @ means) / big_w
-    spread = means - grand
-    m2_all = m2s.sum(axis=0) + (spread * weights[:, None]).T @ spread
-    s2 = float(squares.sum())
-    scale = 1.0 - s2 / big_w**2
-    cov = m2_all / big_w / scale if scale > 0 else np.full((d, d), np.nan)
-    return GlobalMoments(
-        counts=counts.astype(np.int64),
-        total_weight=big_w,
-        n_eff=big_w**2 / s2,
-        mean=grand,
-        cov=(cov + cov.T) / 2,
-        local_weight=total,
-        low=every[:, 3 + d + d * d : 3 + 2 * d + d * d].min(axis=0),
-        high=every[:, 3 + 2 * d + d * d :].max(axis=0),
-    )
+    return moments(allgather_float64(part_statistics(x, w)), d)
 
 
-def rule_bandwidth(name: str, moments: GlobalMoments) -> np.ndarray:
-    """``H`` of the rule ``name`` (``"scott"``, ``"silverman"``, their ``_full`` forms or
-    ``"identity"``) from merged statistics: the same formulas as
-    :func:`jaxkde.bandwidths.resolve_bandwidth` on the whole data."""
-    d = moments.mean.shape[0]
-    if name == "identity":
-        return np.ones(d)
-    if not np.all(np.isfinite(moments.cov)):
-        raise ValueError(f"bandwidth rule {name!r} needs at least 2 rows of positive weight.")
-    full = name.endswith("_full")
-    spread = moments.cov if full else np.diag(moments.cov)
-    if not np.all((np.linalg.eigvalsh(spread) if full else spread) > 0):
-        raise ValueError(
-            f"bandwidth rule {name!r}: the data have zero variance along some direction; under "
-            "jax.distributed pass an explicit bandwidth (zero_variance is not applied there)."
-        )
-    return rule_from_statistics(name, spread, moments.n_eff)
+def global_classes(labels: np.ndarray) -> np.ndarray:
+    """The sorted union of every process's ``labels`` (numbers, float64), from two
+    all-gathers (the counts, then the labels padded to the largest count)."""
+    mine = np.unique(labels)
+    if not np.all(np.isfinite(mine)):
+        raise ValueError("y must be finite numbers (class labels) for a fit across processes.")
+    width = int(allgather_float64(np.array([mine.size], np.float64)).max())
+    padded = np.full(width, np.nan)
+    padded[: mine.size] = mine
+    every = allgather_float64(padded).reshape(-1)
+    return np.unique(every[np.isfinite(every)])
+
+
+def class_moments(
+    x: np.ndarray, w: np.ndarray | None, codes: np.ndarray, n_classes: int, full: bool = True
+) -> list[Moments]:
+    """:class:`jaxkde.moments.Moments` of each class over every process (a process may hold no
+    row of a class), from one all-gather; a class of zero total weight is an error."""
+    d = x.shape[1]
+    w = np.ones(x.shape[0]) if w is None else w
+    mine = np.stack([part_statistics(x[codes == c], w[codes == c], full) for c in range(n_classes)])
+    every = allgather_float64(mine)  # (processes, classes, statistics)
+    out = []
+    for c in range(n_classes):
+        if not every[:, c, 1].sum() > 0:
+            raise ValueError(f"class {c} (of the sorted labels) has zero total sample_weight "
+                             "over all processes; drop its rows.")  # fmt: skip
+        out.append(moments(every[:, c], d, full))
+    return out
 
 
 def global_state(
@@ -185,7 +142,7 @@ def global_state(
     w: np.ndarray | None,
     bandwidth: np.ndarray,
     kernel,
-    moments: GlobalMoments,
+    stats: Moments,
     mesh: Mesh,
     *,
     chunk_size: int,
@@ -207,16 +164,15 @@ def global_state(
             "the mesh must hold the same number of devices from every process; build it "
             "from jax.devices()."
         )
-    n_rows = int(moments.counts.max())
+    n_rows = max(1, int(stats.counts.max()))
+    if x.shape[0] == 0:  # this process holds none of these rows: one row of weight 0
+        x, w = np.zeros((1, x.shape[1])), np.zeros(1)
     n_chunks, size = chunk_layout(n_rows, chunk_size)
     n_chunks = -(-n_chunks // local_devices) * local_devices
-    log_mass = (
-        math.log(moments.local_weight / moments.total_weight)
-        if moments.local_weight > 0
-        else -math.inf
-    )
+    mine = float(stats.part_weights[jax.process_index()])
+    log_mass = math.log(mine / stats.total_weight) if mine > 0 else -math.inf
     local = build_state(x, w, bandwidth, kernel, chunk_size=size, dtype=dtype,
-                        n_rows=n_chunks * size, centre=moments.mean,
+                        n_rows=n_chunks * size, centre=stats.mean,
                         log_mass=log_mass)  # fmt: skip
     rows = NamedSharding(mesh, P(axis))
 
@@ -244,3 +200,86 @@ def replicate(mesh: Mesh, *arrays) -> tuple:
     """Host arrays (equal in every process; ``None`` kept) placed on every device of ``mesh``."""
     same = NamedSharding(mesh, P())
     return tuple(None if a is None else jax.device_put(np.asarray(a), same) for a in arrays)
+
+
+@jax.jit
+def _gather(points: jax.Array, chunks: jax.Array, slots: jax.Array) -> jax.Array:
+    return points[chunks, slots]
+
+
+def local_rows(state: KDEState, whitening: HostWhitening, rows: np.ndarray) -> np.ndarray:
+    """This process's rows ``rows`` (indices in its own order) of a global state, read from
+    its devices' shards and mapped back to the original coordinates in float64 (exact to
+    about 2^-48 relative, as the state's double words)."""
+    size = state.points.shape[1]
+    chunk, slot = np.divmod(np.asarray(rows, np.int64), size)
+    z = np.zeros((chunk.shape[0], state.points.shape[2]))
+    pairs = [state.points] + ([] if state.points_lo is None else [state.points_lo])
+    first = 0
+    for shards in zip(*(_ordered_shards(a) for a in pairs), strict=True):
+        count = shards[0].shape[0]
+        mine = (chunk >= first) & (chunk < first + count)
+        if mine.any():  # fixed-shape gathers (every row, clipped), one program per sample size
+            c = jnp.asarray(np.clip(chunk - first, 0, count - 1))
+            for words in shards:
+                z[mine] += np.asarray(_gather(words, c, jnp.asarray(slot)), np.float64)[mine]
+        first += count
+    return unwhiten_host(None, z, whitening=whitening)
+
+
+def _ordered_shards(a: jax.Array) -> list[jax.Array]:
+    """This process's blocks of ``a`` along its first axis, in global order (one per block)."""
+    blocks = {}
+    for shard in a.addressable_shards:
+        blocks.setdefault(shard.index[0].start or 0, shard.data)
+    return [blocks[k] for k in sorted(blocks)]
+
+
+def global_sample(
+    state: KDEState,
+    whitening: HostWhitening,
+    part_weights: np.ndarray,
+    cumulative: np.ndarray,
+    key: jax.Array,
+    num_samples: int,
+    scaling_factor: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(centres, samples)`` in float64, the same in every process and for any number of
+    processes (:func:`jaxkde.sampling.sample_parts`): each process reads the centres it owns,
+    and one all-gather of ``(n_processes, num_samples, d)`` float64 puts them together."""
+    _, _, centres, shift = sample_parts(
+        key, num_samples, part_weights, jax.process_index(), cumulative,
+        lambda rows: local_rows(state, whitening, rows), state.kernel, whitening, scaling_factor,
+    )  # fmt: skip
+    centres = allgather_float64(centres).sum(axis=0)  # one owner per row: the others add 0
+    return centres, centres + shift
+
+
+def global_sample_classes(
+    states: tuple[KDEState, ...],
+    whitenings: tuple[HostWhitening, ...],
+    parts: list[tuple[np.ndarray, np.ndarray]],
+    priors: np.ndarray,
+    key: jax.Array,
+    num_samples: int,
+    scaling_factor: float = 1.0,
+    label: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(codes, centres, samples)`` of a labelled KDE across processes: a class by prior (or
+    ``label``), then :func:`global_sample` within it; the same for any number of processes."""
+    key_class, *keys = jax.random.split(key, len(states) + 1)
+    if label is None:
+        ends = np.cumsum(priors)
+        target = uniform53(key_class, num_samples) * ends[-1]
+        codes = np.minimum(np.searchsorted(ends, target, side="right"),
+                           np.flatnonzero(priors > 0)[-1])  # fmt: skip
+    else:
+        codes = np.full(num_samples, label)
+    centres = np.empty((num_samples, whitenings[0].centre.shape[0]))
+    samples = np.empty_like(centres)
+    for c in np.unique(codes).tolist():  # the same classes in every process
+        rows = codes == c
+        drawn = global_sample(states[c], whitenings[c], *parts[c], keys[c], num_samples,
+                              scaling_factor)  # fmt: skip
+        centres[rows], samples[rows] = drawn[0][rows], drawn[1][rows]
+    return codes, centres, samples

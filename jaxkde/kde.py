@@ -5,13 +5,14 @@ from __future__ import annotations
 import functools
 import inspect
 import numbers
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from . import distributed, geometry, marginals, probability
+from . import distributed, geometry, marginals, probability, streaming
 from ._validation import (
     check_data,
     check_labels,
@@ -46,11 +47,13 @@ from .conditional import (
 from .engine import PRECISIONS, default_block_sizes, log_density
 from .grid import GridDensity, default_axes, grid_log_density
 from .kernels import UnivariateGaussianKernel, get_kernel
+from .moments import rule_bandwidth
 from .sampling import as_key, check_sample_size, sample_host
 from .selection import _STATUS_MESSAGES, CV_RULES, LSCV_RULES, fit_bandwidth
 from .selectors import SELECTORS
 from .sharding import shard_state, sharded_log_density
 from .state import KDEState, build_state, host_whitening, shared_row_counts, unwhiten_host
+from .streaming import StreamedState
 from .sum_updating import (
     SUM_UPDATING_BLOCK,
     sort_data,
@@ -75,8 +78,14 @@ def _learned_spec(fit) -> np.ndarray:
 
 def _check_local(estimator, what: str) -> None:
     """Refuse ``what``, which reads the whole state on the host, for a KDE fitted across
-    processes (:mod:`jaxkde.distributed`), whose rows no single process holds."""
+    processes (:mod:`jaxkde.distributed`), whose rows no single process holds, or streamed
+    from a file (:mod:`jaxkde.streaming`), whose rows stay on disk."""
     state = estimator.__dict__.get("state_")
+    if isinstance(state, StreamedState):
+        raise ValueError(f"{what} is not available for a KDE streamed from a file (X was a "
+                         "numpy.memmap; its rows stay on disk): it offers score_samples, "
+                         "predict, score and sample. Fit in memory on the rows you need "
+                         "(np.asarray(X[rows])) for the rest.")  # fmt: skip
     if isinstance(state, KDEState) and distributed.is_global(state.points):
         raise ValueError(f"{what} is not available for a KDE fitted across processes (its rows "
                          "are in several processes); fit one process's KDE on the rows it "
@@ -431,6 +440,8 @@ class KDE(_Params):
             raise ValueError("priors needs class labels: fit(X, y) with y, or priors=None.")
         if distributed.is_global(X) or distributed.is_global(sample_weight):
             return self._fit_global(X, sample_weight, y, kernel, chunk_size)
+        if streaming.is_file_backed(X):
+            return self._fit_streamed(X, sample_weight, y, kernel, chunk_size)
         data, dtype = check_data(X, "X")
         weights = check_weights(sample_weight, data.shape[0])
         self._check_adaptive(kernel)
@@ -539,7 +550,7 @@ class KDE(_Params):
     def _store_fit(self, fitted: dict, shape: tuple[int, int], n_degenerate: int) -> KDE:
         """Replace the fitted attributes by ``fitted`` (labels' attributes dropped unless
         given) and the counts of data ``shape``."""
-        for name in ("classes_", "class_prior_", "class_count_"):
+        for name in ("classes_", "class_prior_", "class_count_", "_parts_weights"):
             self.__dict__.pop(name, None)
         self.__dict__.update(fitted)
         self._fit_mesh = self.mesh
@@ -547,15 +558,12 @@ class KDE(_Params):
         self.n_degenerate_features_ = n_degenerate
         return self
 
-    def _fit_global(self, X, sample_weight, y, kernel, chunk_size):
-        """``fit`` of a global ``X`` whose rows live in several processes
-        (:mod:`jaxkde.distributed`): rules from merged statistics, no row gathered."""
-        if self.mesh is None:
-            raise ValueError("X is a global jax.Array spread over processes: pass "
-                             "KDE(mesh=...) with a mesh over its devices.")  # fmt: skip
-        spec = self._bandwidth_spec(kernel)
+    def _rule_or_explicit(self, kernel, y, where: str, label=None):
+        """The bandwidth spec of a fit whose rows are in parts (processes, or blocks of a
+        file): a rule or an explicit ``H``; what needs all rows at once is refused."""
+        spec = self._bandwidth_spec(kernel, label)
         unsupported = {
-            "y (class labels)": y is not None,
+            "y (class labels)": y is not None and where.startswith("X streamed"),
             "adaptive=True": bool(self.adaptive),
             "bounds": self.bounds is not None,
             f"bandwidth={spec!r} (only the rules {sorted(RULES)} or an explicit H)": (
@@ -564,7 +572,17 @@ class KDE(_Params):
         }  # fmt: skip
         for what, bad in unsupported.items():
             if bad:
-                raise ValueError(f"{what} is not supported yet for X spread over processes.")
+                raise ValueError(f"{what} is not supported yet for {where}.")
+        return spec
+
+    def _fit_global(self, X, sample_weight, y, kernel, chunk_size):
+        """``fit`` of a global ``X`` whose rows live in several processes
+        (:mod:`jaxkde.distributed`): rules from merged statistics, no row gathered."""
+        if self.mesh is None:
+            raise ValueError("X is a global jax.Array spread over processes: pass "
+                             "KDE(mesh=...) with a mesh over its devices.")  # fmt: skip
+        where = "X spread over processes"
+        spec = self._rule_or_explicit(kernel, y, where)
         x = distributed.process_rows(X, "X")
         w = (
             None
@@ -575,19 +593,85 @@ class KDE(_Params):
             raise ValueError(f"X must be 2-D with one sample_weight per row; got {X.shape}.")
         if not np.all(np.isfinite(x)) or (w is not None and not np.all(np.isfinite(w) & (w >= 0))):
             raise ValueError("X must be finite and sample_weight finite and non-negative.")
-        moments = distributed.global_moments(x, w)
+        stats = distributed.global_moments(x, w)
         dtype = working_dtype(X.dtype)
-        matrix = (distributed.rule_bandwidth(spec, moments) if isinstance(spec, str)
-                  else resolve_bandwidth(x, None, spec).matrix)  # fmt: skip
-        state, local = distributed.global_state(x, w, matrix, kernel, moments, self.mesh,
-                                                chunk_size=chunk_size, dtype=dtype)  # fmt: skip
+        place = functools.partial(distributed.global_state, kernel=kernel, mesh=self.mesh,
+                                  chunk_size=chunk_size, dtype=dtype)  # fmt: skip
+
+        def matrix(spec, part_stats, rows):
+            return (rule_bandwidth(spec, part_stats) if isinstance(spec, str)
+                    else resolve_bandwidth(rows, None, spec).matrix)  # fmt: skip
+
+        def parts(part_stats, weights, n_rows):  # what sampling needs: weights of the parts
+            mine = np.arange(1.0, n_rows + 1) if weights is None else np.cumsum(weights)
+            return part_stats.part_weights, mine
+
+        common = {"adaptive_factors_": None, "_data_range": (stats.low, stats.high),
+                  "_sorted": False, "_bounds": None, "_images": None}  # fmt: skip
+        shape = (int(stats.counts.sum()), x.shape[1])
+        if y is None:
+            state, local = place(x, w, matrix(spec, stats, x), stats=stats)
+            fitted = {**common, "state_": state, "bandwidth_": local.bandwidth_matrix(),
+                      "bandwidth_fit_": None, "_whitening": host_whitening(local),
+                      "_parts_weights": parts(stats, w, x.shape[0])}  # fmt: skip
+            return self._store_fit(fitted, shape, 0)
+        if not distributed.is_global(y) or y.shape != X.shape[:1]:
+            raise ValueError(f"y must be a global jax.Array of shape {X.shape[:1]}, sharded like "
+                             "X, for X spread over processes.")  # fmt: skip
+        labels = distributed.process_rows(y, "y")
+        classes = distributed.global_classes(labels).astype(y.dtype)
+        codes = np.searchsorted(classes, labels.astype(y.dtype))
+        full = any(isinstance(self._bandwidth_spec(kernel, c), str)
+                   and self._bandwidth_spec(kernel, c).endswith("_full")
+                   for c in classes.tolist())  # fmt: skip
+        per_class = distributed.class_moments(x, w, codes, len(classes), full)
+        totals = np.array([m.total_weight for m in per_class])
+        priors = self._class_priors(classes, totals)
+        states, locals_, class_parts = [], [], []
+        for c, label in enumerate(classes.tolist()):
+            rows = codes == c
+            xc, wc = x[rows], None if w is None else w[rows]
+            spec_c = self._rule_or_explicit(kernel, y, where, label)
+            state, local = place(xc, wc, matrix(spec_c, per_class[c], x[:1]), stats=per_class[c])
+            states.append(state)
+            locals_.append(local)
+            class_parts.append(parts(per_class[c], wc, xc.shape[0]))
+        with np.errstate(divide="ignore"):
+            log_priors = distributed.replicate(self.mesh, np.log(priors).astype(dtype))[0]
         fitted = {
-            "adaptive_factors_": None, "state_": state, "bandwidth_": local.bandwidth_matrix(),
-            "bandwidth_fit_": None, "_whitening": host_whitening(local),
-            "_data_range": (moments.low, moments.high), "_sorted": False, "_bounds": None,
+            **common, "state_": ClassConditionalState(tuple(states), log_priors),
+            "bandwidth_": np.stack([s.bandwidth_matrix() for s in locals_]),
+            "classes_": classes, "class_prior_": priors,
+            "class_count_": np.array([int(m.counts.sum()) for m in per_class]),
+            "bandwidth_fit_": [None] * len(classes),
+            "_whitening": tuple(host_whitening(s) for s in locals_),
+            "_parts_weights": class_parts,
+        }  # fmt: skip
+        return self._store_fit(fitted, shape, 0)
+
+    def _fit_streamed(self, X, sample_weight, y, kernel, chunk_size):
+        """``fit`` of a file-backed memmap ``X``: one streamed pass for the rules' statistics;
+        the rows stay in the file (:mod:`jaxkde.streaming`)."""
+        if self.mesh is not None:
+            raise ValueError("mesh is not supported yet for X streamed from a file (a "
+                             "numpy.memmap); pass mesh=None.")  # fmt: skip
+        spec = self._rule_or_explicit(kernel, y, "X streamed from a file (a numpy.memmap)")
+        rows = streaming.row_file(X, "X")
+        weights = check_weights(sample_weight, rows.shape[0])
+        full = isinstance(spec, str) and spec.endswith("_full")
+        stats = streaming.streamed_moments(rows, weights, full)
+        matrix = (rule_bandwidth(spec, stats) if isinstance(spec, str)
+                  else resolve_bandwidth(rows.read(0, 1), None, spec).matrix)  # fmt: skip
+        state = streaming.streamed_state(rows, weights, matrix, kernel, stats,
+                                         chunk_size=chunk_size,
+                                         dtype=working_dtype(X.dtype))  # fmt: skip
+        fitted = {
+            "adaptive_factors_": None, "state_": state, "bandwidth_": state.bandwidth_matrix(),
+            "bandwidth_fit_": None, "_whitening": state.whitening,
+            "_data_range": (stats.low, stats.high), "_sorted": False, "_bounds": None,
             "_images": None,
         }  # fmt: skip
-        return self._store_fit(fitted, (int(moments.counts.sum()), x.shape[1]), 0)
+        return self._store_fit(fitted, rows.shape, 0)
 
     def _default_block_sizes(self) -> tuple[int, int]:
         """Backend defaults for the devices of the fitted state (of ``mesh`` before a fit)."""
@@ -711,11 +795,17 @@ class KDE(_Params):
             )
         return priors / priors.sum()
 
-    def _check_fitted(self) -> KDEState | ClassConditionalState:
+    def _check_fitted(
+        self, streamed: bool = False, what: str | None = None
+    ) -> KDEState | ClassConditionalState:
+        """The fitted state; a streamed one (:mod:`jaxkde.streaming`) only where ``streamed``
+        (refused otherwise, naming ``what``: default the calling method)."""
         if not hasattr(self, "state_"):
             raise not_fitted(
                 f"This {type(self).__name__} is not fitted yet; call fit before using it."
             )
+        if not streamed and isinstance(self.state_, StreamedState):
+            _check_local(self, what or sys._getframe(1).f_code.co_name)
         return self.state_
 
     def _evaluate(
@@ -764,7 +854,12 @@ class KDE(_Params):
         bound differs near the edge of a compact kernel's support: a few tens of eps of the
         window's weight, absolute in kernel units (see that module).
         """
-        state = self._check_fitted()
+        state = self._check_fitted(streamed=True)
+        if isinstance(state, StreamedState):
+            queries, _ = check_data(X, "X", n_features=self.n_features_in_, owner="KDE")
+            return streaming.streamed_log_density(
+                state, queries, block_size=batch_size or self.batch_size,
+                precision=self.precision)  # fmt: skip
         if self.__dict__.get("_bounds") is not None:
             return self._bounded_score(X, batch_size)
         if hasattr(self, "classes_"):
@@ -873,7 +968,7 @@ class KDE(_Params):
     # ------------------------------------------------------------------------ probabilities
     def _over_classes(self, fn, what: str) -> np.ndarray:
         """``fn(state)`` for an unlabelled fit; the prior-weighted mixture over classes."""
-        state = self._check_fitted()
+        state = self._check_fitted(what=what)
         if self.__dict__.get("_bounds") is not None:
             raise ValueError(f"{what} is not available for a KDE fitted with bounds yet.")
         if not isinstance(state, ClassConditionalState):
@@ -995,7 +1090,7 @@ class KDE(_Params):
 
     # ----------------------------------------------------------------------------- sampling
     def _sample(self, n_samples, key, scaling_factor, label=None, centres=True):
-        state = self._check_fitted()
+        state = self._check_fitted(streamed=True)
         n_samples = check_sample_size(n_samples, self.n_features_in_)
         scaling_factor = check_real(scaling_factor, "scaling_factor", low=0.0)
         key = as_key(key)
@@ -1003,6 +1098,13 @@ class KDE(_Params):
         if not hasattr(self, "classes_"):
             if label is not None:
                 raise ValueError("label needs a KDE fitted with labels: fit(X, y).")
+            if isinstance(state, StreamedState):
+                return None, *streaming.streamed_sample(state, key, n_samples, scaling_factor)[1:]
+            if "_parts_weights" in self.__dict__:  # across processes: the same draws, any split
+                part_weights, cumulative = self._parts_weights
+                drawn = distributed.global_sample(state, whitening, part_weights, cumulative, key,
+                                                  n_samples, scaling_factor)  # fmt: skip
+                return None, *drawn
             _, drawn_centres, samples = sample_host(state, key, n_samples, scaling_factor,
                                                     whitening, centres=centres)  # fmt: skip
             bounds = self.__dict__.get("_bounds")
@@ -1026,6 +1128,11 @@ class KDE(_Params):
                     f"class {label!r} has prior 0 (zero total sample_weight or a prior of 0): "
                     "there is nothing to sample from it."
                 )
+        if "_parts_weights" in self.__dict__:  # across processes: the same draws, any split
+            codes, drawn_centres, samples = distributed.global_sample_classes(
+                state.states, whitening, self._parts_weights, self.class_prior_, key, n_samples,
+                scaling_factor, index)  # fmt: skip
+            return self.classes_[codes], drawn_centres, samples
         codes, _, drawn_centres, samples = sample_classes_host(
             state, key, n_samples, scaling_factor, label=index, whitenings=whitening,
             centres=centres,

@@ -27,7 +27,9 @@ __all__ = [
     "sample",
     "sample_around",
     "sample_host",
+    "sample_parts",
     "sample_with_centres",
+    "uniform53",
 ]
 
 
@@ -230,3 +232,85 @@ def sample(
 ) -> jax.Array:
     """Draw ``num_samples`` points, shape ``(num_samples, d)`` (see :func:`sample_with_centres`)."""
     return sample_with_centres(state, key, num_samples, scaling_factor)[2]
+
+
+def uniform53(key: jax.Array, num: int) -> np.ndarray:
+    """``num`` uniforms in ``[0, 1)`` with 53 random bits each (float64, on the host), from two
+    32-bit words per draw: the same values on every backend and whether or not x64 is on."""
+    words = np.asarray(jax.random.bits(key, (num, 2), jnp.uint32)).astype(np.uint64)
+    return ((words[:, 0] >> np.uint64(5)) * 2.0**26 + (words[:, 1] >> np.uint64(6))) / 2.0**53
+
+
+def sample_parts(
+    key: jax.Array,
+    num_samples: int,
+    part_weights: np.ndarray,
+    part: int,
+    cumulative: np.ndarray,
+    fetch,
+    kernel,
+    whitening: HostWhitening,
+    scaling_factor: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Draws from a KDE whose rows are split into parts (processes, or the blocks of a file),
+    seen from part ``part``: the same key gives the same draws however the rows are split.
+
+    A centre is the row where ``u * W`` falls in the rows' cumulative weight (``u`` from
+    :func:`uniform53`, ``W`` the total), so it depends on the rows in order, not on the parts;
+    the noise comes from the unit kernel. Only the owner of a centre reads its row.
+
+    Parameters
+    ----------
+    key : PRNG key
+    num_samples : int
+    part_weights : np.ndarray, shape (n_parts,)
+        Total weight of each part, in order (float64).
+    part : int
+        The part seen here.
+    cumulative : np.ndarray, shape (n_p,)
+        Cumulative weights of this part's rows (float64).
+    fetch : callable
+        ``fetch(rows)`` -> this part's rows ``rows`` (sorted local indices) in the original
+        coordinates, float64 ``(len(rows), d)``.
+    kernel : Kernel
+    whitening : HostWhitening
+        The KDE's whitening (its ``chol`` shapes the noise; no ``basis``).
+    scaling_factor : float
+
+    Returns
+    -------
+    owner : np.ndarray of int, shape (num_samples,)
+        The part each centre lies in.
+    rows : np.ndarray of int, shape (num_samples,)
+        The centre's row within its part (``-1`` where another part owns it).
+    centres : np.ndarray, shape (num_samples, d)
+        The centres owned here, float64 (0 in the other rows).
+    shift : np.ndarray, shape (num_samples, d)
+        Each sample minus its centre, float64 (the same in every part).
+    """
+    key_centre, key_noise = jax.random.split(key)
+    ends = np.cumsum(np.asarray(part_weights, np.float64))
+    target = uniform53(key_centre, num_samples) * ends[-1]
+    live = np.flatnonzero(np.asarray(part_weights) > 0)
+    owner = np.minimum(np.searchsorted(ends, target, side="right"), live[-1])
+    mine = owner == part
+    rows = np.full(num_samples, -1, np.int64)
+    if mine.any():
+        local = target[mine] - (ends[part - 1] if part > 0 else 0.0)
+        last = int(np.searchsorted(cumulative, cumulative[-1], side="left"))  # last positive row
+        rows[mine] = np.minimum(np.searchsorted(cumulative, local, side="right"), last)
+    chol = whitening.chol
+    noise = np.asarray(kernel.sample_unit(key_noise, (num_samples, chol.shape[0]), whitening.dtype),
+                       np.float64) * math.sqrt(scaling_factor)  # fmt: skip
+    with np.errstate(over="ignore", invalid="ignore"):
+        shift = noise * chol if chol.ndim == 1 else noise @ chol.T
+    if not np.all(np.isfinite(shift)):
+        raise ValueError(
+            f"scaling_factor={scaling_factor!r} spreads the samples beyond float64's range; "
+            "use a smaller scaling_factor."
+        )
+    centres = np.zeros_like(shift)
+    if mine.any():
+        wanted, where = np.unique(rows[mine], return_inverse=True)
+        centres[mine] = np.asarray(fetch(wanted), np.float64)[where]
+    return owner, rows, centres, shift

@@ -1,8 +1,7 @@
 """One process of the multi-process tests (tests/test_distributed.py): run as N processes.
 
 Usage: distributed_worker.py PROCESS_ID N PORT OUT_DIR SCENARIO. Each process loads only its own
-rows of a shared synthetic dataset (an uneven split: process i holds rows with i == row % N,
-plus the last rows for process 0), fits KDEs across processes and writes what it saw to
+rows of a shared synthetic dataset (consecutive rows in uneven shares, see ``my_rows``), fits KDEs across processes and writes what it saw to
 OUT_DIR/result-PROCESS_ID.npz; an error is written to OUT_DIR/error-PROCESS_ID.txt.
 """
 
@@ -24,8 +23,19 @@ def dataset():
     return x, w, queries
 
 
+def labels(x: np.ndarray) -> np.ndarray:
+    """Three classes by position, and a fourth (7) in the last 30 rows only: some processes
+    hold none of it."""
+    y = (x[:, 1] > -5).astype(np.int32) + (x[:, 2] > 0.5)
+    y[-30:] = 7
+    return y
+
+
 def my_rows(n: int, rank: int, size: int) -> np.ndarray:
-    return np.arange(n)[np.arange(n) % size == rank]
+    """Process ``rank``'s rows: consecutive, in shares 1 : 2 : ... : size (uneven), so the
+    global array holds the rows in their order whatever the number of processes."""
+    bounds = np.round(n * np.cumsum(np.arange(size + 1)) / (size * (size + 1) / 2)).astype(int)
+    return np.arange(bounds[rank], bounds[rank + 1])
 
 
 def main() -> int:
@@ -74,6 +84,14 @@ def main() -> int:
             results[f"{name}_scores"] = kde.score_samples(queries)
             results[f"{name}_bandwidth"] = kde.bandwidth_
             results[f"{name}_n"] = kde.n_samples_fit_
+        gy = spread(labels(x)[mine])
+        clf = jaxkde.KDEClassifier(mesh=mesh).fit(gx, gy, sample_weight=gw)
+        results["posteriors"] = clf.predict_proba(queries)
+        results["priors"] = clf.class_prior_
+        labelled = jaxkde.KDE(bandwidth="scott_full", mesh=mesh).fit(gx, gy)
+        results["labelled_scores"] = labelled.score_samples(queries)
+        results["labelled_bandwidth"] = labelled.bandwidth_
+        results["class_samples"] = labelled.sample(9, key=3)
         kde = jaxkde.KDE(mesh=mesh).fit(gx)
         results["cdf"] = kde.cdf(queries[:5])
         results["samples"] = kde.sample(7, key=0)

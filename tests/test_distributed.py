@@ -10,14 +10,16 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
 import jaxkde
+from jaxkde import distributed
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 sys.path.insert(0, str(WORKER.parent))
-from distributed_worker import dataset  # noqa: E402
+from distributed_worker import dataset, labels  # noqa: E402
 
 
 def _free_port() -> int:
@@ -60,6 +62,19 @@ def test_fit_across_processes_matches_one_process(n_processes, tmp_path):
         "weighted_full": jaxkde.KDE(bandwidth="scott_full").fit(x, sample_weight=w),
         "explicit": jaxkde.KDE("epanechnikov", bandwidth=0.8).fit(x),
     }
+    y = labels(x)
+    # (the global weights are float32 jax.Arrays: the reference takes the same values)
+    classifier = jaxkde.KDEClassifier().fit(x, y, sample_weight=w.astype(np.float32))
+    labelled = jaxkde.KDE(bandwidth="scott_full").fit(x, y)
+    # The labelled draws of one process, by the sampler of fits across processes.
+    parts = [(np.array([float((y == c).sum())]), np.arange(1.0, (y == c).sum() + 1))
+             for c in labelled.classes_]  # fmt: skip
+    codes, _, class_samples = distributed.global_sample_classes(
+        labelled.state_.states, labelled._whitening, parts, labelled.class_prior_,
+        jax.random.key(3), 9)  # fmt: skip
+    assert len(set(labelled.classes_[codes].tolist())) > 1
+    np.save(tmp_path / "x.npy", x)
+    streamed = jaxkde.KDE().fit(np.load(tmp_path / "x.npy", mmap_mode="r"))
     for rank in range(n_processes):
         got = np.load(tmp_path / f"result-{rank}.npz")
         for name, kde in want.items():
@@ -72,10 +87,18 @@ def test_fit_across_processes_matches_one_process(n_processes, tmp_path):
             scale = np.maximum(np.abs(ref[fin]), 1.0)
             assert np.max(np.abs(got[f"{name}_scores"][fin] - ref[fin]) / scale) < 1e-5, name
         np.testing.assert_allclose(got["cdf"], want["scott"].cdf(queries[:5]), atol=1e-6)
-        assert got["samples"].shape == (7, 3) and np.all(np.isfinite(got["samples"]))
-        # every process draws the same samples (one key, one global program)
-        np.testing.assert_array_equal(got["samples"], np.load(tmp_path / "result-0.npz")["samples"])
+        # The same key draws the same samples whatever the number of processes: those of one
+        # process streaming all the rows from a file (the same centres, in row order).
+        np.testing.assert_allclose(got["samples"], streamed.sample(7, key=0), rtol=1e-12)
         assert "not available for a KDE fitted across processes" in str(got["grid_error"])
+        # labels: priors and posteriors of one process's fit, class 7 absent from process 0
+        np.testing.assert_allclose(got["priors"], classifier.class_prior_, rtol=1e-12)
+        np.testing.assert_allclose(got["posteriors"], classifier.predict_proba(queries),
+                                   atol=1e-5)  # fmt: skip
+        np.testing.assert_allclose(got["labelled_bandwidth"], labelled.bandwidth_, rtol=3e-7)
+        ref = labelled.score_samples(queries).astype(np.float64)
+        assert np.max(np.abs(got["labelled_scores"] - ref) / np.maximum(np.abs(ref), 1)) < 1e-5
+        np.testing.assert_allclose(got["class_samples"], class_samples, rtol=1e-12)
 
 
 @pytest.mark.parametrize(("scenario", "message"), [
@@ -105,6 +128,7 @@ def test_merged_moments_give_the_rules_of_the_whole_data(rule):
     them equals resolve_bandwidth's; the merge over processes is checked by the tests above."""
     from jaxkde import distributed
     from jaxkde.bandwidths import resolve_bandwidth
+    from jaxkde.moments import rule_bandwidth
 
     x, w, _ = dataset()
     x = x.astype(np.float64)
@@ -112,6 +136,6 @@ def test_merged_moments_give_the_rules_of_the_whole_data(rule):
     np.testing.assert_allclose(one.cov, np.cov(x.T, aweights=w), rtol=1e-12)
     assert one.n_eff == pytest.approx(w.sum() ** 2 / (w @ w), rel=1e-12)
     want = resolve_bandwidth(x, w, rule).matrix
-    np.testing.assert_allclose(distributed.rule_bandwidth(rule, one), want, rtol=1e-12)
+    np.testing.assert_allclose(rule_bandwidth(rule, one), want, rtol=1e-12)
     with pytest.raises(ValueError, match="zero variance"):
-        distributed.rule_bandwidth(rule, distributed.global_moments(np.ones((5, 2)), None))
+        rule_bandwidth(rule, distributed.global_moments(np.ones((5, 2)), None))
