@@ -1,8 +1,9 @@
 """One process of the multi-process tests (tests/test_distributed.py): run as N processes.
 
 Usage: distributed_worker.py PROCESS_ID N PORT OUT_DIR SCENARIO. Each process loads only its own
-rows of a shared synthetic dataset (consecutive rows in uneven shares, see ``my_rows``), fits KDEs across processes and writes what it saw to
-OUT_DIR/result-PROCESS_ID.npz; an error is written to OUT_DIR/error-PROCESS_ID.txt.
+rows of a shared synthetic dataset (consecutive rows in uneven shares, see ``my_rows``), fits
+KDEs across processes and writes what it saw to OUT_DIR/result-PROCESS_ID.npz; an error is
+written to OUT_DIR/error-PROCESS_ID.txt.
 """
 
 from __future__ import annotations
