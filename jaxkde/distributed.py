@@ -37,12 +37,14 @@ from .state import HostWhitening, KDEState, build_state, chunk_layout, unwhiten_
 __all__ = [
     "allgather_float64",
     "class_moments",
+    "gather_rows",
     "global_classes",
     "global_moments",
     "global_sample",
     "global_sample_classes",
     "global_state",
     "is_global",
+    "like_rows",
     "local_rows",
     "process_rows",
     "replicate",
@@ -70,6 +72,30 @@ def process_rows(x: jax.Array, name: str = "X") -> np.ndarray:
     if not rows:
         return np.empty((0, *x.shape[1:]), np.float64)
     return np.concatenate([np.asarray(rows[k], np.float64) for k in sorted(rows)])
+
+
+def gather_rows(x: jax.Array, name: str = "X") -> tuple[np.ndarray, slice]:
+    """Every row of a global array ``(m, ...)`` in every process, float64, in process order
+    (sharded queries, to be scored against every process's rows), and the slice of them this
+    process holds. Shares may be uneven; two all-gathers (the counts, then the padded rows)."""
+    mine = process_rows(x, name)
+    counts = allgather_float64(np.array([mine.shape[0]], np.float64))[:, 0].astype(int)
+    padded = np.zeros((int(counts.max()), *mine.shape[1:]))
+    padded[: mine.shape[0]] = mine
+    every = allgather_float64(padded)
+    rows = np.concatenate([every[p, : counts[p]] for p in range(counts.shape[0])])
+    start = int(counts[: jax.process_index()].sum())
+    return rows, slice(start, start + mine.shape[0])
+
+
+def like_rows(values: np.ndarray, x: jax.Array) -> jax.Array:
+    """This process's ``values`` (one per row it holds of ``x``) as a global array placed as
+    the rows of the global array ``x``."""
+    spec = x.sharding.spec if isinstance(x.sharding, NamedSharding) else None
+    if spec is None:
+        raise ValueError("the queries must be a global jax.Array with a NamedSharding.")
+    sharding = NamedSharding(x.sharding.mesh, P(spec[0] if len(spec) else None))
+    return jax.make_array_from_process_local_data(sharding, np.asarray(values))
 
 
 def allgather_float64(values: np.ndarray) -> np.ndarray:

@@ -855,6 +855,9 @@ class KDE(_Params):
         window's weight, absolute in kernel units (see that module).
         """
         state = self._check_fitted(streamed=True)
+        if distributed.is_global(X):  # queries sharded over processes: scored by all, kept by own
+            queries, mine = distributed.gather_rows(X)
+            return distributed.like_rows(self.score_samples(queries, batch_size)[mine], X)
         if isinstance(state, StreamedState):
             queries, _ = check_data(X, "X", n_features=self.n_features_in_, owner="KDE")
             return streaming.streamed_log_density(
@@ -947,6 +950,9 @@ class KDE(_Params):
         whenever float64 can represent it (about ``exp(-745)`` to ``exp(709)``); outside that
         range it is 0 or inf. In hundreds of dimensions prefer :meth:`score_samples`.
         """
+        if distributed.is_global(X):
+            queries, mine = distributed.gather_rows(X)
+            return distributed.like_rows(self.predict(queries, batch_size)[mine], X)
         log_dens = self.score_samples(X, batch_size=batch_size).astype(np.float64)
         with np.errstate(over="ignore"):  # densities beyond float64's range are inf, by design
             return np.exp(log_dens)
@@ -959,6 +965,8 @@ class KDE(_Params):
         """Total log-likelihood of ``X`` under the model (the sum of :meth:`score_samples`,
         weighted by ``sample_weight`` when given); ``-inf`` if a row has density 0."""
         del y
+        if distributed.is_global(X):
+            X = distributed.gather_rows(X)[0]
         log_dens = self.score_samples(X).astype(np.float64)
         w = check_weights(sample_weight, log_dens.shape[0])
         if w is None:

@@ -95,6 +95,14 @@ def main() -> int:
         results["class_samples"] = labelled.sample(9, key=3)
         kde = jaxkde.KDE(mesh=mesh).fit(gx)
         results["cdf"] = kde.cdf(queries[:5])
+        # queries sharded over the processes: a global array of results, each process its rows
+        mine_q = my_rows(queries.shape[0], rank, size)
+        scores = kde.score_samples(spread(queries[mine_q]))
+        assert isinstance(scores, jax.Array) and not scores.is_fully_addressable
+        results["sharded_scores"] = np.concatenate([np.asarray(s.data) for s in sorted(
+            scores.addressable_shards, key=lambda s: s.index[0].start)])  # fmt: skip
+        results["sharded_rows"] = mine_q
+        results["sharded_total"] = kde.score(spread(queries[mine_q]))
         results["samples"] = kde.sample(7, key=0)
         try:
             kde.score_grid(8)

@@ -87,6 +87,9 @@ def test_fit_across_processes_matches_one_process(n_processes, tmp_path):
             scale = np.maximum(np.abs(ref[fin]), 1.0)
             assert np.max(np.abs(got[f"{name}_scores"][fin] - ref[fin]) / scale) < 1e-5, name
         np.testing.assert_allclose(got["cdf"], want["scott"].cdf(queries[:5]), atol=1e-6)
+        ref = want["scott"].score_samples(queries).astype(np.float64)
+        np.testing.assert_allclose(got["sharded_scores"], ref[got["sharded_rows"]], rtol=1e-5)
+        assert float(got["sharded_total"]) == pytest.approx(ref.sum(), rel=1e-5)
         # The same key draws the same samples whatever the number of processes: those of one
         # process streaming all the rows from a file (the same centres, in row order).
         np.testing.assert_allclose(got["samples"], streamed.sample(7, key=0), rtol=1e-12)
