@@ -156,6 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--limit", type=_positive_int, help="use only the first N images of each")
     c.add_argument("--batch-size", type=_positive_int, default=1024, help="queries per block")
     c.add_argument("--data-dir", type=pathlib.Path, help=data_help)
+    _distributed_options(c)
 
     z = sub.add_parser(
         "parzen",
@@ -182,6 +183,7 @@ def _parser() -> argparse.ArgumentParser:
     z.add_argument("--sigma", type=_positive_float, nargs="+", help="grid of sigmas to search")
     z.add_argument("--limit", type=_positive_int, help="score only the first N test images")
     z.add_argument("--data-dir", type=pathlib.Path, help=data_help)
+    _distributed_options(z)
 
     g = sub.add_parser(
         "plot",
@@ -207,6 +209,62 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--grid-size", type=_positive_int, help="points per axis (1024 / 256)")
     g.add_argument("--out", type=pathlib.Path, required=True, help=".png, .pdf or .svg")
     return parser
+
+
+def _distributed_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "several processes (jax.distributed)",
+        "Start the same command in every process: each keeps only its share of the KDE's rows, "
+        "and process 0 prints the result. On SLURM or Kubernetes give --distributed alone (JAX "
+        "reads the coordinator and the process id from the environment); by hand, give the "
+        "three options below in every process.",
+    )
+    group.add_argument("--distributed", action="store_true", help="run under jax.distributed")
+    group.add_argument("--coordinator", help="HOST:PORT of process 0")
+    group.add_argument("--num-processes", type=_positive_int, help="how many processes")
+    group.add_argument("--process-id", type=int, help="this process, 0 .. N-1")
+
+
+def _start_processes(args):
+    """``None`` without ``--distributed``; else ``jax.distributed`` is initialised and the mesh
+    over every process's devices is returned."""
+    manual = (args.coordinator, args.num_processes, args.process_id)
+    if not args.distributed:
+        if any(v is not None for v in manual):
+            raise ValueError("--coordinator, --num-processes and --process-id need --distributed.")
+        return None
+    if any(v is not None for v in manual) and any(v is None for v in manual):
+        raise ValueError("give all of --coordinator, --num-processes and --process-id, or none "
+                         "(to let JAX read them from SLURM or Kubernetes).")  # fmt: skip
+    if args.process_id is not None and not 0 <= args.process_id < args.num_processes:
+        raise ValueError(f"--process-id must be in 0 .. {args.num_processes - 1}; got "
+                         f"{args.process_id}.")  # fmt: skip
+    import jax
+    from jax.sharding import Mesh
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives only
+    try:
+        jax.distributed.initialize(*manual, initialization_timeout=120)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"--distributed: could not start jax.distributed: {exc}") from None
+    return Mesh(np.array(jax.devices()), ("data",))
+
+
+def _my_share(rows: np.ndarray, mesh):
+    """This process's consecutive share of ``rows`` as a global array on ``mesh``."""
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    part = np.array_split(np.arange(rows.shape[0]), jax.process_count())[jax.process_index()]
+    sharding = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
+    return jax.make_array_from_process_local_data(sharding, rows[part])
+
+
+def _leader(mesh) -> bool:
+    """Whether this process prints (process 0, or the only one)."""
+    import jax
+
+    return mesh is None or jax.process_index() == 0
 
 
 def _progress(total: int, desc: str):
@@ -311,14 +369,17 @@ def _cmd_inpaint(args) -> int:
 
 
 def _cmd_score(args) -> int:
+    mesh = _start_processes(args)
     train, _ = load_mnist(args.train, args.data_dir)
     test, _ = load_mnist(args.test, args.data_dir)
     if args.limit:
         train, test = train[: args.limit], test[: args.limit]
     x = train.reshape(train.shape[0], -1).astype(np.float32) / 255.0
     q = test.reshape(test.shape[0], -1).astype(np.float32) / 255.0
-    kde = KDE(bandwidth=args.bandwidth, batch_size=args.batch_size).fit(x)
-    bar = _progress(q.shape[0], f"scoring {args.test} under a KDE of {args.train}")
+    kde = KDE(bandwidth=args.bandwidth, batch_size=args.batch_size, mesh=mesh)
+    kde.fit(x if mesh is None else _my_share(x, mesh))
+    bar = (_progress(q.shape[0], f"scoring {args.test} under a KDE of {args.train}")
+           if _leader(mesh) else None)  # fmt: skip
     parts = []
     for start in range(0, q.shape[0], args.batch_size):
         parts.append(kde.score_samples(q[start : start + args.batch_size]))
@@ -328,11 +389,13 @@ def _cmd_score(args) -> int:
         bar.close()
     ll = np.concatenate(parts).astype(np.float64)
     stderr = ll.std() / math.sqrt(ll.size)
-    print(
-        f"mean log-likelihood of {ll.size} {args.test} images under a KDE of {x.shape[0]} "
-        f"{args.train} images (bandwidth {args.bandwidth!r}): {ll.mean():.2f} "
-        f"+/- {stderr:.2f} nats"
-    )
+    where = "" if mesh is None else f" spread over {mesh.devices.size} devices"
+    if _leader(mesh):
+        print(
+            f"mean log-likelihood of {ll.size} {args.test} images under a KDE of {x.shape[0]} "
+            f"{args.train} images{where} (bandwidth {args.bandwidth!r}): {ll.mean():.2f} "
+            f"+/- {stderr:.2f} nats"
+        )
     return 0
 
 
@@ -343,6 +406,7 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 def _cmd_parzen(args) -> int:
     from .selection import parzen_log_likelihood
 
+    mesh = _start_processes(args)
     try:
         samples = np.load(args.samples, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
@@ -371,7 +435,11 @@ def _cmd_parzen(args) -> int:
     valid, _ = load_mnist(args.validation, args.data_dir)
     test = test.reshape(test.shape[0], -1)[: args.limit].astype(np.float32) / 255
     valid = valid.reshape(valid.shape[0], -1)[-args.validation_size :].astype(np.float32) / 255
-    result = parzen_log_likelihood(samples.astype(np.float32), test, valid, args.sigma)
+    samples = samples.astype(np.float32)
+    result = parzen_log_likelihood(samples if mesh is None else _my_share(samples, mesh), test,
+                                   valid, args.sigma, mesh=mesh)  # fmt: skip
+    if not _leader(mesh):
+        return 0
     for sigma, value in zip(result.sigmas, result.validation_means, strict=True):
         print(f"  sigma {sigma:.4f}: mean validation log-likelihood {value:10.2f}")
     print(

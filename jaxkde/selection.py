@@ -941,7 +941,7 @@ class ParzenResult(NamedTuple):
 
 
 def parzen_log_likelihood(
-    samples, test, validation=None, sigmas=None, *, block_size: int = 256
+    samples, test, validation=None, sigmas=None, *, block_size: int = 256, mesh=None
 ) -> ParzenResult:
     """The Parzen-window estimate of a generative model's test log-likelihood.
 
@@ -960,9 +960,29 @@ def parzen_log_likelihood(
     validation : array-like, shape (k, d), optional
         Needed when ``sigmas`` has more than one value.
     sigmas : array-like, optional
+    block_size : int
+        Queries per block.
+    mesh : jax.sharding.Mesh, optional
+        With ``samples`` a global ``jax.Array`` whose rows are spread over processes
+        (:mod:`jaxkde.distributed`): each sigma is a ``KDE(bandwidth=sigma, mesh=mesh)`` fitted
+        across processes, the same estimate (every process gets the result).
     """
+    if mesh is not None:
+        return _parzen_across_processes(samples, test, validation, sigmas, block_size, mesh)
     samples = check_data(samples, "samples")[0]
-    d = samples.shape[1]
+    test, validation, grid = _parzen_inputs(samples.shape[1], test, validation, sigmas, block_size)
+    val_means = None
+    if validation is not None:
+        val = grid_log_likelihood(samples, validation, grid, block_size=block_size)
+        val_means = val.mean(axis=0)
+        sigma = float(grid[int(np.argmax(val_means))])
+    else:
+        sigma = float(grid[0])
+    ll = grid_log_likelihood(samples, test, [sigma], block_size=block_size)[:, 0]
+    return _parzen_result(ll, sigma, grid, val_means)
+
+
+def _parzen_inputs(d, test, validation, sigmas, block_size):
     test = check_data(test, "test", n_features=d, owner="samples")[0]
     if validation is not None:
         validation = check_data(validation, "validation", n_features=d, owner="samples")[0]
@@ -975,17 +995,33 @@ def parzen_log_likelihood(
             raise TypeError(f"sigmas must be positive numbers; got {sigmas!r}.") from None
         if grid.size == 0 or not np.all(np.isfinite(grid) & (grid > 0)):
             raise ValueError(f"sigmas must be positive numbers; got {sigmas!r}.")
-    block_size = check_positive_int(block_size, "block_size")
+    check_positive_int(block_size, "block_size")
     if validation is None and grid.size != 1:
         raise ValueError("validation is needed to choose sigma from a grid; or pass one sigma.")
+    return test, validation, grid
+
+
+def _parzen_across_processes(samples, test, validation, sigmas, block_size, mesh):
+    """:func:`parzen_log_likelihood` of samples spread over processes: a KDE per sigma."""
+    from .kde import KDE
+
+    test, validation, grid = _parzen_inputs(samples.shape[1], test, validation, sigmas,
+                                            block_size)  # fmt: skip
+
+    def scores(sigma, queries):
+        kde = KDE(bandwidth=float(sigma), mesh=mesh, batch_size=block_size).fit(samples)
+        return kde.score_samples(queries.astype(np.float32)).astype(np.float64)
+
     val_means = None
     if validation is not None:
-        val = grid_log_likelihood(samples, validation, grid, block_size=block_size)
-        val_means = val.mean(axis=0)
+        val_means = np.array([scores(s, validation).mean() for s in grid])
         sigma = float(grid[int(np.argmax(val_means))])
     else:
         sigma = float(grid[0])
-    ll = grid_log_likelihood(samples, test, [sigma], block_size=block_size)[:, 0]
+    return _parzen_result(scores(sigma, test), sigma, grid, val_means)
+
+
+def _parzen_result(ll, sigma, grid, val_means) -> ParzenResult:
     return ParzenResult(
         mean=float(ll.mean()),
         stderr=float(ll.std() / math.sqrt(ll.size)),

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import re
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import jaxkde
 from jaxkde.cli import main
+from jaxkde.datasets import load_mnist
 
 
 def test_sample_writes_a_png_grid_and_prints_log_densities(tmp_path, capsys):
@@ -234,3 +240,51 @@ def test_inpaint_writes_completions_and_a_grid(tmp_path, capsys, monkeypatch):
     assert "--out must end in .png or .npy" in capsys.readouterr().err
     assert main(["inpaint", "--digit", "3", "-n", "20000", "--out", str(out)]) == 1
     assert "more than the" in capsys.readouterr().err
+
+
+def _two_processes(argv: list[str]) -> list[str]:
+    """Run ``python -m jaxkde ARGV --distributed ...`` as 2 processes on localhost; stdouts."""
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(jaxkde.__file__).parents[1]),
+                                         env.get("PYTHONPATH", "")])  # fmt: skip
+    extra = ["--distributed", "--coordinator", f"localhost:{port}", "--num-processes", "2"]
+    procs = [subprocess.Popen([sys.executable, "-m", "jaxkde", *argv, *extra, "--process-id",
+                               str(i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for i in range(2)]  # fmt: skip
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1].decode()[-2000:] for o in outs]
+    return [o[0].decode() for o in outs]
+
+
+def test_score_and_parzen_under_jax_distributed(tmp_path, capsys):
+    """The same figures from 2 processes (each holding half the KDE's rows) as from one; only
+    process 0 prints them."""
+    score = ["score", "--train", "test", "--test", "test", "--limit", "500", "--bandwidth", "0.3"]
+    images, _ = load_mnist("test")
+    np.save(tmp_path / "s.npy", images[6000:6300].astype(np.float32) / 255)
+    parzen = ["parzen", "--samples", str(tmp_path / "s.npy"), "--limit", "300", "--validation",
+              "test", "--validation-size", "300", "--sigma", "0.15", "0.2", "0.3"]  # fmt: skip
+    for argv in (score, parzen):
+        assert main(argv) == 0
+        want = capsys.readouterr().out.strip().splitlines()[-1]
+        first, second = _two_processes(argv)
+        got = [line for line in first.splitlines() if not line.startswith("[Gloo]")][-1]
+        number = re.compile(r"-?\d+\.\d+")
+        assert number.sub("#", got.replace(" spread over 2 devices", "")) == number.sub("#", want)
+        values = [[float(v) for v in number.findall(line)] for line in (got, want)]
+        np.testing.assert_allclose(values[0], values[1], atol=0.011)
+        assert [line for line in second.splitlines() if not line.startswith("[Gloo]")] == []
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["score", "--process-id", "0"], "need --distributed"),
+    (["score", "--distributed", "--process-id", "0"], "give all of --coordinator"),
+    (["score", "--distributed", "--coordinator", "localhost:1", "--num-processes", "2",
+      "--process-id", "2"], "--process-id must be in 0 .. 1"),
+])  # fmt: skip
+def test_distributed_options_are_checked(argv, message, capsys):
+    assert main(argv) == 1
+    assert message in capsys.readouterr().err
