@@ -97,6 +97,8 @@ def _weighted_range(data: np.ndarray, weights: np.ndarray | None) -> tuple[np.nd
     rows = data if weights is None else data[weights > 0]
     if rows.shape[0] == 0:
         rows = data
+    if rows.shape[1] > 8:
+        return rows.min(axis=0), rows.max(axis=0)
     # Column by column: NumPy's axis-0 reductions crawl over narrow C-ordered arrays.
     columns = [rows[:, k] for k in range(rows.shape[1])]
     return np.array([c.min() for c in columns]), np.array([c.max() for c in columns])
@@ -289,6 +291,13 @@ class KDE(_Params):
         with the factors held fixed. Not for ``"univariate_gaussian"`` or ``"lscv"``.
     alpha : float in [0, 1]
         Sensitivity of the adaptive factors (default 1/2, Abramson's law).
+    out_of_core : bool, optional
+        For ``X`` a :class:`numpy.memmap` over a file: ``True`` leaves the rows in the file and
+        streams them to the device block by block at every pass (:mod:`jaxkde.streaming`; it
+        offers ``score_samples``, ``predict``, ``score`` and ``sample``), ``False`` reads them
+        into memory as any array. ``None`` (default) streams only a memmap whose in-memory fit
+        would need more than half of this machine's memory (about ``32 n d`` bytes), so small
+        memmaps (joblib's, in scikit-learn's parallel model selection) fit as arrays.
 
     Attributes
     ----------
@@ -342,6 +351,7 @@ class KDE(_Params):
         boundary: str = "reflect",
         adaptive: bool = False,
         alpha: float = 0.5,
+        out_of_core: bool | None = None,
     ):
         self.kernel = kernel
         self.bandwidth = bandwidth
@@ -351,6 +361,7 @@ class KDE(_Params):
         self.boundary = boundary
         self.adaptive = adaptive
         self.alpha = alpha
+        self.out_of_core = out_of_core
         self.bandwidth_estimator = bandwidth_estimator
         self.univariate_bandwidth = univariate_bandwidth
         self.p = p
@@ -440,7 +451,7 @@ class KDE(_Params):
             raise ValueError("priors needs class labels: fit(X, y) with y, or priors=None.")
         if distributed.is_global(X) or distributed.is_global(sample_weight):
             return self._fit_global(X, sample_weight, y, kernel, chunk_size)
-        if streaming.is_file_backed(X):
+        if streaming.should_stream(X, self.out_of_core):
             return self._fit_streamed(X, sample_weight, y, kernel, chunk_size)
         data, dtype = check_data(X, "X")
         weights = check_weights(sample_weight, data.shape[0])

@@ -1,7 +1,8 @@
 """Data larger than memory: a KDE over the rows of a file, streamed to the device block by block.
 
-``KDE().fit(X)`` with ``X`` a :class:`numpy.memmap` (``np.load(path, mmap_mode="r")`` gives one)
-keeps the rows in the file. Each pass over them reads one block of rows at a time with
+``KDE(out_of_core=True).fit(X)`` with ``X`` a :class:`numpy.memmap` (``np.load(path,
+mmap_mode="r")`` gives one) keeps the rows in the file (by default, a memmap too large to fit
+in memory does). Each pass over them reads one block of rows at a time with
 positioned reads (``os.preadv``: no page of the file is mapped into the process, so the resident
 memory stays that of a few blocks however large the file), in a background thread one block
 ahead of the device:
@@ -43,6 +44,7 @@ __all__ = [
     "block_rows_for",
     "is_file_backed",
     "row_file",
+    "should_stream",
     "streamed_log_density",
     "streamed_moments",
     "streamed_sample",
@@ -54,12 +56,34 @@ BLOCK_BYTES = 32 * 2**20
 
 
 def is_file_backed(x) -> bool:
-    """Whether ``x`` is a :class:`numpy.memmap` over a file (streamed by ``fit``)."""
+    """Whether ``x`` is a :class:`numpy.memmap` over a file."""
     return (
         isinstance(x, np.memmap)
         and getattr(x, "_mmap", None) is not None
         and bool(getattr(x, "filename", None))
     )
+
+
+def should_stream(x, out_of_core: bool | None) -> bool:
+    """Whether ``fit`` streams ``x`` (see ``KDE(out_of_core=...)``): a file-backed memmap when
+    asked, or by default when an in-memory fit (about ``32 n d`` bytes) would need more than
+    half of the machine's memory. ``out_of_core=True`` for anything else is an error."""
+    if out_of_core is not None and not isinstance(out_of_core, (bool, np.bool_)):
+        raise TypeError(f"out_of_core must be True, False or None; got {out_of_core!r}.")
+    if not is_file_backed(x):
+        if out_of_core:
+            raise ValueError(
+                "out_of_core=True needs X to be a numpy.memmap over a file "
+                f"(np.load(path, mmap_mode='r')); got {type(x).__name__}."
+            )
+        return False
+    if out_of_core is not None:
+        return bool(out_of_core)
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return False
+    return 32 * x.size > memory / 2
 
 
 @dataclasses.dataclass(frozen=True)

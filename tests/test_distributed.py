@@ -74,7 +74,7 @@ def test_fit_across_processes_matches_one_process(n_processes, tmp_path):
         jax.random.key(3), 9)  # fmt: skip
     assert len(set(labelled.classes_[codes].tolist())) > 1
     np.save(tmp_path / "x.npy", x)
-    streamed = jaxkde.KDE().fit(np.load(tmp_path / "x.npy", mmap_mode="r"))
+    streamed = jaxkde.KDE(out_of_core=True).fit(np.load(tmp_path / "x.npy", mmap_mode="r"))
     for rank in range(n_processes):
         got = np.load(tmp_path / f"result-{rank}.npz")
         for name, kde in want.items():

@@ -52,7 +52,7 @@ def test_streamed_file_scores_as_in_memory(kernel, bandwidth, dtype, tmp_path, s
     mm = on_disk(tmp_path, x)
     queries = np.r_[x[:50] + 0.1, x[-5:] + 40.0]
     for weights in (None, w):
-        streamed = jaxkde.KDE(kernel, bandwidth=bandwidth, chunk_size=256)
+        streamed = jaxkde.KDE(kernel, bandwidth=bandwidth, chunk_size=256, out_of_core=True)
         streamed.fit(mm, sample_weight=weights)
         memory = jaxkde.KDE(kernel, bandwidth=bandwidth).fit(x, sample_weight=weights)
         assert streamed.state_.block_rows < x.shape[0] // 4  # several blocks, one partial
@@ -69,7 +69,7 @@ def test_a_view_of_rows_streams_its_own_rows(tmp_path, small_blocks):
     mm = on_disk(tmp_path, x)
     view = mm[1000:2500]
     assert isinstance(view, np.memmap)
-    got = jaxkde.KDE().fit(view).score_samples(x[:20])
+    got = jaxkde.KDE(out_of_core=True).fit(view).score_samples(x[:20])
     want = jaxkde.KDE().fit(x[1000:2500]).score_samples(x[:20])
     assert scaled_error(got, want.astype(np.float64)) < 1e-5
 
@@ -95,7 +95,7 @@ def test_streamed_statistics_are_those_of_the_whole_file(tmp_path, small_blocks)
 def test_streamed_samples_are_around_rows_of_the_file(tmp_path, small_blocks):
     x, w = data(np.float32)
     w[: x.shape[0] // 2] = 0.0
-    kde = jaxkde.KDE(bandwidth=1e-3, chunk_size=256)
+    kde = jaxkde.KDE(bandwidth=1e-3, chunk_size=256, out_of_core=True)
     kde.fit(on_disk(tmp_path, x), sample_weight=w)
     a = kde.sample(400, key=5)
     np.testing.assert_array_equal(a, kde.sample(400, key=5))  # the same key, the same draws
@@ -111,30 +111,32 @@ def test_streamed_samples_are_around_rows_of_the_file(tmp_path, small_blocks):
 def test_truncated_or_bad_files_are_clear_errors(tmp_path, small_blocks):
     x, _ = data(np.float32)
     mm = on_disk(tmp_path, x)
-    kde = jaxkde.KDE().fit(mm)
+    kde = jaxkde.KDE(out_of_core=True).fit(mm)
     path = tmp_path / "x.npy"
     size = os.path.getsize(path)
     os.truncate(path, size - 100 * x.shape[1] * 4)  # the last 100 rows gone
     with pytest.raises(ValueError, match=r"shorter than its 3001 rows: it holds 2901 rows"):
         kde.score_samples(x[:3])
     with pytest.raises(ValueError, match="shorter than its 3001 rows"):
-        jaxkde.KDE().fit(mm)  # the memmap still says 3001 rows: refused before any read
+        jaxkde.KDE(out_of_core=True).fit(
+            mm
+        )  # the memmap still says 3001 rows: refused before any read
     bad = x.copy()
     bad[2000, 1] = np.nan
     with pytest.raises(ValueError, match=r"row 2000 of .* is not"):
-        jaxkde.KDE().fit(on_disk(tmp_path, bad))
+        jaxkde.KDE(out_of_core=True).fit(on_disk(tmp_path, bad))
     np.save(tmp_path / "f.npy", np.asfortranarray(x))
     with pytest.raises(ValueError, match="C-ordered"):
-        jaxkde.KDE().fit(np.load(tmp_path / "f.npy", mmap_mode="r"))
+        jaxkde.KDE(out_of_core=True).fit(np.load(tmp_path / "f.npy", mmap_mode="r"))
     np.save(tmp_path / "c.npy", x)
     with pytest.raises(ValueError, match="copy-on-write"):
-        jaxkde.KDE().fit(np.load(tmp_path / "c.npy", mmap_mode="c"))
+        jaxkde.KDE(out_of_core=True).fit(np.load(tmp_path / "c.npy", mmap_mode="c"))
 
 
 def test_what_needs_the_rows_in_memory_is_refused(tmp_path):
     x, _ = data(np.float32)
     mm = on_disk(tmp_path, x)
-    kde = jaxkde.KDE().fit(mm)
+    kde = jaxkde.KDE(out_of_core=True).fit(mm)
     for call, name in [(lambda: kde.cdf(x[:2]), "log_cdf"), (lambda: pickle.dumps(kde), "pickling"),
                        (lambda: kde.score_grid(8), "score_grid"),
                        (lambda: kde.marginal([0]), "marginal"),
@@ -148,9 +150,29 @@ def test_what_needs_the_rows_in_memory_is_refused(tmp_path):
         ({"mesh": jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))}, {}, "mesh"),
     ]:  # fmt: skip
         with pytest.raises(ValueError, match=what):
-            jaxkde.KDE(**params).fit(mm, **fit_kw)
+            jaxkde.KDE(**params, out_of_core=True).fit(mm, **fit_kw)
     with pytest.raises(ValueError, match="zero variance"):
-        jaxkde.KDE().fit(on_disk(tmp_path, np.ones((50, 2), np.float32)))
+        jaxkde.KDE(out_of_core=True).fit(on_disk(tmp_path, np.ones((50, 2), np.float32)))
+
+
+def test_small_memmaps_fit_in_memory_unless_asked(tmp_path, monkeypatch):
+    """By default only a memmap too large for memory streams (joblib hands scikit-learn's
+    parallel model selection small read-only memmaps, which must keep every method)."""
+    x, _ = data(np.float32)
+    y = (x[:, 0] > x[:, 0].mean()).astype(int)
+    mm = on_disk(tmp_path, x)
+    kde = jaxkde.KDE().fit(mm, y)  # labels and every method, as for an array
+    assert isinstance(kde.state_, jaxkde.ClassConditionalState)
+    assert isinstance(jaxkde.KDE(out_of_core=True).fit(mm).state_, streaming.StreamedState)
+    assert isinstance(jaxkde.KDE(out_of_core=False).fit(mm).state_, jaxkde.KDEState)
+    real = os.sysconf
+    # A machine with one page of memory: by default, even this file streams.
+    monkeypatch.setattr(os, "sysconf", lambda name: 1 if name == "SC_PHYS_PAGES" else real(name))
+    assert isinstance(jaxkde.KDE().fit(mm).state_, streaming.StreamedState)
+    with pytest.raises(ValueError, match=r"out_of_core=True needs X to be a numpy\.memmap"):
+        jaxkde.KDE(out_of_core=True).fit(x)
+    with pytest.raises(TypeError, match="out_of_core must be True, False or None"):
+        jaxkde.KDE(out_of_core="yes").fit(mm)
 
 
 def test_a_4_gb_file_scores_in_bounded_memory(tmp_path):
@@ -178,7 +200,7 @@ def test_a_4_gb_file_scores_in_bounded_memory(tmp_path):
                     str(tmp_path / "out.npz"), "1.0"], check=True, env=env,
                    timeout=900)  # fmt: skip
     out = np.load(tmp_path / "out.npz")
-    assert int(out["n"]) == base_rows * tiles
+    assert int(out["n"]) == base_rows * tiles and bool(out["streamed"])
     assert int(out["rss"]) < 1.5e9, f"peak RSS {int(out['rss']) / 1e9:.2f} GB"
     parts = [jaxkde.KDE(bandwidth=1.0).fit(base + s).score_samples(queries) for s in shifts]
     want = logsumexp(np.stack(parts).astype(np.float64), axis=0) - np.log(4)
