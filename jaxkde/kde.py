@@ -573,12 +573,14 @@ class KDE(_Params):
         """The bandwidth spec of a fit whose rows are in parts (processes, or blocks of a
         file): a rule or an explicit ``H``; what needs all rows at once is refused."""
         spec = self._bandwidth_spec(kernel, label)
+        streamed = where.startswith("X streamed")
+        names = RULES if streamed or y is not None else (*RULES, *_LEARNED)
         unsupported = {
-            "y (class labels)": y is not None and where.startswith("X streamed"),
+            "y (class labels)": y is not None and streamed,
             "adaptive=True": bool(self.adaptive),
             "bounds": self.bounds is not None,
-            f"bandwidth={spec!r} (only the rules {sorted(RULES)} or an explicit H)": (
-                isinstance(spec, str) and spec not in RULES),
+            f"bandwidth={spec!r} (only {sorted(names)} or an explicit H)": (
+                isinstance(spec, str) and spec not in names),
             "kernel='univariate_gaussian'": isinstance(kernel, UnivariateGaussianKernel),
         }  # fmt: skip
         for what, bad in unsupported.items():
@@ -621,9 +623,17 @@ class KDE(_Params):
                   "_sorted": False, "_bounds": None, "_images": None}  # fmt: skip
         shape = (int(stats.counts.sum()), x.shape[1])
         if y is None:
+            fit = None
+            if isinstance(spec, str) and spec in _LEARNED:  # on the rows where they lie
+                kind, objective = _LEARNED[spec]
+                fit = fit_bandwidth(X, sample_weight, kind=kind, objective=objective,
+                                    kernel=kernel, mesh=self.mesh, dtype=dtype)  # fmt: skip
+                if fit.status in ("unbounded", "nonfinite"):
+                    raise ValueError(f"bandwidth={spec!r}: {_STATUS_MESSAGES[fit.status]}")
+                spec = _learned_spec(fit)
             state, local = place(x, w, matrix(spec, stats, x), stats=stats)
             fitted = {**common, "state_": state, "bandwidth_": local.bandwidth_matrix(),
-                      "bandwidth_fit_": None, "_whitening": host_whitening(local),
+                      "bandwidth_fit_": fit, "_whitening": host_whitening(local),
                       "_parts_weights": parts(stats, w, x.shape[0])}  # fmt: skip
             return self._store_fit(fitted, shape, 0)
         if not distributed.is_global(y) or y.shape != X.shape[:1]:

@@ -34,16 +34,20 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from . import distributed
 from ._validation import (
     check_data,
     check_positive_definite,
     check_positive_int,
     check_real,
     check_weights,
+    working_dtype,
 )
 from .bandwidths import _host_rule
 from .engine import DIRECT_MAX_DIM, DirectCoordinates, _logsumexp
 from .kernels import Kernel, TophatKernel, UnivariateGaussianKernel, get_kernel
+from .moments import rule_bandwidth
+from .sampling import as_key
 from .sharding import reduce_shards
 from .state import (
     KDEState,
@@ -575,7 +579,10 @@ def fit_bandwidth(
     Parameters
     ----------
     X : array-like, shape (n, d)
-        Read in float64; centred there, then split into double words of the working dtype.
+        Read in float64; centred there, then split into double words of the working dtype. A
+        global ``jax.Array`` whose rows live in several processes (with ``mesh``) is learned
+        on where it lies: the rows are centred at the merged mean in their own process, and
+        only the evaluation rows cross the network (:mod:`jaxkde.distributed`).
     sample_weight : array-like, shape (n,), optional
     kind : {"scalar", "diagonal", "full"}
         Parameterisation: ``H = h^2 I``, ``diag(h_i^2)`` or ``L L^T``.
@@ -619,8 +626,6 @@ def fit_bandwidth(
     BandwidthFit
         Its ``status`` says what happened; anything but ``"converged"`` also warns.
     """
-    from .sampling import as_key
-
     if kind not in PARAMETERISATIONS:
         raise ValueError(f"kind must be one of {list(PARAMETERISATIONS)}; got {kind!r}.")
     if mesh is not None and not isinstance(mesh, Mesh):
@@ -633,6 +638,22 @@ def fit_bandwidth(
             f"objective='lscv' needs the gaussian kernel (int f^2 in closed form); got kernel "
             f"{kern.name!r}."
         )
+    max_steps = check_positive_int(max_steps, "max_steps")
+    patience = check_positive_int(patience, "patience")
+    block_size = check_positive_int(block_size, "block_size")
+    chunk_size = check_positive_int(chunk_size, "chunk_size")
+    gtol = check_real(gtol, "gtol", low=0.0)
+    xtol = check_real(xtol, "xtol", low=0.0, low_open=True)
+    tol = check_real(tol, "tol", low=0.0)
+    learn = functools.partial(_learn, kind=kind, objective=objective, kernel=kern,
+                              chunk_size=chunk_size, block_size=block_size, mesh=mesh,
+                              optimizer=optimizer, max_steps=max_steps, gtol=gtol, xtol=xtol,
+                              tol=tol, patience=patience)  # fmt: skip
+    if distributed.is_global(X):
+        if log_factors is not None:
+            raise ValueError("log_factors (adaptive bandwidths) are not supported yet for X "
+                             "spread over processes.")  # fmt: skip
+        return _learn_across_processes(X, sample_weight, init, batch_size, key, dtype, learn)
     data, in_dtype = check_data(X, "X")
     dtype = in_dtype if dtype is None else np.dtype(dtype)
     n, d = data.shape
@@ -643,13 +664,6 @@ def fit_bandwidth(
         raise ValueError(
             "leave-one-out selection needs at least 2 rows of X with positive sample_weight."
         )
-    max_steps = check_positive_int(max_steps, "max_steps")
-    patience = check_positive_int(patience, "patience")
-    block_size = check_positive_int(block_size, "block_size")
-    chunk_size = check_positive_int(chunk_size, "chunk_size")
-    gtol = check_real(gtol, "gtol", low=0.0)
-    xtol = check_real(xtol, "xtol", low=0.0, low_open=True)
-    tol = check_real(tol, "tol", low=0.0)
     if log_factors is not None:
         if objective == "lscv":
             raise ValueError(
@@ -665,34 +679,13 @@ def fit_bandwidth(
         if binned is not None:
             return binned
     centred = data - w64 @ data  # float64, on the host
-    if init is None:
-        init = _host_rule("scott", centred, w64)
-        if not init.max() > 0:
-            raise ValueError("X has no variance (every feature constant): no bandwidth to learn.")
-        init = np.maximum(init, 1e-12 * init.max())
-    init = _check_init(init, kind, d)
-    params0 = params_from_bandwidth(init, kind)
-    if kind == "scalar":  # the search scales an isotropic start
-        init = np.full(d, math.exp(2.0 * float(params0)))
-    hi, lo = split_double_word(centred, dtype)
-    if not np.all(np.isfinite(hi)):
-        raise ValueError(
-            f"X, centred, overflows {np.dtype(dtype).name}; rescale X or enable float64."
-        )
+    init, params0 = _start(init, lambda: _host_rule("scott", centred, w64), kind, d)
+    hi, lo = _centred_words(centred, dtype)
     log_w = log_w64.astype(dtype)
     # Rows of zero weight count for nothing in the objective (and an isolated one would give
     # 0 * -inf): only positive-weight rows are evaluated.
     positive = np.flatnonzero(w64 > 0)
-    n_pos = positive.size
-    batch = min(n_pos, 4096) if batch_size is None else check_positive_int(batch_size, "batch_size")
-    batch = min(batch, n_pos)
-    key = as_key(key)
-    if batch < n_pos:
-        eval_rows = jnp.asarray(
-            np.sort(positive[np.asarray(jax.random.permutation(key, n_pos))[:batch]])
-        )
-    else:
-        eval_rows = jnp.asarray(positive)
+    eval_rows = _evaluation_rows(positive, batch_size, key)
     lf = None if log_factors is None else log_factors.astype(dtype)
     if mesh is None:
         x, x_lo, lw = jnp.asarray(hi), None if lo is None else jnp.asarray(lo), jnp.asarray(log_w)
@@ -707,6 +700,127 @@ def fit_bandwidth(
                                                        rows_sharding)  # fmt: skip
         lw = jax.device_put(np.pad(log_w, (0, pad), constant_values=-np.inf), rows_sharding)
         lf = None if lf is None else jax.device_put(np.pad(lf, (0, pad)), rows_sharding)
+    lowest = _SCALE_LIMITS[0]
+    if _sum_updates(d, kern, mesh, lf):
+        # Sum updating places points in unit cells of the working dtype: keep x / h within
+        # its exact range (2^22 bandwidths of float32 from the centre).
+        span = float(np.max(np.abs(centred)))
+        start_scale = float(np.sqrt(init.max()))
+        if span > 0:
+            lowest = max(lowest, math.log(span / _MAX_WHITENED[np.dtype(dtype)] / start_scale))
+    return learn((x, x_lo, lw, lf, eval_rows, positive), init, params0, lowest, dtype=dtype)
+
+
+def _start(init, default, kind: str, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(H, params)`` to start from: ``init``, or the rule ``default()`` (Scott's diagonal)."""
+    if init is None:
+        init = default()
+        if not init.max() > 0:
+            raise ValueError("X has no variance (every feature constant): no bandwidth to learn.")
+        init = np.maximum(init, 1e-12 * init.max())
+    init = _check_init(init, kind, d)
+    params0 = params_from_bandwidth(init, kind)
+    if kind == "scalar":  # the search scales an isotropic start
+        init = np.full(d, math.exp(2.0 * float(params0)))
+    return init, params0
+
+
+def _centred_words(centred: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray | None]:
+    hi, lo = split_double_word(centred, dtype)
+    if not np.all(np.isfinite(hi)):
+        raise ValueError(
+            f"X, centred, overflows {np.dtype(dtype).name}; rescale X or enable float64."
+        )
+    return hi, lo
+
+
+def _evaluation_rows(positive: np.ndarray, batch_size, key) -> np.ndarray:
+    """All the rows ``positive`` (up to 4096 of them by default), or a sorted random subset of
+    ``batch_size`` drawn from ``key``."""
+    n_pos = positive.size
+    batch = min(n_pos, 4096) if batch_size is None else check_positive_int(batch_size, "batch_size")
+    if min(batch, n_pos) < n_pos:
+        return np.sort(positive[np.asarray(jax.random.permutation(as_key(key), n_pos))[:batch]])
+    return positive
+
+
+def _learn_across_processes(X, sample_weight, init, batch_size, key, dtype, learn):
+    """:func:`fit_bandwidth` of a global ``X`` whose rows live in several processes
+    (:mod:`jaxkde.distributed`): each process centres and places its own rows; the
+    leave-one-out sums run on the sharded data (:func:`loo_log_likelihood` with a mesh), whose
+    evaluation rows XLA gathers by a masked local gather and a sum over devices."""
+    mesh = learn.keywords["mesh"]
+    if mesh is None:
+        raise ValueError("X is a global jax.Array spread over processes: pass mesh=... with "
+                         "a mesh over its devices.")  # fmt: skip
+    x = distributed.process_rows(X, "X")
+    w = None if sample_weight is None else distributed.process_rows(sample_weight, "sample_weight")
+    if not np.all(np.isfinite(x)) or (w is not None and not np.all(np.isfinite(w) & (w >= 0))):
+        raise ValueError("X must be finite and sample_weight finite and non-negative.")
+    stats = distributed.global_moments(x, w)
+    d = x.shape[1]
+    if int(stats.counts.sum()) < 2:
+        raise ValueError("leave-one-out selection needs at least 2 rows of X.")
+    dtype = working_dtype(X.dtype) if dtype is None else np.dtype(dtype)
+    init, params0 = _start(init, lambda: rule_bandwidth("scott", stats), learn.keywords["kind"], d)
+    hi, lo = _centred_words(x - stats.mean, dtype)
+    w = np.ones(x.shape[0]) if w is None else w
+    with np.errstate(divide="ignore"):
+        log_w = (np.log(w) - math.log(stats.total_weight)).astype(dtype)
+    # Every process holds the same number of rows per device: its own, padded with weight 0.
+    local_devices = mesh.devices.size // jax.process_count()
+    n_chunks, size = chunk_layout(-(-int(stats.counts.max()) // local_devices),
+                                  learn.keywords["chunk_size"])  # fmt: skip
+    per_process = local_devices * n_chunks * size
+    pad = per_process - x.shape[0]
+    rows = NamedSharding(mesh, P(mesh.axis_names[0]))
+
+    def place(a, fill=0.0):
+        a = np.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1), constant_values=fill)
+        return jax.make_array_from_process_local_data(rows, a)
+
+    mine = np.flatnonzero(w > 0) + jax.process_index() * per_process
+    counts = distributed.allgather_float64(np.array([mine.size], np.float64))[:, 0].astype(int)
+    padded = np.full(int(counts.max()), -1.0)
+    padded[: mine.size] = mine
+    every = distributed.allgather_float64(padded)
+    positive = np.concatenate([every[p, : counts[p]] for p in range(counts.size)]).astype(int)
+    if positive.size < 2:
+        raise ValueError(
+            "leave-one-out selection needs at least 2 rows of X with positive sample_weight."
+        )
+    arrays = (place(hi), None if lo is None else place(lo), place(log_w, -np.inf), None,
+              _evaluation_rows(positive, batch_size, key), positive)  # fmt: skip
+    return learn(arrays, init, params0, _SCALE_LIMITS[0], dtype=dtype)
+
+
+def _learn(
+    arrays,
+    init,
+    params0,
+    lowest,
+    *,
+    kind,
+    objective,
+    kernel,
+    chunk_size,
+    block_size,
+    mesh,
+    dtype,
+    optimizer,
+    max_steps,
+    gtol,
+    xtol,
+    tol,
+    patience,
+) -> BandwidthFit:
+    """The two stages of :func:`fit_bandwidth` on prepared arrays: the centred data's words
+    ``x``, ``x_lo``, log weights ``lw``, adaptive ``lf`` (placed on the devices), and the
+    evaluation and positive-weight rows ``eval_rows``, ``positive`` (host indices)."""
+    x, x_lo, lw, lf, eval_rows, positive = arrays
+    kern, d = kernel, x.shape[1]
+    batch, n_pos = eval_rows.shape[0], positive.shape[0]
+    eval_rows = jnp.asarray(eval_rows)
     static = {"kind": kind, "kernel": kern, "chunk_size": chunk_size, "block_size": block_size,
               "precision": "highest", "mesh": mesh}  # fmt: skip
     value_fn = functools.partial(_objective_fn(objective), **static)
@@ -735,14 +849,6 @@ def fit_bandwidth(
             return lscv_at_scales(start, x, lw, eval_rows, x_lo, scales, log_ref, **static)
         return _loo_at_scales(start, x, lw, eval_rows, x_lo, scales, lf, **static)
 
-    lowest = _SCALE_LIMITS[0]
-    if _sum_updates(d, kern, mesh, lf):
-        # Sum updating places points in unit cells of the working dtype: keep x / h within
-        # its exact range (2^22 bandwidths of float32 from the centre).
-        span = float(np.max(np.abs(centred)))
-        start_scale = float(np.sqrt(init.max()))
-        if span > 0:
-            lowest = max(lowest, math.log(span / _MAX_WHITENED[np.dtype(dtype)] / start_scale))
     status, log_c, _, _ = _scale_search(evaluate, xtol, lowest)
     if status != "converged":
         value, gradient = value_and_gradient(start)

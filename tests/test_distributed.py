@@ -62,6 +62,7 @@ def test_fit_across_processes_matches_one_process(n_processes, tmp_path):
         "weighted_full": jaxkde.KDE(bandwidth="scott_full").fit(x, sample_weight=w),
         "explicit": jaxkde.KDE("epanechnikov", bandwidth=0.8).fit(x),
     }
+    learned = jaxkde.KDE(bandwidth="cv_diagonal").fit(x, sample_weight=w.astype(np.float32))
     y = labels(x)
     # (the global weights are float32 jax.Arrays: the reference takes the same values)
     classifier = jaxkde.KDEClassifier().fit(x, y, sample_weight=w.astype(np.float32))
@@ -102,6 +103,12 @@ def test_fit_across_processes_matches_one_process(n_processes, tmp_path):
         ref = labelled.score_samples(queries).astype(np.float64)
         assert np.max(np.abs(got["labelled_scores"] - ref) / np.maximum(np.abs(ref), 1)) < 1e-5
         np.testing.assert_allclose(got["class_samples"], class_samples, rtol=1e-12)
+        # a learned (leave-one-out) bandwidth: the same optimum as one process's
+        np.testing.assert_allclose(got["learned_bandwidth"], learned.bandwidth_, rtol=1e-4)
+        assert float(got["learned_objective"]) == pytest.approx(learned.bandwidth_fit_.objective,
+                                                                abs=1e-5)  # fmt: skip
+        ref = learned.score_samples(queries).astype(np.float64)
+        assert np.max(np.abs(got["learned_scores"] - ref) / np.maximum(np.abs(ref), 1)) < 1e-5
 
 
 @pytest.mark.parametrize(("scenario", "message"), [
