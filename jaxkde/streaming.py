@@ -344,6 +344,8 @@ def streamed_log_density(
                 continue
             part = log_density_whitened(state, zq_hi, zq_lo, block_size=block_size,
                                         precision=precision)  # fmt: skip
+            if total is not None:  # dispatch is asynchronous: at most two blocks in flight
+                total.block_until_ready()
             total = part if total is None else _merge_logs(total, part)
     finally:
         os.close(fd)
