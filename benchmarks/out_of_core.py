@@ -3,8 +3,8 @@
 Writes ``--rows`` x ``--dim`` float32 Gaussian rows to a file, then times, side by side in one
 run:
 
-1. streamed: ``KDE(bandwidth=1).fit(np.load(path, mmap_mode="r"))`` (one pass for the centre)
-   and ``score_samples`` of ``--queries`` queries (one pass over the file per call: positioned
+1. streamed: ``KDE(bandwidth=1, out_of_core=True).fit(np.load(path, mmap_mode="r"))`` (one
+   pass for the centre) and ``score_samples`` of ``--queries`` queries (one pass over the file per call: positioned
    reads, float64 whitening on the host one block ahead of the device);
 2. in memory: the same KDE fitted to the loaded array, and the same queries;
 3. the floor: jaxkde's blocked float32 distance products plus one exp and a row sum per pair
@@ -57,7 +57,7 @@ def main(argv=None) -> None:
         mapped = np.load(path, mmap_mode="r")
 
         t0 = time.perf_counter()
-        streamed = jaxkde.KDE(bandwidth=1.0).fit(mapped)
+        streamed = jaxkde.KDE(bandwidth=1.0, out_of_core=True).fit(mapped)
         s_fit = time.perf_counter() - t0
         s_first, s_med, s_out = timed(lambda: streamed.score_samples(queries), args.repeats)
         s_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
