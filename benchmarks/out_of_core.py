@@ -4,8 +4,8 @@ Writes ``--rows`` x ``--dim`` float32 Gaussian rows to a file, then times, side 
 run:
 
 1. streamed: ``KDE(bandwidth=1, out_of_core=True).fit(np.load(path, mmap_mode="r"))`` (one
-   pass for the centre) and ``score_samples`` of ``--queries`` queries (one pass over the file per call: positioned
-   reads, float64 whitening on the host one block ahead of the device);
+   pass for the centre) and ``score_samples`` of ``--queries`` queries (one pass over the file
+   per call: positioned reads, float64 whitening on the host one block ahead of the device);
 2. in memory: the same KDE fitted to the loaded array, and the same queries;
 3. the floor: jaxkde's blocked float32 distance products plus one exp and a row sum per pair
    (``_report.kernel_sum_floor``) on the in-memory layout.
