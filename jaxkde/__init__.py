@@ -5,7 +5,7 @@ The engine is a set of pure, jitted functions of a fitted :class:`KDEState`
 scikit-learn style wrapper around them.
 """
 
-from . import adaptive, datasets, plot, selectors
+from . import adaptive, datasets, distributed, moments, plot, selectors, streaming
 from ._validation import NotFittedError
 from .adaptive import abramson_log_factors, pilot_log_density
 from .bandwidths import (
