@@ -595,79 +595,23 @@ class KDE(_Params):
             raise ValueError("X is a global jax.Array spread over processes: pass "
                              "KDE(mesh=...) with a mesh over its devices.")  # fmt: skip
         where = "X spread over processes"
-        spec = self._rule_or_explicit(kernel, y, where)
-        x = distributed.process_rows(X, "X")
-        w = (
-            None
-            if sample_weight is None
-            else distributed.process_rows(sample_weight, "sample_weight")
-        )
-        if x.ndim != 2 or (w is not None and w.shape != x.shape[:1]):
-            raise ValueError(f"X must be 2-D with one sample_weight per row; got {X.shape}.")
-        if not np.all(np.isfinite(x)) or (w is not None and not np.all(np.isfinite(w) & (w >= 0))):
-            raise ValueError("X must be finite and sample_weight finite and non-negative.")
-        stats = distributed.global_moments(x, w)
         dtype = working_dtype(X.dtype)
-        place = functools.partial(distributed.global_state, kernel=kernel, mesh=self.mesh,
-                                  chunk_size=chunk_size, dtype=dtype)  # fmt: skip
 
-        def matrix(spec, part_stats, rows):
-            return (rule_bandwidth(spec, part_stats) if isinstance(spec, str)
-                    else resolve_bandwidth(rows, None, spec).matrix)  # fmt: skip
+        def learn(spec):  # a learned H, on the rows where they lie; else spec itself
+            if not (isinstance(spec, str) and spec in _LEARNED):
+                return spec, None
+            kind, objective = _LEARNED[spec]
+            fit = fit_bandwidth(X, sample_weight, kind=kind, objective=objective, kernel=kernel,
+                                mesh=self.mesh, dtype=dtype)  # fmt: skip
+            if fit.status in ("unbounded", "nonfinite"):
+                raise ValueError(f"bandwidth={spec!r}: {_STATUS_MESSAGES[fit.status]}")
+            return _learned_spec(fit), fit
 
-        def parts(part_stats, weights, n_rows):  # what sampling needs: weights of the parts
-            mine = np.arange(1.0, n_rows + 1) if weights is None else np.cumsum(weights)
-            return part_stats.part_weights, mine
-
-        common = {"adaptive_factors_": None, "_data_range": (stats.low, stats.high),
-                  "_sorted": False, "_bounds": None, "_images": None}  # fmt: skip
-        shape = (int(stats.counts.sum()), x.shape[1])
-        if y is None:
-            fit = None
-            if isinstance(spec, str) and spec in _LEARNED:  # on the rows where they lie
-                kind, objective = _LEARNED[spec]
-                fit = fit_bandwidth(X, sample_weight, kind=kind, objective=objective,
-                                    kernel=kernel, mesh=self.mesh, dtype=dtype)  # fmt: skip
-                if fit.status in ("unbounded", "nonfinite"):
-                    raise ValueError(f"bandwidth={spec!r}: {_STATUS_MESSAGES[fit.status]}")
-                spec = _learned_spec(fit)
-            state, local = place(x, w, matrix(spec, stats, x), stats=stats)
-            fitted = {**common, "state_": state, "bandwidth_": local.bandwidth_matrix(),
-                      "bandwidth_fit_": fit, "_whitening": host_whitening(local),
-                      "_parts_weights": parts(stats, w, x.shape[0])}  # fmt: skip
-            return self._store_fit(fitted, shape, 0)
-        if not distributed.is_global(y) or y.shape != X.shape[:1]:
-            raise ValueError(f"y must be a global jax.Array of shape {X.shape[:1]}, sharded like "
-                             "X, for X spread over processes.")  # fmt: skip
-        labels = distributed.process_rows(y, "y")
-        classes = distributed.global_classes(labels).astype(y.dtype)
-        codes = np.searchsorted(classes, labels.astype(y.dtype))
-        full = any(isinstance(self._bandwidth_spec(kernel, c), str)
-                   and self._bandwidth_spec(kernel, c).endswith("_full")
-                   for c in classes.tolist())  # fmt: skip
-        per_class = distributed.class_moments(x, w, codes, len(classes), full)
-        totals = np.array([m.total_weight for m in per_class])
-        priors = self._class_priors(classes, totals)
-        states, locals_, class_parts = [], [], []
-        for c, label in enumerate(classes.tolist()):
-            rows = codes == c
-            xc, wc = x[rows], None if w is None else w[rows]
-            spec_c = self._rule_or_explicit(kernel, y, where, label)
-            state, local = place(xc, wc, matrix(spec_c, per_class[c], x[:1]), stats=per_class[c])
-            states.append(state)
-            locals_.append(local)
-            class_parts.append(parts(per_class[c], wc, xc.shape[0]))
-        with np.errstate(divide="ignore"):
-            log_priors = distributed.replicate(self.mesh, np.log(priors).astype(dtype))[0]
-        fitted = {
-            **common, "state_": ClassConditionalState(tuple(states), log_priors),
-            "bandwidth_": np.stack([s.bandwidth_matrix() for s in locals_]),
-            "classes_": classes, "class_prior_": priors,
-            "class_count_": np.array([int(m.counts.sum()) for m in per_class]),
-            "bandwidth_fit_": [None] * len(classes),
-            "_whitening": tuple(host_whitening(s) for s in locals_),
-            "_parts_weights": class_parts,
-        }  # fmt: skip
+        fitted, shape = distributed.fit_across_processes(
+            X, sample_weight, y, kernel=kernel, mesh=self.mesh, chunk_size=chunk_size,
+            dtype=dtype, spec=lambda label: self._rule_or_explicit(kernel, y, where, label),
+            learn=learn, priors=self._class_priors,
+        )  # fmt: skip
         return self._store_fit(fitted, shape, 0)
 
     def _fit_streamed(self, X, sample_weight, y, kernel, chunk_size):
