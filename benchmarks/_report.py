@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import pathlib
 import statistics
@@ -87,22 +88,30 @@ def kernel_sum_floor(kde, queries, repeats: int, precision: str = "highest") -> 
     """Seconds for the floor of exact summation on ``kde``'s own layout and query blocks.
 
     The blocked products of jaxkde's squared distances followed by one ``exp`` per pair and a
-    row sum: no maximum, no stabilisation, no kernel profile.
+    sum over centres: no maximum, no stabilisation, no kernel profile. Both layouts of a
+    block are timed, ``(queries, centres)`` summed along rows and ``(centres, queries)``
+    summed along columns, and the faster is the floor.
     """
     state = kde.state_
     prec = jaxkde.PRECISIONS[precision]
 
-    @jax.jit
-    def exp_sum(q):
-        q_sq = jnp.sum(q * q, axis=1)
+    def exp_sum(by_centre: bool):
+        @jax.jit
+        def run(q):
+            q_sq = jnp.sum(q * q, axis=1)
 
-        def step(acc, xs):
-            z, z_sq = xs
-            d2 = q_sq[:, None] + z_sq[None, :] - 2 * jnp.matmul(q, z.T, precision=prec)
-            return acc + jnp.sum(jnp.exp(-0.5 * d2), axis=1), None
+            def step(acc, xs):
+                z, z_sq = xs
+                if by_centre:
+                    d2 = z_sq[:, None] + q_sq[None, :] - 2 * jnp.matmul(z, q.T, precision=prec)
+                    return acc + jnp.sum(jnp.exp(-0.5 * d2), axis=0), None
+                d2 = q_sq[:, None] + z_sq[None, :] - 2 * jnp.matmul(q, z.T, precision=prec)
+                return acc + jnp.sum(jnp.exp(-0.5 * d2), axis=1), None
 
-        init = jnp.zeros((q.shape[0],), q.dtype)
-        return lax.scan(step, init, (state.points, state.sq_norms))[0]
+            init = jnp.zeros((q.shape[0],), q.dtype)
+            return lax.scan(step, init, (state.points, state.sq_norms))[0]
+
+        return run
 
     zq = jaxkde.whiten(state, jnp.asarray(queries, state.dtype))
     block = kde.batch_size or jaxkde.default_block_sizes()[0]
@@ -111,8 +120,13 @@ def kernel_sum_floor(kde, queries, repeats: int, precision: str = "highest") -> 
         part = zq[start : start + block]
         rows = _query_block_rows(part.shape[0], block)
         blocks.append(jnp.pad(part, ((0, rows - part.shape[0]), (0, 0))))
-    jax.block_until_ready([exp_sum(b) for b in blocks])
-    return timed(lambda: jax.block_until_ready([exp_sum(b) for b in blocks]), repeats)[1]
+    best = math.inf
+    for fn in (exp_sum(False), exp_sum(True)):
+        jax.block_until_ready([fn(b) for b in blocks])
+        best = min(
+            best, timed(lambda fn=fn: jax.block_until_ready([fn(b) for b in blocks]), repeats)[1]
+        )
+    return best
 
 
 def emit(table: str, out: pathlib.Path | None) -> None:

@@ -4,12 +4,15 @@ In 1-3 dimensions every squared distance is a direct difference of double-word c
 (no matrix product). This script times, side by side in one run, on 2-D data:
 
 1. ``KDE().score_samples`` (the engine: direct differences, online log-sum-exp) and
-   ``_report.kernel_sum_floor`` (blocked matrix product + ``exp`` + sum) on ``--n`` points and
-   ``--m`` queries, for several ``batch_size`` / ``chunk_size`` pairs;
+   ``_report.kernel_sum_floor`` (blocked matrix product + ``exp`` + sum, the faster of its two
+   layouts) on ``--n`` points and ``--m`` queries, for several ``batch_size`` / ``chunk_size``
+   pairs;
 2. the same block arithmetic written bare on one query block against every chunk: the
    floor's product + exp + sum; direct differences with the low words and one ``exp`` pass;
    the same with the two passes of the online log-sum-exp (a max over the chunk, then the
-   shifted ``exp`` sum); and both without the low words.
+   shifted ``exp`` sum); both without the low words; the floor and the two passes laid out
+   ``(centres, queries)`` and reduced along columns, as the engine now does. Each is divided
+   by the faster floor.
 
 Usage::
 
@@ -31,10 +34,16 @@ import jaxkde
 
 
 def bare(kind: str, q, q_lo, z, z_lo):
-    """One query block against every chunk ``z`` ``(chunks, c, 2)``, written bare."""
+    """One query block against every chunk ``z`` ``(chunks, c, 2)``, written bare.
+
+    ``kind`` names the terms (``floor``: product; else direct differences, ``_lo`` with the
+    low words), the passes (``one``: a plain ``exp`` sum; ``two``: max, then shifted sum) and,
+    ending in ``_T``, the layout ``(centres, queries)`` reduced along columns (else rows).
+    """
     b = q.shape[0]
-    with_lo = kind.endswith("lo")
+    with_lo = "_lo" in kind
     two = kind.startswith("two")
+    axis = 0 if kind.endswith("_T") else 1
 
     def d2(z1, zl1):
         total = 0.0
@@ -43,22 +52,28 @@ def bare(kind: str, q, q_lo, z, z_lo):
             if with_lo:
                 diff = diff + (q_lo[:, j, None] - zl1[None, :, j])
             total = total + diff * diff
-        return total
+        return total.T if axis == 0 else total
+
+    def expand(v):
+        return v[None, :] if axis == 0 else v[:, None]
 
     @jax.jit
     def run():
         def step(carry, xs):
             z1, zl1 = xs
-            if kind == "floor":
-                dd = jnp.sum(q * q, 1)[:, None] + jnp.sum(z1 * z1, 1)[None, :] - 2 * q @ z1.T
-                return carry + jnp.sum(jnp.exp(-0.5 * dd), 1), None
+            if kind.startswith("floor"):
+                if axis == 0:
+                    dd = jnp.sum(z1 * z1, 1)[:, None] + jnp.sum(q * q, 1)[None, :] - 2 * z1 @ q.T
+                else:
+                    dd = jnp.sum(q * q, 1)[:, None] + jnp.sum(z1 * z1, 1)[None, :] - 2 * q @ z1.T
+                return carry + jnp.sum(jnp.exp(-0.5 * dd), axis), None
             logits = -0.5 * d2(z1, zl1)
             if not two:
-                return carry + jnp.sum(jnp.exp(logits), 1), None
+                return carry + jnp.sum(jnp.exp(logits), axis), None
             run_max, run_sum = carry
-            new = jnp.maximum(run_max, jnp.max(logits, 1))
-            run_sum = run_sum * jnp.exp(run_max - new) + jnp.sum(jnp.exp(logits - new[:, None]), 1)
-            return (new, run_sum), None
+            new = jnp.maximum(run_max, jnp.max(logits, axis))
+            shifted = jnp.sum(jnp.exp(logits - expand(new)), axis)
+            return (new, run_sum * jnp.exp(run_max - new) + shifted), None
 
         init = (jnp.full(b, -jnp.inf), jnp.zeros(b)) if two else jnp.zeros(b)
         return jax.lax.scan(step, init, (z, z_lo))[0]
@@ -95,18 +110,22 @@ def main(argv=None) -> None:
     rows += ["", "One block of 1,024 queries against every chunk, written bare:", "",
              "| computation | time (s) | / floor |", "| --- | ---: | ---: |"]  # fmt: skip
     labels = {
-        "floor": "product + exp + sum (the floor)",
-        "one_lo": "direct differences with low words, one exp pass",
-        "two_lo": "the same, two passes (max, then shifted exp sum)",
-        "one": "direct differences, high words only, one exp pass",
-        "two": "high words only, two passes",
+        "floor": "product + exp + sum (the floor), rows",
+        "floor_T": "product + exp + sum, centres leading",
+        "one_lo": "direct differences with low words, one exp pass, rows",
+        "two_lo": "the same, two passes (max, then shifted exp sum), rows",
+        "two_lo_T": "the same two passes, centres leading (the engine)",
+        "one": "direct differences, high words only, one exp pass, rows",
+        "two": "high words only, two passes, rows",
     }
     times = {}
-    for kind, label in labels.items():
+    for kind in labels:
         fn = bare(kind, hi, lo, z, z_lo)
         times[kind] = timed(lambda fn=fn: jax.block_until_ready(fn()), args.repeats + 1)[1]
-        rows.append(f"| {label} | {times[kind]:.4f} | {times[kind] / times['floor']:.2f}x |")
-        print(rows[-1], flush=True)
+        print(f"{kind}: {times[kind]:.4f} s", flush=True)
+    base = min(times["floor"], times["floor_T"])
+    for kind, label in labels.items():
+        rows.append(f"| {label} | {times[kind]:.4f} | {times[kind] / base:.2f}x |")
     emit("\n".join(rows), args.out)
 
 

@@ -49,6 +49,40 @@ def test_log_density_matches_brute_force(dtype, kind, weighted, chunk, block):
     np.testing.assert_allclose(got, want, rtol=RTOL[dtype])
 
 
+@pytest.mark.parametrize("kernel", ["gaussian", "epanechnikov"])
+def test_cache_sized_sub_chunks_keep_masks_factors_and_grids(dtype, kernel, monkeypatch):
+    """On the CPU the direct path (1-3 dimensions) cuts each chunk into sub-chunks whose terms
+    fit in cache: the leave-one-out masks, adaptive factors and bandwidth grids must still
+    meet the right rows, as a float64 brute force says."""
+    from jaxkde import engine
+
+    rng = np.random.default_rng(7)
+    n, m, d = 300, 40, 2
+    x = rng.normal(size=(n, d)) * [1.0, 3.0] + [5.0, -2.0]
+    h = np.array([0.4, 2.5])
+    lf = rng.uniform(-0.4, 0.4, size=n)
+    ker = jaxkde.get_kernel(kernel)
+    state = build_state(jnp.asarray(x, dtype), None, h, ker, chunk_size=96, log_factors=lf)
+    grid = jnp.asarray([1.0, 0.25, 3.0], dtype)
+    q_hi, q_lo = jaxkde.whiten_queries(state, x[:m])
+    itemsize = np.dtype(dtype).itemsize
+    monkeypatch.setattr(engine, "DIRECT_CACHE_BYTES", 24 * m * 3 * itemsize)
+    c = state.points.shape[1]
+    sub = engine._cache_sized(state, m * 3, itemsize).points.shape[1]
+    assert 6 <= sub <= 24 < c and c % sub == 0  # every chunk is cut, into equal parts
+    got = np.asarray(engine._logsumexp(state, q_hi, q_lo, "highest", jnp.arange(m), grid=grid))
+
+    d2 = np.sum((x[:m, None, :] - x[None, :, :]) ** 2 / h, axis=-1) * np.exp(-2 * lf)
+    want = np.empty((m, 3))
+    for j, s in enumerate(np.asarray(grid, np.float64)):
+        terms = -np.log(n) - d * lf + np.asarray(ker.log_profile(jnp.asarray(d2 * s)), np.float64)
+        np.fill_diagonal(terms[:, :m], -np.inf)  # each query is row i: its own term is left out
+        want[:, j] = logsumexp(terms, axis=1)
+    finite = np.isfinite(want)
+    assert np.array_equal(np.isfinite(got), finite)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=10 * RTOL[dtype], atol=1e-5)
+
+
 def test_chunk_padding_and_all_minus_inf_chunks_give_no_nan(dtype):
     """A chunk whose every weight is zero (log weight -inf) must leave the result untouched."""
     rng = np.random.default_rng(1)
