@@ -31,8 +31,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from .bandwidths import resolve_bandwidth
-from .moments import Moments, moments, part_statistics, rule_bandwidth
+from .moments import Moments, moments, moments_bandwidth, part_statistics
 from .sampling import sample_parts, uniform53
 from .state import (
     HostWhitening,
@@ -353,10 +352,6 @@ def fit_across_processes(
     place = functools.partial(global_state, kernel=kernel, mesh=mesh, chunk_size=chunk_size,
                               dtype=dtype)  # fmt: skip
 
-    def matrix(h, part_stats):
-        return (rule_bandwidth(h, part_stats) if isinstance(h, str)
-                else resolve_bandwidth(x[:1], None, h).matrix)  # fmt: skip
-
     def parts(part_stats, weights, n_rows):  # what sampling needs: the weights of the parts
         mine = np.arange(1.0, n_rows + 1) if weights is None else np.cumsum(weights)
         return part_stats.part_weights, mine
@@ -366,7 +361,7 @@ def fit_across_processes(
     shape = (int(stats.counts.sum()), x.shape[1])
     if y is None:
         h, fit = learn(spec(None))
-        state, local = place(x, w, matrix(h, stats), stats=stats)
+        state, local = place(x, w, moments_bandwidth(h, stats, x[:1]), stats=stats)
         fitted.update({"state_": state, "bandwidth_": local.bandwidth_matrix(),
                        "bandwidth_fit_": fit, "_whitening": host_whitening(local),
                        "_parts_weights": parts(stats, w, x.shape[0])})  # fmt: skip
@@ -385,7 +380,7 @@ def fit_across_processes(
     for c, h in enumerate(specs):
         rows = codes == c
         xc, wc = x[rows], None if w is None else w[rows]
-        state, local = place(xc, wc, matrix(h, per_class[c]), stats=per_class[c])
+        state, local = place(xc, wc, moments_bandwidth(h, per_class[c], x[:1]), stats=per_class[c])
         states.append(state)
         locals_.append(local)
         class_parts.append(parts(per_class[c], wc, xc.shape[0]))

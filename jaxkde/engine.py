@@ -283,12 +283,12 @@ def _log_terms(kernel, d2, log_w, grid, query_rows, first, inv_sq=None, axis=0):
     (``query_rows``, leave-one-out) gets -inf.
 
     With centres leading, the max and the sum over centres are elementwise maxima and sums of
-    query vectors: the online log-sum-exp's two passes ran 2.5-2.8x faster so on a 2-core CPU
-    (``benchmarks/direct_path.py``). Each query's sum over a chunk is then sequential, though,
-    where a row reduction keeps several partial sums: the product paths, whose speed did not
-    change with the layout on the CPU (W2, side by side), keep rows for their smaller rounding
-    error (W2's largest error from float64 was 2.8e-5 nats with centres leading, 1.4e-5 with
-    rows).
+    query vectors: the online log-sum-exp's two passes ran 1.9-2.8x faster so in four runs of
+    ``benchmarks/direct_path.py`` on a 2-core CPU. Each query's sum over a chunk is then
+    sequential, though, where a row reduction keeps several partial sums: the product paths,
+    whose speed did not change with the layout on the CPU (W2, side by side), keep rows for
+    their smaller rounding error (W2's largest error from float64 was 2.8e-5 nats with centres
+    leading, 1.4e-5 with rows).
     """
     lead = axis == 0
     if inv_sq is not None:

@@ -47,7 +47,7 @@ from .conditional import (
 from .engine import PRECISIONS, default_block_sizes, log_density
 from .grid import GridDensity, default_axes, grid_log_density
 from .kernels import UnivariateGaussianKernel, get_kernel
-from .moments import rule_bandwidth
+from .moments import moments_bandwidth
 from .sampling import as_key, check_sample_size, sample_host
 from .selection import _STATUS_MESSAGES, CV_RULES, LSCV_RULES, fit_bandwidth
 from .selectors import SELECTORS
@@ -625,8 +625,7 @@ class KDE(_Params):
         weights = check_weights(sample_weight, rows.shape[0])
         full = isinstance(spec, str) and spec.endswith("_full")
         stats = streaming.streamed_moments(rows, weights, full)
-        matrix = (rule_bandwidth(spec, stats) if isinstance(spec, str)
-                  else resolve_bandwidth(rows.read(0, 1), None, spec).matrix)  # fmt: skip
+        matrix = moments_bandwidth(spec, stats, rows.read(0, 1))
         state = streaming.streamed_state(rows, weights, matrix, kernel, stats,
                                          chunk_size=chunk_size,
                                          dtype=working_dtype(X.dtype))  # fmt: skip

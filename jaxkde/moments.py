@@ -15,9 +15,16 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .bandwidths import rule_from_statistics
+from .bandwidths import resolve_bandwidth, rule_from_statistics
 
-__all__ = ["Moments", "merge_statistics", "moments", "part_statistics", "rule_bandwidth"]
+__all__ = [
+    "Moments",
+    "merge_statistics",
+    "moments",
+    "moments_bandwidth",
+    "part_statistics",
+    "rule_bandwidth",
+]
 
 
 class Moments(NamedTuple):
@@ -138,3 +145,13 @@ def rule_bandwidth(name: str, stats: Moments) -> np.ndarray:
             "(zero_variance is not applied there)."
         )
     return rule_from_statistics(name, spread, stats.n_eff)
+
+
+def moments_bandwidth(spec, stats: Moments, row: np.ndarray) -> np.ndarray:
+    """``H`` for ``spec`` when the data are known by their merged statistics only: a rule's
+    name goes to :func:`rule_bandwidth`, an explicit bandwidth to
+    :func:`jaxkde.resolve_bandwidth`, which checks it against ``row`` ``(<= 1, d)``, one row
+    of the data (none on a process that holds none)."""
+    if isinstance(spec, str):
+        return rule_bandwidth(spec, stats)
+    return resolve_bandwidth(row, None, spec).matrix
