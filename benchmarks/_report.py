@@ -77,7 +77,8 @@ def jaxkde_timing(kde, queries, repeats: int, ref: np.ndarray):
     block = queries[: kde.batch_size or jaxkde.default_block_sizes()[0]]
     t0 = time.perf_counter()
     hi, lo = jaxkde.whiten_queries(kde.state_, block)
-    compiled = jaxkde.log_density_whitened.lower(kde.state_, hi, lo).compile()
+    # The first pass: the recomputation tiers compile only where it marks a query.
+    compiled = jaxkde.engine._first_pass_program.lower(kde.state_, hi, lo).compile()
     compile_s = time.perf_counter() - t0
     first, med, got = timed(lambda: kde.score_samples(queries), repeats)
     err = float(np.max(np.abs(got[: ref.shape[0]] - ref)))
@@ -136,3 +137,66 @@ def emit(table: str, out: pathlib.Path | None) -> None:
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(table + "\n")
+
+
+def alternating(fns: dict, repeats: int) -> dict:
+    """Median seconds of each callable of ``fns`` (name -> fn), the calls interleaved
+    ``repeats`` times after one warm-up call each, so that every tool meets the same machine
+    state (this machine is shared and noisy)."""
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def phase_breakdown(kde, queries: np.ndarray, repeats: int) -> dict:
+    """Where ``kde.score_samples(queries)``'s time goes, for a KDE without labels or mesh.
+
+    Seconds for all queries, block by block as ``score_samples`` takes them: ``host`` (float64
+    check, centring, whitening and the split into words), ``transfer`` (placing the words on
+    the device), ``compile`` (the block program, first call only) and ``device`` (the compiled
+    program on placed words; medians of ``repeats``). ``score_samples`` overlaps the host work
+    of one block with the device work of the last, so its time is below their sum.
+    """
+    from jaxkde._validation import check_data
+    from jaxkde.state import _whiten64, split_double_word
+
+    state, hw = kde.state_, kde._whitening
+    block = kde.batch_size or jaxkde.default_block_sizes()[0]
+    x64 = check_data(queries, "X")[0]
+    starts = range(0, x64.shape[0], block)
+
+    def host():
+        out = []
+        for start in starts:
+            part = check_data(x64[start : start + block], "X")[0]
+            rows = _query_block_rows(part.shape[0], block)
+            part = np.concatenate([part, np.repeat(part[:1], rows - part.shape[0], axis=0)])
+            out.append(split_double_word(_whiten64(part, hw), hw.dtype))
+        return out
+
+    words = host()
+
+    def transfer():
+        return jax.block_until_ready([tuple(map(jax.device_put, w)) for w in words])
+
+    placed = transfer()
+    t0 = time.perf_counter()  # the first pass, and the tiers where it marks a query
+    for hi, lo in {w[0].shape: w for w in placed}.values():
+        jaxkde.engine._first_pass_program.lower(state, hi, lo).compile()
+    marked = [w for w in placed if np.any(jaxkde.engine._first_pass_program(state, *w)[1])]
+    for hi, lo in {w[0].shape: w for w in marked}.values():
+        log_f, code, partial = jaxkde.engine._first_pass_program(state, hi, lo)
+        jaxkde.engine._settle_program.lower(state, hi, lo, log_f, code, partial).compile()
+    compile_s = time.perf_counter() - t0
+
+    def device():
+        return jax.block_until_ready([jaxkde.log_density_whitened(state, *w) for w in placed])
+
+    medians = alternating({"host": host, "transfer": transfer, "device": device}, repeats)
+    return {**medians, "compile": compile_s}

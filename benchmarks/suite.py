@@ -6,7 +6,10 @@ by side on the same machine state):
 * W1 MNIST pixels, 10,000 x 60,000 x 784 (``mnist_pixels.py``);
 * W2 MNIST PCA-50 with Scott's full covariance, and W4 sampling 10,000 draws (``mnist_pca.py``);
 * W3 1-D n = 1,000,000 on 1,024 points and 2-D n = 200,000 on 256 x 256 (``low_dim.py``);
-* W5 bandwidth selection and the Parzen protocol (``bandwidth_selection.py``).
+* W5 bandwidth selection and the Parzen protocol (``bandwidth_selection.py``);
+* S, the seed's kernel on MNIST pixels at the issue's and at W1's shapes, duplicated data and
+  two cases where the first pass marks every query, each against its product, with the
+  tiers that settled the marked queries and a phase breakdown (``marked.py``).
 
 It writes ``OUT`` with a summary table first (jaxkde, the hardware floor, the fastest peer) and
 then each workload's full table, and prints the summary last. About 15 minutes on 2 CPU cores.
@@ -27,6 +30,7 @@ import traceback
 
 import bandwidth_selection
 import low_dim
+import marked
 import mnist_pca
 import mnist_pixels
 from _report import Summary, machine, seconds
@@ -52,7 +56,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("data_dir", type=pathlib.Path, help="folder with the four MNIST IDX .gz files")
     p.add_argument("--out", type=pathlib.Path, required=True, help="markdown file to write")
-    p.add_argument("--only", nargs="*", choices=["W1", "W2", "W3", "W5"], default=None,
+    p.add_argument("--only", nargs="*", choices=["W1", "W2", "W3", "W5", "S"], default=None,
                    help="run these workloads only (W2 includes W4)")  # fmt: skip
     p.add_argument("--loo-n", type=int, default=1000,
                    help="rows of W5's leave-one-out comparison (statsmodels is O(n^2) per "
@@ -64,6 +68,7 @@ def main(argv=None) -> int:
         ("W2", mnist_pca.run, [data]),
         ("W3", low_dim.run, []),
         ("W5", bandwidth_selection.run, [data, "--loo-n", str(args.loo_n)]),
+        ("S", marked.run, [data]),
     ]
     start = time.perf_counter()
     tables, summary, failed = [], [], []
@@ -87,7 +92,8 @@ def main(argv=None) -> int:
         "Times are for the whole workload (all queries, or all draws); peers timed on a subset "
         "are extrapolated linearly (see each table). Floor: the matrix products of the same "
         "work (W1), or those products followed by exp and a sum where the exponentials dominate "
-        "(W2, W3); for W4 drawing the same random numbers and one product."
+        "(W2, W3); for W4 drawing the same random numbers and one product; for the seed's kernel "
+        "(S) one float32 product of the same shapes."
     )
     if failed:
         head += f" FAILED: {', '.join(failed)} (see the log)."

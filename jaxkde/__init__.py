@@ -39,6 +39,7 @@ from .engine import (
     direct_sq_distances,
     gemm_error_bound,
     log_density,
+    log_density_program,
     log_density_whitened,
     pairwise_sq_distances,
 )
@@ -165,6 +166,7 @@ __all__ = [
     "identity_bandwidth",
     "isj_bandwidth",
     "log_density",
+    "log_density_program",
     "log_density_whitened",
     "loo_log_likelihood",
     "loo_log_sums",

@@ -18,11 +18,25 @@ Squared distances, and how they are kept right:
   k = 1 to 784). With ``precision="highest"`` (the default) every block keeps an account of
   what that error can do to its result: in ``k >= COMPENSATE_MIN_DIM`` dimensions the largest
   term of each chunk is recomputed by direct differences, and the possible change of all the
-  other terms is summed (:meth:`jaxkde.kernels.Kernel.distance_error`). A query whose account
-  exceeds ``RTOL * s(q)``, with ``s(q) = max(|log f(q)|, |largest log term|, 1)``, is
-  recomputed by direct differences over every chunk. In well-scaled data (MNIST at
-  sigma = 0.2, PCA-50) no query needs it and the account costs nothing measurable; in data
-  whose spread is 10^4 bandwidths or more it is what keeps the answer right.
+  other terms is summed (:meth:`jaxkde.kernels.Kernel.distance_error`). In well-scaled data
+  (MNIST at sigma = 0.2, PCA-50) almost no query exceeds ``RTOL * s(q)``, with
+  ``s(q) = max(|log f(q)|, |largest log term|, 1)``, and the account costs nothing
+  measurable.
+
+A query whose account is exceeded is settled by the cheapest of three tiers that can
+(:func:`_recompute_rows`), so its cost follows what must be fixed:
+
+1. its *worst chunk* (the one of largest error bound) again, with ``_REFINE_EXACT`` exact
+   terms, the other chunks' sums kept: a fraction of one product row. This settles the usual
+   case, several near-equal largest terms in one chunk (duplicated or near-duplicate rows);
+2. every chunk again with ``_REFINE_EXACT`` exact terms: about two product rows;
+3. direct differences over every chunk, where the product cannot order the terms at all (data
+   whose spread is 10^4 bandwidths or more): tens to hundreds of product rows in high
+   dimension, the price of an exact answer there.
+
+Called with concrete arrays (:func:`log_density_whitened`), the first pass is one compiled
+program and the tiers a second, compiled and run only when the first marks a query; inside a
+trace (:func:`log_density_program`) both are one program, with a custom derivative.
 
 ``RTOL`` is 1e-5 in float32 and 1e-10 in float64: the bound the README states and the tests
 check against float64 brute force. ``precision="high"`` and ``"default"`` (TF32 on GPUs) skip
@@ -56,13 +70,16 @@ __all__ = [
     "BLOCK_SIZES",
     "COMPENSATE_MIN_DIM",
     "DIRECT_MAX_DIM",
+    "DIRECT_TIER",
     "PRECISIONS",
     "RTOL",
+    "TIERS",
     "combine_log_sums",
     "default_block_sizes",
     "direct_sq_distances",
     "gemm_error_bound",
     "log_density",
+    "log_density_program",
     "log_density_whitened",
     "pairwise_sq_distances",
 ]
@@ -82,8 +99,11 @@ DIRECT_MAX_DIM = 3
 COMPENSATE_MIN_DIM = 256
 #: Relative error bound of a log density, against ``s(q)`` (see the module docstring).
 RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-10}
-#: Queries recomputed together by direct differences when their account is exceeded.
-_FALLBACK_ROWS = 64
+#: Exact terms per chunk when a query's first-pass account is exceeded, and the queries
+#: recomputed together by each tier (1: the worst chunk, 2: every chunk, 3: direct
+#: differences): groups of the first size while that many are left, then of the second.
+_REFINE_EXACT = 16
+_TIER_ROWS = {1: (16,), 2: (128, 16), 3: (8,)}
 #: On the CPU the direct path sums sub-chunks whose terms (queries x centres x grid) fit in
 #: about this many bytes, a core's L2 cache: its terms are written once and read twice (the
 #: max, then the shifted sum). Default blocks, 2 CPU cores, medians of 4 alternating runs:
@@ -385,31 +405,58 @@ def _argmax_in_blocks(sub_max, chunk_max, sub, logits_at):
     return block * sub + within
 
 
-def _checked_gemm_logsumexp(state, zq_hi, zq_lo, query_rows, row_offset, remat, grid,
-                            log_normalizer):  # fmt: skip
-    """Matrix-product distances with the rounding-error account (see the module docstring).
+def _top_columns(sub_max, chunk_max, sub, n_exact, logits_at):
+    """Positions ``(b, g, K)`` of ``K = n_exact`` largest log terms of a chunk (distinct).
 
-    Returns the block's log-sum-exp ``(b, g)`` and, per query, whether its account was
-    exceeded (for any bandwidth of the grid).
+    They lie in the ``K`` sub-blocks of largest maximum: only those ``K * sub`` terms are
+    recomputed (``logits_at``) and ranked. Which terms are chosen never decides the result's
+    accuracy, only how much of it the account still has to bound.
+    """
+    if n_exact == 1:
+        return _argmax_in_blocks(sub_max, chunk_max, sub, logits_at)[..., None]
+    n_blocks = min(n_exact, sub_max.shape[-1])
+    blocks = lax.top_k(sub_max, n_blocks)[1]
+    cols = (blocks[..., None] * sub + jnp.arange(sub)).reshape(*blocks.shape[:-1], -1)
+    within = lax.top_k(logits_at(cols), min(n_exact, cols.shape[-1]))[1]
+    return jnp.take_along_axis(cols, within, axis=-1)
+
+
+#: Codes of a query after a checked pass: its account holds; it is exceeded and more exact
+#: terms can settle it (the matrix product's error moves each term by at most
+#: ``_MAX_LOG_ERROR`` nats); or only direct differences can (the terms' order is unknown).
+_SETTLED, _REFINE, _DIRECT = 0, 1, 2
+
+
+def _checked_chunk(state, zq_hi, zq_lo, query_rows, grid, n_exact):
+    """The checked matrix-product pass over one chunk, as ``chunk(run_max, xs)``.
+
+    ``xs`` is one chunk's slice of :func:`_chunk_inputs`; ``run_max`` ``(b, g)`` the running
+    maximum so far. Returns ``(new_max, total, err, unsafe)``, each ``(b, g)``: the new running
+    maximum, the chunk's sum of ``exp(term - shift)`` and its error bound, both relative to
+    ``shift = new_max``, and whether the chunk's terms may be out of order (see the module
+    docstring). ``n_exact`` largest terms of the chunk are recomputed by direct differences
+    (never for compact kernels, whose account is about the support's edge, not the largest
+    terms).
     """
     kernel = state.kernel
     b, k = zq_hi.shape
     chunk = state.points.shape[1]
     dtype = zq_hi.dtype
     has_lo = state.points_lo is not None and zq_lo is not None
-    compensate = k >= COMPENSATE_MIN_DIM and not kernel.compact
+    n_exact = 0 if kernel.compact else min(n_exact, chunk)
     # Kernels whose log profile is steeper near r = 0 (exponential) need the nearest distance.
     needs_min = type(kernel).distance_error is not Kernel.distance_error and not kernel.compact
     factor = gemm_error_bound(k, dtype)
     q_sq = jnp.sum(zq_hi * zq_hi, axis=1)
     g = 1 if grid is None else grid.shape[0]
-    sub = math.gcd(chunk, 128)
+    # Sub-blocks in which the largest terms are sought: few and long for one term, short for
+    # several (each chosen sub-block is recomputed whole).
+    sub = math.gcd(chunk, 128 if n_exact <= 1 else 16)
 
     def scaled(x):  # (b,) squared distances or errors -> (b, g)
         return x[:, None] if grid is None else x[:, None] * grid[None, :]
 
-    def step(carry, xs):
-        run_max, run_sum, run_err, unsafe = carry
+    def chunk_pass(run_max, xs):
         z, z_lo, z_sq, log_w, first, log_factors = xs
         log_w, inv_sq = _centre_terms(log_w, log_factors, k)
         # Overflowing norms give NaN (inf - inf): such a row ends NaN and is recomputed.
@@ -432,7 +479,7 @@ def _checked_gemm_logsumexp(state, zq_hi, zq_lo, query_rows, row_offset, remat, 
 
         d2 = jnp.maximum(q_sq[:, None] + z_sq[None, :] - 2.0 * cross, 0.0)
         logits, sq = _log_terms(kernel, d2, log_w, grid, query_rows, first, inv_sq, axis=-1)
-        if compensate:  # the maximum by sub-blocks, to find its position without another pass
+        if n_exact:  # the maximum by sub-blocks, to find the largest terms without another pass
             sub_max = jnp.max(logits.reshape(b, g, chunk // sub, sub), axis=-1)
             chunk_max = lax.stop_gradient(jnp.max(sub_max, axis=-1))
         else:
@@ -443,50 +490,63 @@ def _checked_gemm_logsumexp(state, zq_hi, zq_lo, query_rows, row_offset, remat, 
             delta = delta * jnp.max(jnp.where(jnp.isfinite(log_w), inv_sq, 0.0))
         delta = lax.stop_gradient(scaled(delta))
         new_max = jnp.maximum(run_max, chunk_max)
-        if compensate:  # each chunk's largest term, again by direct differences
-            top = _argmax_in_blocks(sub_max, chunk_max, sub, terms_at)
-            top_approx = terms_at(top[..., None])[..., 0]
-            diff = zq_hi[:, None, :] - z[top]
-            if has_lo:
-                diff = diff + (zq_lo[:, None, :] - z_lo[top])
-            d2_top = jnp.sum(diff * diff, axis=-1)
+        if n_exact:  # the chunk's largest terms, again by direct differences
+            top = _top_columns(sub_max, chunk_max, sub, n_exact, terms_at)  # (b, g, K)
+            top_approx = terms_at(top)
+
+            def exact_sq(cols):  # (b, g) direct squared distances to the centres cols
+                diff = zq_hi[:, None, :] - z[cols]
+                if has_lo:
+                    diff = diff + (zq_lo[:, None, :] - z_lo[cols])
+                return jnp.sum(diff * diff, axis=-1)
+
+            # One term at a time: memory (b, g, k), not (b, g, K, k).
+            d2_top = jnp.moveaxis(lax.map(exact_sq, jnp.moveaxis(top, -1, 0)), 0, -1)
             if inv_sq is not None:
                 d2_top = d2_top * inv_sq[top]
             top_exact = log_w[top] + kernel.log_profile(
-                d2_top if grid is None else d2_top * grid[None, :]
+                d2_top if grid is None else d2_top * grid[None, :, None]
             )
             if query_rows is not None:
-                top_exact = jnp.where(query_rows[:, None] == first + top, -jnp.inf, top_exact)
-            new_max = jnp.maximum(new_max, lax.stop_gradient(top_exact))
+                top_exact = jnp.where(query_rows[:, None, None] == first + top, -jnp.inf,
+                                      top_exact)  # fmt: skip
+            new_max = jnp.maximum(new_max, lax.stop_gradient(jnp.max(top_exact, axis=-1)))
         shift = _finite_or_zero(new_max)
         total = jnp.sum(jnp.exp(logits - shift[..., None]), axis=-1)
         rest = total
-        if compensate:
-            rest = jnp.maximum(total - jnp.exp(top_approx - shift), 0.0)
-            total = rest + jnp.exp(top_exact - shift)
+        if n_exact:
+            exact_part = jnp.exp(top_approx - shift[..., None])
+            rest = jnp.maximum(total - jnp.sum(exact_part, axis=-1), 0.0)
+            total = rest + jnp.sum(jnp.exp(top_exact - shift[..., None]), axis=-1)
         if kernel.compact:  # each term's possible change, in the kernel's value
             err = jnp.sum(jnp.exp(log_w[None, None, :] - shift[..., None])
                           * kernel.distance_error(sq, delta[..., None]), axis=-1)  # fmt: skip
             # Errors of a whole unit of squared distance leave nothing of the support known.
-            unsafe = unsafe | ~(delta < 1.0)
+            unsafe = ~(delta < 1.0)
         else:
             sq_min = jnp.min(sq, axis=-1) if needs_min else jnp.zeros_like(delta)
             move = kernel.distance_error(sq_min, delta)
             err = lax.stop_gradient(rest) * jnp.expm1(jnp.minimum(move, _MAX_LOG_ERROR))
             # Past _MAX_LOG_ERROR the terms' order is unknown: a chunk that might hold the
             # largest term is recomputed (NaN-safe: a NaN comparison counts as unsafe).
-            unsafe = unsafe | (~(move <= _MAX_LOG_ERROR) & ~(chunk_max + move < shift - _WINDOW))
-        old = jnp.where(jnp.isfinite(run_max), run_max, shift)
-        rescale = lax.stop_gradient(jnp.exp(old - shift))
-        run_sum = run_sum * rescale + total
-        run_err = lax.stop_gradient(run_err * rescale + err)
-        return (new_max, run_sum, run_err, unsafe), None
+            unsafe = ~(move <= _MAX_LOG_ERROR) & ~(chunk_max + move < shift - _WINDOW)
+        return new_max, total, lax.stop_gradient(err), unsafe
 
-    if remat:
-        step = jax.checkpoint(step)
-    zeros = jnp.zeros((b, g), dtype)
-    init = (jnp.full((b, g), -jnp.inf, dtype), zeros, zeros, jnp.zeros((b, g), bool))
-    (run_max, run_sum, run_err, unsafe), _ = lax.scan(step, init, _chunk_inputs(state, row_offset))
+    return chunk_pass
+
+
+def _rescale(run_max, new_max):
+    """``exp(old shift - new shift)``, the factor that moves running sums to the new shift."""
+    shift = _finite_or_zero(new_max)
+    old = jnp.where(jnp.isfinite(run_max), run_max, shift)
+    return lax.stop_gradient(jnp.exp(old - shift))
+
+
+def _account_code(run_max, run_sum, run_err, unsafe, log_normalizer, compact):
+    """The log-sum-exp ``(b, g)`` of a checked pass and each query's code ``(b,)`` int8:
+    ``_SETTLED`` where the error bound ``run_err`` is within ``RTOL * s(q)`` of ``run_sum``
+    for every bandwidth of the grid, else ``_REFINE``, or ``_DIRECT`` where a chunk was unsafe,
+    the result NaN, or the kernel compact (more exact terms cannot settle it)."""
     lse = lse_finish(run_max, run_sum)
     positive = run_sum > 0
     ratio = jnp.where(positive, run_err / jnp.where(positive, run_sum, 1.0),
@@ -494,70 +554,259 @@ def _checked_gemm_logsumexp(state, zq_hi, zq_lo, query_rows, row_offset, remat, 
     log_f = lax.stop_gradient(lse + log_normalizer)
     scale = jnp.maximum(jnp.maximum(jnp.abs(_finite_or_zero(log_f)),
                                     jnp.abs(_finite_or_zero(run_max))), 1.0)  # fmt: skip
-    exceeded = unsafe | ~(jnp.log1p(ratio) <= RTOL[np.dtype(dtype)] * scale) | jnp.isnan(log_f)
-    return lse, jnp.any(exceeded, axis=1)
+    exceeded = ~(jnp.log1p(ratio) <= RTOL[np.dtype(run_sum.dtype)] * scale)
+    direct = unsafe | jnp.isnan(log_f)
+    refine = _DIRECT if compact else _REFINE
+    code = jnp.where(direct, _DIRECT, jnp.where(exceeded, refine, _SETTLED))
+    return lse, jnp.max(code, axis=1).astype(jnp.int8)
+
+
+class _Partial(NamedTuple):
+    """What a refinement of one chunk needs of a first pass, per query: the running maximum,
+    the sums and error bounds of every chunk but the worst (relative to that maximum), each
+    ``(m, g)``, and the worst chunk, the one of largest error bound ``(m,)``."""
+
+    run_max: jax.Array
+    others_sum: jax.Array
+    others_err: jax.Array
+    worst: jax.Array
+
+
+def _checked_gemm_logsumexp(state, zq_hi, zq_lo, query_rows, row_offset, remat, grid,
+                            log_normalizer, n_exact=None):  # fmt: skip
+    """Matrix-product distances with the rounding-error account (see the module docstring).
+
+    ``n_exact`` largest terms of each chunk are recomputed by direct differences (default:
+    one from ``COMPENSATE_MIN_DIM`` dimensions on, none below).
+
+    Returns the block's log-sum-exp ``(b, g)``, each query's code ``(b,)`` (``_SETTLED``,
+    ``_REFINE`` or ``_DIRECT``) and its :class:`_Partial`, whose worst chunk a refinement
+    recomputes alone.
+    """
+    b, k = zq_hi.shape
+    if n_exact is None:
+        n_exact = 1 if k >= COMPENSATE_MIN_DIM else 0
+    chunk_pass = _checked_chunk(state, zq_hi, zq_lo, query_rows, grid, n_exact)
+
+    def step(carry, xs):
+        run_max, others_sum, others_err, worst_sum, worst_err, worst, unsafe = carry
+        index, chunk_xs = xs
+        new_max, total, err, chunk_unsafe = chunk_pass(run_max, chunk_xs)
+        rescale = _rescale(run_max, new_max)
+        others_sum, others_err = others_sum * rescale, others_err * rescale
+        worst_sum, worst_err = worst_sum * rescale, worst_err * rescale
+        # The chunk of largest error bound so far is kept apart (the first one to begin with).
+        swap = (index == 0) | (jnp.max(err, axis=1) > jnp.max(worst_err, axis=1))
+        keep = swap[:, None]
+        others_sum = others_sum + jnp.where(keep, worst_sum, total)
+        others_err = others_err + jnp.where(keep, worst_err, err)
+        worst_sum = jnp.where(keep, total, worst_sum)
+        worst_err = jnp.where(keep, err, worst_err)
+        worst = jnp.where(swap, index, worst)
+        carry = (new_max, others_sum, others_err, worst_sum, worst_err, worst,
+                 unsafe | chunk_unsafe)  # fmt: skip
+        return carry, None
+
+    if remat:
+        step = jax.checkpoint(step)
+    g = 1 if grid is None else grid.shape[0]
+    dtype = zq_hi.dtype
+    zeros = jnp.zeros((b, g), dtype)
+    init = (jnp.full((b, g), -jnp.inf, dtype), zeros, zeros, zeros, zeros,
+            jnp.zeros((b,), jnp.int32), jnp.zeros((b, g), bool))  # fmt: skip
+    xs = (jnp.arange(state.points.shape[0], dtype=jnp.int32), _chunk_inputs(state, row_offset))
+    carry, _ = lax.scan(step, init, xs)
+    run_max, others_sum, others_err, worst_sum, worst_err, worst, unsafe = carry
+    lse, code = _account_code(run_max, others_sum + worst_sum, others_err + worst_err, unsafe,
+                              log_normalizer, state.kernel.compact)  # fmt: skip
+    return lse, code, _Partial(run_max, others_sum, others_err, worst)
+
+
+def _worst_chunk_rows(remat, args, ints, rows, index):
+    """Second tier: the queries ``rows``, whose worst chunk is ``index``, with that chunk
+    recomputed by the checked product with ``_REFINE_EXACT`` exact terms and the other chunks
+    taken from the first pass. Returns their log-sum-exps ``(len(rows), g)`` and whether each
+    is still unsettled."""
+    state, q_hi, q_lo, grid, norm, partial = args
+    query_rows, row_offset = ints
+    chunk_pass = _checked_chunk(
+        state, q_hi[rows], None if q_lo is None else q_lo[rows],
+        None if query_rows is None else query_rows[rows], grid, _REFINE_EXACT,
+    )  # fmt: skip
+    if remat:
+        chunk_pass = jax.checkpoint(chunk_pass)
+    xs = jax.tree.map(lambda a: a[index], _chunk_inputs(state, row_offset))
+    run_max = partial.run_max[rows]
+    new_max, total, err, unsafe = chunk_pass(run_max, xs)
+    rescale = _rescale(run_max, new_max)
+    run_sum = partial.others_sum[rows] * rescale + total
+    run_err = partial.others_err[rows] * rescale + err
+    lse, code = _account_code(new_max, run_sum, run_err, unsafe, norm, state.kernel.compact)
+    return lse, code != _SETTLED
+
+
+def _refined_rows(remat, args, ints, rows):
+    """Third tier: the queries ``rows`` by the checked product with ``_REFINE_EXACT`` exact
+    terms in every chunk: their log-sum-exps ``(len(rows), g)`` and whether each still needs
+    direct differences."""
+    state, q_hi, q_lo, grid, norm, _ = args
+    query_rows, row_offset = ints
+    lse, code, _ = _checked_gemm_logsumexp(
+        state, q_hi[rows], None if q_lo is None else q_lo[rows],
+        None if query_rows is None else query_rows[rows], row_offset, remat, grid, norm,
+        n_exact=_REFINE_EXACT,
+    )  # fmt: skip
+    return lse, code != _SETTLED
 
 
 def _direct_rows(remat, args, ints, rows):
-    """Exact log-sum-exps ``(len(rows), g)`` of the queries ``rows`` by direct differences."""
+    """Last tier: exact log-sum-exps ``(len(rows), g)`` of the queries ``rows`` by direct
+    differences."""
     state, q_hi, q_lo, scale, grid = args
     query_rows, row_offset = ints
-    return _direct_logsumexp(
+    lse = _direct_logsumexp(
         state, q_hi[rows], None if q_lo is None else q_lo[rows],
         None if query_rows is None else query_rows[rows], row_offset, remat, scale, grid,
     )  # fmt: skip
+    return lse, None
 
 
-def _marked_groups(exceeded, group):
-    """Indices of the marked rows first (padded with ``m``), and how many groups they fill."""
-    m = exceeded.shape[0]
-    idx = jnp.nonzero(exceeded, size=-(-m // group) * group, fill_value=m)[0]
-    return idx, (jnp.sum(exceeded) + group - 1) // group
+def _over_groups(marked, sizes, body, carry):
+    """``carry = body(rows, carry)`` for the marked rows of ``marked`` ``(m,)``, in groups: of
+    ``sizes[0]`` rows while that many are left, then of ``sizes[-1]`` (the last group padded
+    with ``m``), each size in a loop of as many steps as it has groups. Many marked rows go in
+    large groups (products near full speed); a few in small ones (little padding)."""
+    m = marked.shape[0]
+    sizes = sorted({min(m, s) for s in sizes}, reverse=True)
+    count = jnp.sum(marked)
+
+    def run(carry):
+        idx = jnp.nonzero(marked, size=m + sizes[0], fill_value=m)[0]
+        start = jnp.zeros((), count.dtype)
+        for i, size in enumerate(sizes):
+            last = i == len(sizes) - 1
+            n_groups = (count - start + size - 1) // size if last else (count - start) // size
+
+            def step(j, carry, size=size, start=start):
+                return body(lax.dynamic_slice_in_dim(idx, start + j * size, size), carry)
+
+            carry = lax.fori_loop(0, n_groups, step, carry)
+            start = start + n_groups * size
+        return carry
+
+    # Behind a branch: XLA hoists a loop's invariant work (a chunk's slice of the data, say)
+    # out of it, which would then run even for no group at all.
+    return lax.cond(count > 0, run, lambda carry: carry, carry)
+
+
+def _tier_rows(tier, remat, args, ints, rows, index):
+    """The rows function of ``tier`` (1: worst chunk, 2: every chunk, 3: direct)."""
+    if tier == 1:
+        return _worst_chunk_rows(remat, args[0], ints, rows, index)
+    if tier == 2:
+        return _refined_rows(remat, args[0], ints, rows)
+    return _direct_rows(remat, args[1], ints, rows)
+
+
+def _run_tier(tier, marked, worst, n_chunks, body, carry):
+    """``body(rows, index, carry)`` over groups of the rows ``marked`` for ``tier``: by worst
+    chunk ``index`` for tier 1 (each group shares one chunk), else all together."""
+    sizes = _TIER_ROWS[tier]
+    if tier != 1:
+        return _over_groups(marked, sizes, lambda rows, c: body(rows, None, c), carry)
+
+    def per_chunk(index, carry):
+        return _over_groups(marked & (worst == index), sizes,
+                            lambda rows, c: body(rows, index, c), carry)  # fmt: skip
+
+    return lax.fori_loop(0, n_chunks, per_chunk, carry)
+
+
+#: Every tier, and the direct one alone: what programs that differentiate through the engine
+#: (the learned bandwidths) use, since the product tiers and their derivatives tripled their
+#: compile time (fit_bandwidth on W5: 7.3 s to 21.6 s, of which 0.2 s is running).
+TIERS = (1, 2, 3)
+DIRECT_TIER = (3,)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _recompute_rows(group, remat, lse, exceeded, args, ints):
-    """Replace the rows marked ``exceeded`` of ``lse`` ``(m, g)`` by their exact values.
+def _recompute_rows(remat, tiers, lse, code, worst, gemm_args, direct_args, ints):
+    """Replace the rows of ``lse`` ``(m, g)`` that the first pass could not settle, by the
+    ``tiers`` given (:data:`TIERS`, or :data:`DIRECT_TIER`).
 
-    The marked rows are recomputed ``group`` at a time by :func:`_direct_rows`, in a loop that
-    runs as many times as there are groups of marked rows (none when no row is marked): one
-    compiled direct pass whatever the number. A loop of dynamic length has no reverse-mode
-    derivative of its own, so this function has a custom one, looping the same way.
+    ``code`` ``(m,)`` says which. Rows ``_REFINE`` first have their worst chunk (``worst``,
+    that of the largest error bound) recomputed with ``_REFINE_EXACT`` exact terms, the other
+    chunks' sums kept from the first pass: a fraction of one product row each. Rows still
+    unsettled go through every chunk so; rows ``_DIRECT``, and those the product cannot
+    settle, through direct differences. Each tier loops over groups of its rows, as many steps
+    as there are groups (none when no row is marked), so the cost follows the rows to fix.
+    A loop of dynamic length has no reverse-mode derivative of its own, so this function has
+    a custom one, looping the same way.
     """
+    return _recompute_fwd(remat, tiers, lse, code, worst, gemm_args, direct_args, ints)[0]
+
+
+def _recompute_fwd(remat, tiers, lse, code, worst, gemm_args, direct_args, ints):
     m = lse.shape[0]
-    idx, n_groups = _marked_groups(exceeded, group)
+    n_chunks = gemm_args[0].points.shape[0]
+    args = (gemm_args, direct_args)
 
-    def body(i, lse):
-        rows = lax.dynamic_slice_in_dim(idx, i * group, group)
-        values = _direct_rows(remat, args, ints, jnp.minimum(rows, m - 1))
-        return lse.at[rows].set(values, mode="drop")
+    def body(tier):
+        def run(rows, index, carry):
+            lse, unsettled = carry
+            values, left = _tier_rows(tier, remat, args, ints, jnp.minimum(rows, m - 1), index)
+            lse = lse.at[rows].set(values, mode="drop")
+            if left is not None:
+                unsettled = unsettled.at[rows].set(left, mode="drop")
+            return lse, unsettled
 
-    return lax.fori_loop(0, n_groups, body, lse)
+        return run
+
+    pending = code == _REFINE
+    settled_by = []
+    for tier in (1, 2):
+        if tier not in tiers:
+            settled_by.append(jnp.zeros_like(pending))
+            continue
+        carry = (lse, jnp.zeros_like(pending))
+        lse, unsettled = _run_tier(tier, pending, worst, n_chunks, body(tier), carry)
+        settled_by.append(pending & ~unsettled)
+        pending = unsettled
+    pending = pending | (code == _DIRECT)
+    lse, _ = _run_tier(3, pending, worst, n_chunks, body(3), (lse, pending))
+    settled_by.append(pending)
+    return lse, (code, worst, tuple(settled_by), gemm_args, direct_args, ints)
 
 
-def _recompute_rows_fwd(group, remat, lse, exceeded, args, ints):
-    return _recompute_rows(group, remat, lse, exceeded, args, ints), (exceeded, args, ints)
-
-
-def _recompute_rows_bwd(group, remat, residuals, cotangent):
-    exceeded, args, ints = residuals
+def _recompute_bwd(remat, tiers, residuals, cotangent):
+    code, worst, settled_by, gemm_args, direct_args, ints = residuals
     m = cotangent.shape[0]
-    idx, n_groups = _marked_groups(exceeded, group)
+    n_chunks = gemm_args[0].points.shape[0]
+    args = (gemm_args, direct_args)
+    grads = [jax.tree.map(jnp.zeros_like, a) for a in args]
+    for tier, mine in zip((1, 2, 3), settled_by, strict=True):
+        if tier not in tiers:
+            continue
+        which = 1 if tier == 3 else 0
 
-    def body(i, acc):
-        rows = lax.dynamic_slice_in_dim(idx, i * group, group)
-        safe = jnp.minimum(rows, m - 1)
-        _, pull = jax.vjp(lambda a: _direct_rows(remat, a, ints, safe), args)
-        weight = jnp.where((rows < m)[:, None], cotangent[safe], 0.0)
-        return jax.tree.map(jnp.add, acc, pull(weight)[0])
+        def body(rows, index, acc, tier=tier, which=which):
+            safe = jnp.minimum(rows, m - 1)
 
-    zero = jax.tree.map(jnp.zeros_like, args)
-    d_args = lax.fori_loop(0, n_groups, body, zero)
-    # Marked rows were overwritten: their first-pass values receive nothing.
-    return jnp.where(exceeded[:, None], 0.0, cotangent), None, d_args, None
+            def value(a):
+                full = list(args)
+                full[which] = a
+                return _tier_rows(tier, remat, full, ints, safe, index)[0]
+
+            _, pull = jax.vjp(value, args[which])
+            weight = jnp.where((rows < m)[:, None], cotangent[safe], 0.0)
+            return jax.tree.map(jnp.add, acc, pull(weight)[0])
+
+        grads[which] = _run_tier(tier, mine, worst, n_chunks, body, grads[which])
+    # Recomputed rows were overwritten: their first-pass values receive nothing.
+    return (jnp.where((code != _SETTLED)[:, None], 0.0, cotangent), None, None, *grads, None)
 
 
-_recompute_rows.defvjp(_recompute_rows_fwd, _recompute_rows_bwd)
+_recompute_rows.defvjp(_recompute_fwd, _recompute_bwd)
 
 
 class DirectCoordinates(NamedTuple):
@@ -574,7 +823,7 @@ class DirectCoordinates(NamedTuple):
     scale: jax.Array
 
 
-def _logsumexp(
+def _first_pass(
     state: KDEState,
     zq_hi: jax.Array,
     zq_lo: jax.Array | None,
@@ -587,12 +836,14 @@ def _logsumexp(
     grid: jax.Array | None = None,
     direct: DirectCoordinates | None = None,
     log_normalizer: jax.Array | None = None,
-) -> jax.Array:
-    """``logsumexp_i [log w_i + log k(|zq - z_i|^2)]`` for whitened queries ``(m, k)``.
+) -> tuple:
+    """The first pass of ``logsumexp_i [log w_i + log k(|zq - z_i|^2)]`` for whitened queries
+    ``(m, k)``, ``block_size`` at a time (all at once by default).
 
-    The queries are taken ``block_size`` at a time (all at once by default); a query whose
-    rounding-error account is exceeded is then recomputed by direct differences, a few at a
-    time, once all blocks are done.
+    Returns ``(lse, code, partial, settle)``: the log-sum-exps ``(m, g)`` (``g = 1`` without a
+    grid), and for the checked product the queries' codes ``(m,)``, their :class:`_Partial`
+    and the arguments with which :func:`_recompute_rows` settles the marked ones (``None``
+    for the other paths, whose first pass is final).
 
     ``query_rows`` (``(m,)`` ints) marks each query as a row of the data, whose own term is
     left out (leave-one-out); ``row_offset`` is the global row of ``state``'s first point (a
@@ -618,17 +869,17 @@ def _logsumexp(
 
     def first_pass(args):
         zh, zl, dh, dl, rows = args
+        if mode == "checked":
+            return _checked_gemm_logsumexp(state, zh, zl, rows, row_offset, remat, grid, norm)
         if mode == "direct":
             lse = _direct_logsumexp(direct_state, dh, dl, rows, row_offset, remat, scale, grid)
-            return lse, jnp.zeros(lse.shape[:1], bool)
-        if mode == "unchecked":
+        else:
             lse = _gemm_logsumexp(state, zh, precision, rows, row_offset, remat, grid)
-            return lse, jnp.zeros(lse.shape[:1], bool)
-        return _checked_gemm_logsumexp(state, zh, zl, rows, row_offset, remat, grid, norm)
+        return lse, None, None
 
     args = (zq_hi, zq_lo, dq_hi, dq_lo, query_rows)
     if block_size is None or block_size >= m:
-        lse, exceeded = first_pass(args)
+        lse, code, partial = first_pass(args)
     else:
         n_blocks = -(-m // block_size)
         pad = n_blocks * block_size - m
@@ -643,17 +894,66 @@ def _logsumexp(
             return a.reshape(n_blocks, block_size, *a.shape[1:])
 
         blocked = (*(blocks(a) for a in args[:4]), blocks(query_rows, -1))
-        lse, exceeded = lax.map(first_pass, blocked)
-        lse = lse.reshape(n_blocks * block_size, -1)[:m]
-        exceeded = exceeded.reshape(-1)[:m]
-    if mode == "checked":
-        args = (direct_state, dq_hi, dq_lo, scale, grid)
-        lse = _recompute_rows(min(m, _FALLBACK_ROWS), remat, lse, exceeded, args,
-                              (query_rows, row_offset))  # fmt: skip
-    return lse[:, 0] if grid is None else lse
+        lse, code, partial = jax.tree.map(
+            lambda a: a.reshape(n_blocks * block_size, *a.shape[2:])[:m],
+            lax.map(first_pass, blocked),
+        )
+    if mode != "checked":
+        return lse, None, None, None
+    settle = ((state, zq_hi, zq_lo, grid, norm, partial._replace(worst=None)),
+              (direct_state, dq_hi, dq_lo, scale, grid), (query_rows, row_offset))  # fmt: skip
+    return lse, code, partial, settle
+
+
+def _logsumexp(state, zq_hi, zq_lo, precision, query_rows=None, remat=False, row_offset=0,
+               tiers=TIERS, **options) -> jax.Array:  # fmt: skip
+    """``logsumexp_i [log w_i + log k(|zq - z_i|^2)]`` for whitened queries ``(m, k)``: the
+    first pass of :func:`_first_pass` (same arguments), then every query it marked settled by
+    :func:`_recompute_rows` (by ``tiers``), in one traceable computation. Returns ``(m,)``,
+    or ``(m, g)`` with a ``grid``."""
+    lse, code, partial, settle = _first_pass(state, zq_hi, zq_lo, precision, query_rows, remat,
+                                             row_offset, **options)  # fmt: skip
+    if code is not None:
+        lse = _recompute_rows(remat, tiers, lse, code, partial.worst, *settle)
+    return lse[:, 0] if options.get("grid") is None else lse
 
 
 @functools.partial(jax.jit, static_argnames=("block_size", "precision"))
+def log_density_program(
+    state: KDEState,
+    zq_hi: jax.Array,
+    zq_lo: jax.Array | None,
+    *,
+    block_size: int | None = None,
+    precision: str = "highest",
+) -> jax.Array:
+    """:func:`log_density_whitened` as one compiled program, the recomputation tiers inside:
+    what runs within a trace (``jit``, ``grad``, ``vmap``). One per query count, block size and
+    precision, reused for every state of the same shapes."""
+    _check_precision(precision)
+    lse = _logsumexp(state, zq_hi, zq_lo, precision, block_size=block_size)
+    return lse + state.log_normalizer
+
+
+@functools.partial(jax.jit, static_argnames=("block_size", "precision"))
+def _first_pass_program(state, zq_hi, zq_lo, *, block_size=None, precision="highest"):
+    """The first pass alone: ``(log f (m,), code, partial)`` (``None`` for the paths without
+    an error account)."""
+    lse, code, partial, _ = _first_pass(state, zq_hi, zq_lo, precision, block_size=block_size)
+    return lse[:, 0] + state.log_normalizer, code, partial
+
+
+@jax.jit
+def _settle_program(state, zq_hi, zq_lo, log_f, code, partial):
+    """``log_f`` with the queries its first pass marked settled by :func:`_recompute_rows`;
+    the other rows are returned as they are."""
+    norm = state.log_normalizer
+    settle = ((state, zq_hi, zq_lo, None, norm, partial._replace(worst=None)),
+              (state, zq_hi, zq_lo, None, None), (None, 0))  # fmt: skip
+    lse = _recompute_rows(False, TIERS, (log_f - norm)[:, None], code, partial.worst, *settle)
+    return jnp.where(code != _SETTLED, lse[:, 0] + norm, log_f)
+
+
 def log_density_whitened(
     state: KDEState,
     zq_hi: jax.Array,
@@ -664,12 +964,21 @@ def log_density_whitened(
 ) -> jax.Array:
     """:func:`log_density` of queries already whitened by :func:`jaxkde.whiten_queries`.
 
-    The compiled program behind :func:`log_density`: one per query count, block size and
-    precision, reused for every state of the same shapes.
+    Called with concrete arrays, the first pass runs as one compiled program; only when it
+    marks a query (its rounding-error account exceeded) do the recomputation tiers run, as a
+    second program compiled at its first use, so well-scaled data never compile them. Inside a
+    trace it is :func:`log_density_program`, the tiers inside. Either way the programs are
+    reused for every state of the same shapes.
     """
     _check_precision(precision)
-    lse = _logsumexp(state, zq_hi, zq_lo, precision, block_size=block_size)
-    return lse + state.log_normalizer
+    if any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves((state, zq_hi, zq_lo))):
+        return log_density_program(state, zq_hi, zq_lo, block_size=block_size,
+                                   precision=precision)  # fmt: skip
+    log_f, code, partial = _first_pass_program(state, zq_hi, zq_lo, block_size=block_size,
+                                               precision=precision)  # fmt: skip
+    if code is None or not np.any(np.asarray(code)):  # waits for this block's first pass
+        return log_f
+    return _settle_program(state, zq_hi, zq_lo, log_f, code, partial)
 
 
 def log_density(

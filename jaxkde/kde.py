@@ -48,7 +48,7 @@ from .engine import PRECISIONS, default_block_sizes, log_density
 from .grid import GridDensity, default_axes, grid_log_density
 from .kernels import UnivariateGaussianKernel, get_kernel
 from .moments import moments_bandwidth
-from .sampling import as_key, check_sample_size, sample_host
+from .sampling import as_key, check_sample_size, sample_host, sampling_scales
 from .selection import _STATUS_MESSAGES, CV_RULES, LSCV_RULES, fit_bandwidth
 from .selectors import SELECTORS
 from .sharding import shard_state, sharded_log_density
@@ -195,6 +195,7 @@ class _Params:
             state["state_"] = jax.tree.map(np.asarray, state["state_"])
         if "_sorted" in state:  # a cache, rebuilt at the next call
             state["_sorted"] = None
+        state.pop("_sampling_scales", None)  # a cache of device arrays, rebuilt likewise
         if state.get("_images") is not None:
             state["_images"] = tuple((jax.tree.map(np.asarray, s), w) for s, w in state["_images"])
         return state
@@ -561,7 +562,13 @@ class KDE(_Params):
     def _store_fit(self, fitted: dict, shape: tuple[int, int], n_degenerate: int) -> KDE:
         """Replace the fitted attributes by ``fitted`` (labels' attributes dropped unless
         given) and the counts of data ``shape``."""
-        for name in ("classes_", "class_prior_", "class_count_", "_parts_weights"):
+        for name in (
+            "classes_",
+            "class_prior_",
+            "class_count_",
+            "_parts_weights",
+            "_sampling_scales",
+        ):
             self.__dict__.pop(name, None)
         self.__dict__.update(fitted)
         self._fit_mesh = self.mesh
@@ -1077,8 +1084,13 @@ class KDE(_Params):
                 drawn = distributed.global_sample(state, whitening, part_weights, cumulative, key,
                                                   n_samples, scaling_factor)  # fmt: skip
                 return None, *drawn
+            if self.__dict__.get("_sampling_scales") is None:  # once per fit, on the device
+                scales = sampling_scales(whitening)
+                self._sampling_scales = jax.tree.map(lambda a: jnp.asarray(a, state.dtype),
+                                                     scales)  # fmt: skip
             _, drawn_centres, samples = sample_host(state, key, n_samples, scaling_factor,
-                                                    whitening, centres=centres)  # fmt: skip
+                                                    whitening, centres=centres,
+                                                    scales=self._sampling_scales)  # fmt: skip
             bounds = self.__dict__.get("_bounds")
             if bounds is not None and self._images is None:  # drawn in z = log / logit of x
                 samples = from_transformed(samples, bounds)

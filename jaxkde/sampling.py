@@ -2,9 +2,10 @@
 
 Draws happen on the device (:func:`draw`: centre indices, the centres' whitened coordinates and
 unit kernel noise). :func:`sample_with_centres` maps them back to the data's coordinates on the
-device, in the working dtype; :func:`sample_host` does it on the host in float64, so samples of
-data far from the origin (timestamps, say) keep their precision. The same key gives the same
-draws in both.
+device, in the working dtype; :func:`sample_host` returns float64 points as precise as float64
+draws: formed on the device where a bound on the working dtype's rounding is negligible against
+the kernel's spread, else on the host in float64, so samples of data far from the origin
+(timestamps, say) keep their precision. The same key gives the same draws in both.
 """
 
 from __future__ import annotations
@@ -12,14 +13,17 @@ from __future__ import annotations
 import functools
 import math
 import os
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .state import HostWhitening, KDEState, unwhiten, unwhiten_host
+from .state import HostWhitening, KDEState, host_whitening, unwhiten, unwhiten_host
 
 __all__ = [
+    "DEVICE_SAMPLING_TOL",
+    "SamplingScales",
     "as_key",
     "check_sample_size",
     "choose_by_weight",
@@ -29,6 +33,7 @@ __all__ = [
     "sample_host",
     "sample_parts",
     "sample_with_centres",
+    "sampling_scales",
     "uniform53",
 ]
 
@@ -93,19 +98,22 @@ def choose_by_weight(key: jax.Array, log_weights: jax.Array, num: int) -> jax.Ar
     return jnp.minimum(idx, last)
 
 
-def _around(state: KDEState, key: jax.Array, indices: jax.Array):
+def _low_words(state: KDEState, indices: jax.Array) -> jax.Array | None:
+    """The low words ``(m, k)`` of the centres ``indices`` (``None`` in float64)."""
+    return None if state.points_lo is None else state.points_lo.reshape(-1, state.dim)[indices]
+
+
+def _around(state: KDEState, key: jax.Array, indices: jax.Array, low_words: bool = True):
     k = state.dim
     z = state.points.reshape(-1, k)[indices]
-    lo = None if state.points_lo is None else state.points_lo.reshape(-1, k)[indices]
+    lo = _low_words(state, indices) if low_words else None
     noise = state.kernel.sample_unit(key, (indices.shape[0], k), state.dtype)
     if state.log_factors is not None:  # adaptive: each centre's own kernel, lambda_i^2 H
         noise = noise * jnp.exp(state.log_factors.reshape(-1)[indices])[:, None]
     return z, lo, noise
 
 
-@jax.jit
-def _draw_around(state: KDEState, key: jax.Array, indices: jax.Array):
-    return (indices, *_around(state, key, indices))
+_gather_low_words = jax.jit(_low_words)
 
 
 @functools.partial(jax.jit, static_argnames=("num_samples",))
@@ -182,6 +190,61 @@ def sample_with_centres(
     return idx, unwhiten(state, z), unwhiten(state, z + scale * noise)
 
 
+#: Samples are formed on the device, in the working dtype, when a bound on that rounding is at
+#: most this fraction of the kernel's standard deviation along every coordinate; otherwise in
+#: float64 on the host (data far from the origin, timestamps say, or huge scaling factors).
+DEVICE_SAMPLING_TOL = 1e-4
+
+
+class SamplingScales(NamedTuple):
+    """What bounds the rounding of points ``x = c + B L w`` formed in the working dtype, in
+    units of the kernel's standard deviation ``sigma_j = |row j of B L|`` along each coordinate
+    ``j``: ``offset = max_j |c_j| / sigma_j`` and ``rel = max_j rel_j``, where ``rel_j`` bounds
+    the rounding of ``(B L w)_j`` in units of ``eps sigma_j |w|`` (1 for a diagonal ``L``,
+    ``1 + sqrt(k)`` for a full one, more through a basis). See :func:`sampling_scales`."""
+
+    offset: np.ndarray
+    rel: np.ndarray
+
+
+def sampling_scales(whitening: HostWhitening) -> SamplingScales:
+    """The :class:`SamplingScales` of a state's whitening (``O(d k + k^3)`` host work, once
+    per fit)."""
+    chol, basis = whitening.chol, whitening.basis
+    k = chol.shape[0]
+    lc = np.diag(chol) if chol.ndim == 1 else chol
+    sigma = np.sqrt(np.sum((lc if basis is None else basis @ lc) ** 2, axis=1))
+    if basis is None:
+        rel = 1.0 if chol.ndim == 1 else 1.0 + math.sqrt(k)
+    else:
+        norm = float(np.linalg.norm(lc, 2))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel = 2.0 * (1.0 + math.sqrt(k)) * np.max(np.linalg.norm(basis, axis=1) * norm / sigma)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        offset = np.max(np.abs(whitening.centre) / sigma)
+    return SamplingScales(np.float64(offset), np.float64(rel))
+
+
+@functools.partial(jax.jit, static_argnames=("num_samples", "centres"))
+def _device_draws(state, key, num_samples, noise_scale, offset, rel, indices=None, *,
+                  centres=True):  # fmt: skip
+    """Draws (as :func:`draw`, without the low words), the points ``x = c + B L w`` formed on
+    the device, and a bound on their rounding in kernel standard deviations:
+    ``eps (offset + (3 + rel) max_i |w_i|)``, since ``|x_ij| / sigma_j <= |c_j| / sigma_j +
+    |w_i|`` and the low words, dropped, are within ``eps |w_i| / 2`` of a whitened point.
+    ``noise_scale`` is ``sqrt(scaling_factor)``."""
+    if indices is None:
+        key_centre, key = jax.random.split(key)
+        indices = choose_by_weight(key_centre, state.log_weights.reshape(-1), num_samples)
+    z, _, noise = _around(state, key, indices, low_words=False)
+    w = z + jnp.asarray(noise_scale, state.dtype) * noise
+    samples = unwhiten(state, w)
+    at = unwhiten(state, z) if centres else None
+    w_max = jnp.sqrt(jnp.max(jnp.sum(w * w, axis=1)))
+    bound = jnp.finfo(state.dtype).eps * (offset + (3.0 + rel) * w_max)
+    return indices, z, noise, samples, at, bound
+
+
 def sample_host(
     state: KDEState,
     key: jax.Array,
@@ -191,21 +254,38 @@ def sample_host(
     *,
     indices=None,
     centres: bool = True,
+    scales: SamplingScales | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """:func:`sample_with_centres` with the centres and samples formed in float64 on the host.
+    """:func:`sample_with_centres` with float64 results, as precise as float64 draws.
+
+    The points are formed on the device in the working dtype when a bound on that rounding is
+    within :data:`DEVICE_SAMPLING_TOL` of the kernel's standard deviation along every
+    coordinate (the draws are then used as they are); otherwise the same draws are formed in
+    float64 on the host, so samples of data far from the origin keep their precision.
 
     With ``indices`` (data rows, shape ``(num_samples,)``) the draws are around those rows, as
-    :func:`sample_around`; otherwise centres are drawn by weight. Returns
-    ``(indices, centres, samples)`` as NumPy arrays, the last two float64 (``centres`` is
-    ``None`` when not asked for); raises a ``ValueError`` naming ``scaling_factor`` if the
-    samples overflow float64.
+    :func:`sample_around`; otherwise centres are drawn by weight. ``scales``:
+    ``sampling_scales(whitening)``, to reuse across calls (its arrays may be placed on the
+    device in the working dtype). Returns ``(indices, centres,
+    samples)`` as NumPy arrays, the last two float64 (``centres`` is ``None`` when not asked
+    for); raises a ``ValueError`` naming ``scaling_factor`` if the samples overflow float64.
     """
-    if indices is None:
-        idx, z, lo, noise = draw(state, key, num_samples)
-    else:
-        idx, z, lo, noise = _draw_around(state, key, jnp.asarray(indices))
-    centres_, samples = _host_points(state, z, lo, noise, scaling_factor, whitening, centres)
-    return np.asarray(idx), centres_, samples
+    hw = host_whitening(state) if whitening is None else whitening
+    scales = sampling_scales(hw) if scales is None else scales
+    offset, rel = (jnp.asarray(a, state.dtype) for a in scales)
+    given = None if indices is None else jnp.asarray(indices)
+    # Beyond the working dtype the device's points overflow, and the host forms them.
+    noise_scale = min(math.sqrt(scaling_factor), float(np.finfo(state.dtype).max))
+    idx_d, z, noise, samples, at, bound = _device_draws(
+        state, key, num_samples, noise_scale, offset, rel, given, centres=centres
+    )
+    idx, samples, at, bound = jax.device_get((idx_d, samples, at, bound))  # one transfer
+    if bound <= DEVICE_SAMPLING_TOL:  # NaN or inf (overflow) take the host route
+        at = None if at is None else at.astype(np.float64)
+        return idx, at, samples.astype(np.float64)
+    lo = _gather_low_words(state, idx_d)
+    centres_, samples = _host_points(state, z, lo, noise, scaling_factor, hw, centres)
+    return idx, centres_, samples
 
 
 def _host_points(state, z, lo, noise, scaling_factor, whitening, centres=True):

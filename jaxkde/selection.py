@@ -44,7 +44,7 @@ from ._validation import (
     working_dtype,
 )
 from .bandwidths import _host_rule
-from .engine import DIRECT_MAX_DIM, DirectCoordinates, _logsumexp
+from .engine import DIRECT_MAX_DIM, DIRECT_TIER, DirectCoordinates, _logsumexp
 from .kernels import Kernel, TophatKernel, UnivariateGaussianKernel, get_kernel
 from .moments import rule_bandwidth
 from .sampling import as_key
@@ -182,8 +182,10 @@ def _loo_log_sum(x_hi, x_lo, log_weights, q_hi, q_lo, rows, chol, log_norm, row_
     else:
         direct = None
     coords = None if direct is None else DirectCoordinates(*direct)
+    # The direct tier alone: this is differentiated, and the product tiers' derivatives would
+    # triple its compile time (see jaxkde.engine.DIRECT_TIER).
     return _logsumexp(state, zq_hi, zq_lo, precision, rows, remat=True, row_offset=row_offset,
-                      block_size=block_size, grid=grid, direct=coords,
+                      tiers=DIRECT_TIER, block_size=block_size, grid=grid, direct=coords,
                       log_normalizer=log_norm)  # fmt: skip
 
 

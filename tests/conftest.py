@@ -15,6 +15,18 @@ from jaxkde.datasets import load_mnist
 RTOL = {"float32": 1e-5, "float64": 1e-10}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop every compiled program after each test module.
+
+    Each XLA executable keeps memory mappings of its code; the whole suite compiles thousands
+    of programs, and without this their mappings pass the kernel's limit per process
+    (``vm.max_map_count``, 65,530 here), at which LLVM fails with "Cannot allocate memory".
+    """
+    yield
+    jax.clear_caches()
+
+
 @pytest.fixture(params=["float32", "float64"])
 def dtype(request):
     """Working dtype; float64 cases run with JAX's x64 mode switched on."""

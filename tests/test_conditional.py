@@ -245,9 +245,9 @@ def test_classes_of_similar_size_share_one_compiled_program():
     clf = jaxkde.KDEClassifier(bandwidth=0.8, chunk_size=48, batch_size=32).fit(x, y)
     shapes = {s.points.shape for s in clf.kde_.state_.states}
     assert len(shapes) == 1
-    before = jaxkde.log_density_whitened._cache_size()
+    before = jaxkde.engine._first_pass_program._cache_size()
     got = clf.predict_log_proba(x[:32])
-    assert jaxkde.log_density_whitened._cache_size() - before == 1
+    assert jaxkde.engine._first_pass_program._cache_size() - before == 1
     # Padding changes nothing: each class against its own unpadded fit, in float64.
     ref = np.stack(
         [

@@ -149,7 +149,7 @@ def test_peak_memory_is_bounded_by_block_sizes(kernel, p):
         x = np.random.default_rng(5).random((4 * chunk, d), dtype=np.float32)
         kde = jaxkde.KDE(kernel, bandwidth=1.0, p=p, chunk_size=chunk).fit(x)
         hi, lo = jaxkde.whiten_queries(kde.state_, x[:block])
-        compiled = jaxkde.log_density_whitened.lower(kde.state_, hi, lo).compile()
+        compiled = jaxkde.log_density_program.lower(kde.state_, hi, lo).compile()
         return compiled.memory_analysis().temp_size_in_bytes
 
     small, large = temp_bytes(392), temp_bytes(784)
@@ -166,7 +166,7 @@ def test_memory_does_not_grow_with_data_size():
         x = np.random.default_rng(6).random((n, 64), dtype=np.float32)
         kde = jaxkde.KDE(bandwidth=1.0, chunk_size=512).fit(x)
         hi, lo = jaxkde.whiten_queries(kde.state_, x[:256])
-        c = jaxkde.log_density_whitened.lower(kde.state_, hi, lo).compile()
+        c = jaxkde.log_density_program.lower(kde.state_, hi, lo).compile()
         temps.append(c.memory_analysis().temp_size_in_bytes)
     assert temps[1] <= temps[0] * 1.05 + 4096
 
@@ -390,8 +390,8 @@ def test_well_scaled_high_dimensional_data_needs_no_recomputation(mnist_test_ima
     hi, lo = jaxkde.whiten_queries(kde.state_, q)
     account = jax.jit(lambda s, hi, lo: _checked_gemm_logsumexp(s, hi, lo, None, 0, False, None,
                                                                 s.log_normalizer))  # fmt: skip
-    _, exceeded = account(kde.state_, hi, lo)
-    assert not np.any(np.asarray(exceeded))
+    _, code, _ = account(kde.state_, hi, lo)
+    assert not np.any(np.asarray(code))
     want, scale = _brute_with_scale(x, q, 0.2)
     err = np.abs(kde.score_samples(q) - want) / scale
     assert err.max() <= 1e-5
@@ -428,3 +428,77 @@ def test_huge_and_tiny_values_give_minus_inf_or_an_error_never_nan(dtype):
     if not f32:
         with pytest.raises(ValueError, match="variance of X overflows float64"):
             jaxkde.KDE().fit(np.concatenate([x, [[1e300, 0.0, 0.0]]]))
+
+
+# ------------------------------------------------------ the tiers that settle marked queries
+
+
+def _near_equal_case(dtype, copies):
+    """Queries each with several near-equal largest terms (``copies[j]`` near-copies of the
+    query in chunk j of 64 rows) among far background rows, wide enough (|z|^2 / RTOL large)
+    that the first pass's account is exceeded for every query."""
+    rng = np.random.default_rng(11)
+    d, m = 256, 3
+    spread = 8.0 if dtype == "float32" else 600.0  # the same account / bound in both dtypes
+    base = spread * rng.normal(size=(m, d))
+    x = spread * rng.normal(size=(256, d))
+    for j, count in enumerate(copies):  # chunk j holds rows 64 j .. 64 j + 63
+        near = np.repeat(base, count, axis=0) + 0.02 * rng.normal(size=(m * count, d))
+        x[64 * j : 64 * j + m * count] = near
+    return x, base + 0.02 * rng.normal(size=(m, d))
+
+
+def _tier_counts(state, q_hi, q_lo):
+    """How many queries the first pass left to each tier, and how many each tier settled."""
+    from jaxkde import engine
+
+    def run(state, q_hi, q_lo):
+        lse, code, part = engine._checked_gemm_logsumexp(state, q_hi, q_lo, None, 0, False, None,
+                                                         state.log_normalizer)  # fmt: skip
+        gemm = (state, q_hi, q_lo, None, state.log_normalizer, part._replace(worst=None))
+        direct = (state, q_hi, q_lo, None, None)
+        settled = engine._recompute_fwd(
+            False, engine.TIERS, lse, code, part.worst, gemm, direct, (None, 0)
+        )
+        return code, settled[1][2]
+
+    code, settled = jax.jit(run)(state, q_hi, q_lo)
+    return np.bincount(np.asarray(code), minlength=3), [int(np.sum(s)) for s in settled]
+
+
+@pytest.mark.parametrize(
+    ("copies", "tier"),
+    [((3,), 0), ((2, 2), 1), ((20, 20), 2)],
+    ids=["one-chunk", "two-chunks", "beyond-exact-terms"],
+)
+def test_marked_queries_are_settled_by_the_cheapest_tier_that_can(dtype, copies, tier):
+    """Near-equal largest terms in one chunk are settled by recomputing that chunk; spread over
+    two, by every chunk with more exact terms; more of them than those exact terms, by direct
+    differences. Each answer within the stated bound of a float64 brute force."""
+    x, q = _near_equal_case(dtype, copies)
+    kde = jaxkde.KDE(bandwidth=1.0, chunk_size=64).fit(x)
+    q_hi, q_lo = jaxkde.whiten_queries(kde.state_, q)
+    codes, settled = _tier_counts(kde.state_, q_hi, q_lo)
+    assert codes[jaxkde.engine._REFINE] == len(q)  # every query marked by the first pass
+    assert settled[tier] == len(q) and sum(settled) == len(q), settled
+    got = kde.score_samples(q)
+    want, scale = _brute_with_scale(x, q, 1.0)
+    err = np.abs(got.astype(np.float64) - want) / scale
+    assert np.all(err <= jaxkde.RTOL[np.dtype(dtype)]), f"max error / s = {err.max():.3g}"
+
+
+@pytest.mark.parametrize("copies", [(3,), (2, 2), (20, 20)], ids=["tier1", "tier2", "tier3"])
+def test_gradients_flow_through_every_tier(dtype, copies):
+    """d log f / dq of marked queries (recomputed by a tier) against the float64 softmax
+    formula: -sum_i p_i (q - x_i) / h^2."""
+    x, q = _near_equal_case(dtype, copies)
+    state = jaxkde.KDE(bandwidth=1.0, chunk_size=64).fit(x).state_
+    grad = jax.jit(jax.grad(lambda q: jnp.sum(jaxkde.log_density(state, q))))
+    got = np.asarray(grad(jnp.asarray(q, dtype)), np.float64)
+    diff = q[:, None, :] - x[None, :, :]
+    terms = -0.5 * np.sum(diff**2, axis=-1)
+    p = np.exp(terms - logsumexp(terms, axis=1, keepdims=True))
+    want = -np.einsum("mn,mnd->md", p, diff)
+    # A float32 query whitened on the device moves by ~eps |q|: the softmax moves with it.
+    tol = 2e-2 if dtype == "float32" else 1e-6
+    np.testing.assert_allclose(got, want, atol=tol * np.abs(want).max())

@@ -90,3 +90,38 @@ def test_samples_are_float64_under_x64():
     with jax.enable_x64(True):
         kde = jaxkde.KDE(bandwidth=1.0).fit(np.random.default_rng(6).normal(size=(10, 2)))
         assert kde.sample(3, key=0).dtype == np.float64
+
+
+@pytest.mark.parametrize(
+    ("offset", "bandwidth", "device"),
+    [(0.0, "scott_full", True), (5.0, "scott", True), (0.0, "silverman_full", True),
+     (1e4, 1e-2, False)],
+)  # fmt: skip
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_points_formed_on_the_device_only_where_their_rounding_is_negligible(
+    offset, bandwidth, device
+):
+    """Well-scaled data are sampled on the device, within DEVICE_SAMPLING_TOL kernel standard
+    deviations (along every coordinate) of the same draws formed in float64 on the host, and
+    the stated bound holds; data far from the origin in bandwidths take the host route."""
+    from jaxkde import sampling
+
+    rng = np.random.default_rng(3)
+    x = offset + rng.normal(size=(500, 4)) * [1.0, 2.0, 0.3, 1.0]
+    x[:, 3] = x[:, 0] + x[:, 1]  # collinear: the subspace rule projects (a basis)
+    kde = jaxkde.KDE(bandwidth=bandwidth, zero_variance="subspace").fit(x)
+    state, hw = kde.state_, kde._whitening
+    scales = sampling.sampling_scales(hw)
+    key = jax.random.key(5)
+    idx, z, noise, got, at, bound = sampling._device_draws(state, key, 2000, 2.0**0.5, *scales)
+    lo = sampling._gather_low_words(state, idx)
+    at_host, want = sampling._host_points(state, z, lo, noise, 2.0, hw)
+    sigma = np.sqrt(np.diag(kde.bandwidth_))
+    err = max(np.max(np.abs(np.asarray(got, np.float64) - want) / sigma),
+              np.max(np.abs(np.asarray(at, np.float64) - at_host) / sigma))  # fmt: skip
+    assert err <= float(bound)  # the bound is a bound
+    assert (float(bound) <= sampling.DEVICE_SAMPLING_TOL) == device
+    # The public sampler returns those float64 points whichever route it takes.
+    _, centres, samples = sampling.sample_host(state, key, 2000, 2.0, hw, scales=scales)
+    np.testing.assert_allclose(samples, want, rtol=0, atol=1e-4 * sigma.min())
+    np.testing.assert_allclose(centres, at_host, rtol=0, atol=1e-4 * sigma.min())
