@@ -49,7 +49,13 @@ from jax.scipy.linalg import solve_triangular
 from .conditional import ClassConditionalState
 from .engine import direct_sq_distances, log_density_whitened
 from .kernels import GaussianKernel
-from .state import KDEState, host_whitening, split_double_word, whiten_checked_queries
+from .state import (
+    KDEState,
+    LazyState,
+    host_whitening,
+    split_double_word,
+    whiten_checked_queries,
+)
 from .sum_updating import (
     SUM_UPDATING_BLOCK,
     sort_data,
@@ -121,9 +127,14 @@ class GridDensity:
 def _states(state) -> tuple[tuple[KDEState, ...], np.ndarray | None]:
     if isinstance(state, ClassConditionalState):
         return state.states, np.asarray(state.log_priors, np.float64)
-    if isinstance(state, KDEState):
+    if isinstance(state, (KDEState, LazyState)):
         return (state,), None
     raise TypeError(f"state must be a KDEState or ClassConditionalState; got {type(state)}.")
+
+
+def _laid_out(state: KDEState | LazyState) -> KDEState:
+    """The engine's layout of ``state`` (a lazy fit's is built now, once)."""
+    return state.state if isinstance(state, LazyState) else state
 
 
 def _check_grid_size(grid_size, d: int) -> tuple[int, ...]:
@@ -230,6 +241,7 @@ def default_axes(
         if data_range is not None:
             low, high = (np.asarray(v, np.float64).reshape(d) for v in data_range)
         else:
+            s = _laid_out(s)
             low, high = (np.asarray(v, np.float64) for v in _data_range(s))
             if not np.all(low <= high):  # no weighted data (a class of weight 0)
                 continue
@@ -263,25 +275,43 @@ def _matmul(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
 
 
-def _whiten_offsets(state: KDEState, offsets: jax.Array) -> jax.Array:
-    if state.chol.ndim == 1:
-        return offsets / state.chol
-    return solve_triangular(state.chol, offsets.T, lower=True).T
+def _whiten_offsets(chol: jax.Array, offsets: jax.Array) -> jax.Array:
+    if chol.ndim == 1:
+        return offsets / chol
+    return solve_triangular(chol, offsets.T, lower=True).T
 
 
-@functools.partial(jax.jit, static_argnames=("shape", "fft_shape", "with_error"))
-def _binned(state, origin, spacing, h_inv, *, shape, fft_shape, with_error):
-    """Binned log density ``shape``, the weight of the data outside the grid, and
-    (``with_error``, Gaussian kernel) the cells whose estimated error exceeds
-    ``AUTO_REL_TOL`` (``False`` everywhere otherwise)."""
-    d = len(shape)
-    dtype = state.dtype
+@jax.jit
+def _device_coordinates(state: KDEState, origin, spacing) -> tuple[jax.Array, jax.Array]:
+    """Fractional node index ``(n, d)`` of each point of a laid-out state and its weight."""
+    d = origin.shape[0]
     z = state.points.reshape(-1, d)
     if state.points_lo is not None:
         z = z + state.points_lo.reshape(-1, d)
-    w = jnp.exp(state.log_weights.reshape(-1))
     u = z * state.chol if state.chol.ndim == 1 else _matmul(z, state.chol.T)
-    t = (u - origin) / spacing  # fractional node index of each point, per axis
+    return (u - origin) / spacing, jnp.exp(state.log_weights.reshape(-1))
+
+
+def _host_coordinates(lazy: LazyState, start: np.ndarray, spacing: np.ndarray):
+    """:func:`_device_coordinates` of a lazy fit's data, in float64 on the host: ``O(n d)``,
+    exact whatever the data's offset, rounded once to the working dtype. Equal weights stay
+    ``None``."""
+    t = np.empty(lazy.data.shape, lazy.dtype)
+    np.multiply(np.subtract(lazy.data, start), 1.0 / spacing, out=t, casting="same_kind")
+    w = None if lazy.weights is None else jnp.asarray(lazy.weights.astype(lazy.dtype))
+    return jnp.asarray(t), w
+
+
+@functools.partial(jax.jit, static_argnames=("kernel", "shape", "fft_shape", "with_error"))
+def _binned(t, w, spacing, chol, h_inv, log_normalizer, *, kernel, shape, fft_shape, with_error):
+    """Binned log density ``shape`` of points at fractional node indices ``t`` ``(n, d)`` of
+    weights ``w`` (``None``: equal), the weight of the data outside the grid, and
+    (``with_error``, Gaussian kernel) the cells whose estimated error exceeds
+    ``AUTO_REL_TOL`` (``False`` everywhere otherwise)."""
+    d = len(shape)
+    dtype = t.dtype
+    if w is None:
+        w = jnp.full(t.shape[:1], 1.0 / t.shape[0], dtype)
     size = jnp.asarray(shape, dtype)
     outside = jnp.any((t < -1e-3) | (t > size - 1 + 1e-3), axis=1)
     lost = jnp.sum(jnp.where(outside, w, 0.0))
@@ -322,10 +352,10 @@ def _binned(state, origin, spacing, h_inv, *, shape, fft_shape, with_error):
     mesh = jnp.meshgrid(*grids, indexing="ij")
     offsets = jnp.stack([m.reshape(-1) for m in mesh], axis=1)
     ok = np.logical_and.reduce(np.meshgrid(*valid, indexing="ij")).reshape(-1)
-    white = _whiten_offsets(state, offsets)
-    sq = direct_sq_distances(white, None, jnp.zeros((1, d), dtype), None, state.kernel.norm)
-    log_k0 = state.kernel.log_profile(jnp.zeros((), dtype))
-    table = jnp.exp(jnp.where(ok, state.kernel.log_profile(sq[:, 0]), -jnp.inf) - log_k0)
+    white = _whiten_offsets(chol, offsets)
+    sq = direct_sq_distances(white, None, jnp.zeros((1, d), dtype), None, kernel.norm)
+    log_k0 = kernel.log_profile(jnp.zeros((), dtype))
+    table = jnp.exp(jnp.where(ok, kernel.log_profile(sq[:, 0]), -jnp.inf) - log_k0)
 
     axes = tuple(range(d))
     spectra = jnp.fft.rfftn(counts, axes=axes)
@@ -339,7 +369,7 @@ def _binned(state, origin, spacing, h_inv, *, shape, fft_shape, with_error):
 
     dens = inverse(spectra[..., 0] * spectrum(table))
     log_f = jnp.where(dens > 0, jnp.log(jnp.maximum(dens, jnp.finfo(dtype).tiny)), -jnp.inf)
-    log_f = log_f + log_k0 + state.log_normalizer
+    log_f = log_f + log_k0 + log_normalizer
     if not with_error:
         return log_f, lost, jnp.zeros(shape, bool)
     # Linear interpolation of a term between nodes errs by sum_k f_k (1 - f_k) dx_k^2 / 2
@@ -355,23 +385,24 @@ def _binned(state, origin, spacing, h_inv, *, shape, fft_shape, with_error):
     return log_f, lost, unsure
 
 
-def _binned_inputs(state: KDEState, axes):
-    hw = host_whitening(state)
+def _binned_state(state: KDEState | LazyState, axes, with_error: bool):
+    """Binned log density of ``state`` on ``axes``: the data's node coordinates from the
+    host's float64 data for a lazy fit (no layout built), else from the laid-out state."""
     dtype = np.dtype(state.dtype)
-    origin = np.array([a[0] for a in axes]) - hw.centre
+    start = np.array([a[0] for a in axes])
     spacing = np.array([(a[-1] - a[0]) / (a.shape[0] - 1) for a in axes])
-    h = state.bandwidth_matrix()
+    if isinstance(state, LazyState):
+        t, w = _host_coordinates(state, start, spacing)
+    else:
+        origin = (start - host_whitening(state).centre).astype(dtype)
+        t, w = _device_coordinates(state, origin, spacing.astype(dtype))
     shape = tuple(a.shape[0] for a in axes)
-    fft_shape = tuple(_fft_size(2 * g - 1) for g in shape)
-    args = (jnp.asarray(origin, dtype), jnp.asarray(spacing, dtype))
-    return args, jnp.asarray(np.linalg.inv(h), dtype), shape, fft_shape
-
-
-def _binned_state(state: KDEState, axes, with_error: bool):
-    (origin, spacing), h_inv, shape, fft_shape = _binned_inputs(state, axes)
     log_f, lost, unsure = _binned(
-        state, origin, spacing, h_inv, shape=shape, fft_shape=fft_shape, with_error=with_error
-    )
+        t, w, spacing.astype(dtype), state.chol,
+        np.linalg.inv(state.bandwidth_matrix()).astype(dtype), state.log_normalizer,
+        kernel=state.kernel, shape=shape, fft_shape=tuple(_fft_size(2 * g - 1) for g in shape),
+        with_error=with_error,
+    )  # fmt: skip
     return np.array(log_f, np.float64), float(lost), np.asarray(unsure)
 
 
@@ -574,10 +605,13 @@ def _cells(axes, flat_index=None) -> np.ndarray:
     return np.stack([a[i] for a, i in zip(axes, idx, strict=True)], axis=1)
 
 
-def _one_state(state: KDEState, axes, method: str) -> tuple[np.ndarray, str, int]:
+def _one_state(state: KDEState | LazyState, axes, method: str) -> tuple[np.ndarray, str, int]:
     shape = tuple(a.shape[0] for a in axes)
     cells = math.prod(shape)
-    n = math.prod(state.log_weights.shape)  # padded count: enough to choose a method
+    if isinstance(state, LazyState):
+        n = state.data.shape[0]
+    else:
+        n = math.prod(state.log_weights.shape)  # padded count: enough to choose a method
     refusal = _binned_refusal(state, axes)
     if method == "binned" and refusal is not None:
         raise ValueError(f"method='binned' does not apply: {refusal}.")
@@ -596,7 +630,7 @@ def _one_state(state: KDEState, axes, method: str) -> tuple[np.ndarray, str, int
             stacklevel=4,
         )
     if method == "exact":
-        return _exact_grid(state, axes).reshape(shape), "exact", cells
+        return _exact_grid(_laid_out(state), axes).reshape(shape), "exact", cells
     log_f, lost, unsure = _binned_state(state, axes, with_error=method == "auto")
     if lost > 0:
         if method == "binned":
@@ -604,12 +638,12 @@ def _one_state(state: KDEState, axes, method: str) -> tuple[np.ndarray, str, int
                 f"method='binned' needs the data inside the grid: {lost:.3g} of the weight "
                 "lies outside axes; widen them or use method='exact'."
             )
-        return _exact_grid(state, axes).reshape(shape), "exact", cells
+        return _exact_grid(_laid_out(state), axes).reshape(shape), "exact", cells
     if method == "binned":
         return log_f, "binned", 0
     flat = np.flatnonzero(unsure.reshape(-1))
     if flat.size:
-        log_f.reshape(-1)[flat] = _exact_grid(state, axes, flat)
+        log_f.reshape(-1)[flat] = _exact_grid(_laid_out(state), axes, flat)
     return log_f, "binned+exact" if flat.size else "binned", int(flat.size)
 
 

@@ -52,7 +52,14 @@ from .sampling import as_key, check_sample_size, sample_host, sampling_scales
 from .selection import _STATUS_MESSAGES, CV_RULES, LSCV_RULES, fit_bandwidth
 from .selectors import SELECTORS
 from .sharding import shard_state, sharded_log_density
-from .state import KDEState, build_state, host_whitening, shared_row_counts, unwhiten_host
+from .state import (
+    KDEState,
+    LazyState,
+    build_state,
+    host_whitening,
+    shared_row_counts,
+    unwhiten_host,
+)
 from .streaming import StreamedState
 from .sum_updating import (
     SUM_UPDATING_BLOCK,
@@ -178,16 +185,27 @@ class _Params:
         )
 
     def __sklearn_is_fitted__(self) -> bool:
-        return any(name in self.__dict__ for name in ("state_", "kde_"))
+        return any(name in self.__dict__ for name in ("state_", "_lazy_state", "kde_"))
 
     @classmethod
     def _get_param_names(cls) -> list[str]:
         return sorted(cls._param_names())
 
+    def __getattr__(self, name: str):
+        # A fit's layout is built on first use (jaxkde.state.LazyState): ``state_`` then.
+        lazy = self.__dict__.get("_lazy_state")
+        if name == "state_" and lazy is not None:
+            self.__dict__["state_"] = lazy.state
+            del self.__dict__["_lazy_state"]
+            return self.__dict__["state_"]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def __getstate__(self) -> dict:
         # Devices do not pickle: the state is gathered to the host and the mesh dropped, so a
         # loaded model evaluates on one device.
         _check_local(self, "pickling")
+        if "_lazy_state" in self.__dict__:
+            self.state_  # noqa: B018 -- a pickle holds the laid-out state
         state = self.__dict__.copy()
         if "mesh" in state:
             state["mesh"] = state["_fit_mesh"] = None
@@ -461,7 +479,7 @@ class KDE(_Params):
         if bounds is not None and self.boundary == "transform":
             data = to_transformed(data, bounds)  # the KDE lives in z = log / logit of x
 
-        def fit_one(rows, label=None, n_rows=None):
+        def fit_one(rows, label=None, n_rows=None, lazy_extent=None):
             spec = self._bandwidth_spec(kernel, label)
             x = data if rows is None else data[rows]
             w = None if weights is None else (weights if rows is None else weights[rows])
@@ -490,6 +508,18 @@ class KDE(_Params):
             factors = np.ones(x.shape[0]) if self.adaptive else None
             try:
                 choice = resolve(spec)
+                if lazy_extent is not None:  # the layout waits for its first use
+                    state = LazyState(
+                        x,
+                        w,
+                        choice.matrix,
+                        kernel,
+                        basis=choice.basis,
+                        chunk_size=chunk_size,
+                        dtype=dtype,
+                        extent=lazy_extent,
+                    )
+                    return state, choice.n_degenerate, fit, state.whitening, factors
                 state = build(bandwidth=choice.matrix, basis=choice.basis)
                 if self.adaptive and not empty:  # the fixed state is the pilot
                     log_factors, fit = self._adapt(x, w, state, fit, learned, bounds, chunk_size)
@@ -508,18 +538,26 @@ class KDE(_Params):
             return state, choice.n_degenerate, fit, whitening, factors
 
         if y is None:
-            state, n_degenerate, fit, whitening, factors = fit_one(None)
+            data_range = _weighted_range(data, weights)
+            lazy = not self.adaptive and bounds is None and self.mesh is None
+            extent = None
+            if lazy:  # the range of every row: the weighted one when all rows count
+                extent = data_range if weights is None else (data.min(0), data.max(0))
+            state, n_degenerate, fit, whitening, factors = fit_one(None, lazy_extent=extent)
             fitted = {
                 "adaptive_factors_": factors,
-                "state_": state,
                 "bandwidth_": state.bandwidth_matrix(),
                 "bandwidth_fit_": fit,
                 "_whitening": whitening,
-                "_data_range": _weighted_range(data, weights),
+                "_data_range": data_range,
                 "_sorted": None,
                 "_bounds": bounds,
                 "_images": None,
             }
+            if isinstance(state, LazyState) and not state.built:
+                fitted["_lazy_state"] = state
+            else:
+                fitted["state_"] = state.state if isinstance(state, LazyState) else state
             if bounds is not None and self.boundary == "reflect":
                 fitted["_images"] = self._reflected_states(data, weights, state, bounds,
                                                            chunk_size, dtype)  # fmt: skip
@@ -563,6 +601,8 @@ class KDE(_Params):
         """Replace the fitted attributes by ``fitted`` (labels' attributes dropped unless
         given) and the counts of data ``shape``."""
         for name in (
+            "state_",
+            "_lazy_state",
             "classes_",
             "class_prior_",
             "class_count_",
@@ -771,7 +811,7 @@ class KDE(_Params):
     ) -> KDEState | ClassConditionalState:
         """The fitted state; a streamed one (:mod:`jaxkde.streaming`) only where ``streamed``
         (refused otherwise, naming ``what``: default the calling method)."""
-        if not hasattr(self, "state_"):
+        if "state_" not in self.__dict__ and "_lazy_state" not in self.__dict__:
             raise not_fitted(
                 f"This {type(self).__name__} is not fitted yet; call fit before using it."
             )
@@ -894,7 +934,8 @@ class KDE(_Params):
             (float64 host arrays); fitted with labels, the prior-weighted mixture.
         """
         _check_local(self, "score_grid")
-        state = self._check_fitted()
+        # The binned method reads the data themselves: a lazy fit's layout waits.
+        state = self.__dict__.get("_lazy_state") or self._check_fitted()
         if axes is None:
             data_range = self.__dict__.get("_data_range")
             if self.__dict__.get("_bounds") is not None:

@@ -12,6 +12,7 @@ the float64 value is kept alone (``lo`` is ``None``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import NamedTuple
 
@@ -27,11 +28,14 @@ from .kernels import Kernel
 __all__ = [
     "HostWhitening",
     "KDEState",
+    "LazyState",
     "build_state",
     "chunk_layout",
+    "data_centre",
     "host_whitening",
     "normalized_log_weights",
     "split_double_word",
+    "state_header",
     "unwhiten",
     "unwhiten_host",
     "whiten",
@@ -304,6 +308,56 @@ def _cast_checked(values: np.ndarray, dtype, what: str) -> np.ndarray:
     return out
 
 
+def data_centre(data: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+    """The weighted mean of float64 ``data`` ``(n, d)`` under normalised ``weights`` (``None``:
+    equal weights); the plain mean when no row has weight (any point would do for a state of
+    no mass). Every state's centre comes from here, so a lazy fit and an eager one of the same
+    rows agree to the last bit."""
+    if weights is None or not weights.any():
+        return data.mean(axis=0)
+    return weights @ data
+
+
+def state_header(
+    bandwidth: np.ndarray, kernel: Kernel, centre: np.ndarray, basis: np.ndarray | None, dtype
+) -> tuple[KDEState, HostWhitening]:
+    """The data-free part of a state: centre, Cholesky factor, basis and normaliser in the
+    working ``dtype`` (the data fields ``None``), and its float64 :class:`HostWhitening`.
+
+    Raises ``ValueError`` if the factor or the centre overflow ``dtype`` or the factor
+    underflows it.
+    """
+    dtype = np.dtype(dtype)
+    h = np.asarray(bandwidth, np.float64)
+    chol64 = np.sqrt(h) if h.ndim == 1 else np.linalg.cholesky(h)
+    chol_w = _cast_checked(chol64, dtype, "the bandwidth's Cholesky factor")
+    diag = chol_w if chol_w.ndim == 1 else np.diag(chol_w)
+    if not np.all(diag > 0):
+        raise ValueError(
+            f"the bandwidth is below the smallest positive {dtype.name} "
+            f"({np.finfo(dtype).tiny:.3g}); rescale the data or enable float64."
+        )
+    mean_w = _cast_checked(centre, dtype, "the data's mean")
+    basis_w = None if basis is None else np.asarray(basis, np.float64).astype(dtype)
+    chol_host = chol_w.astype(np.float64)
+    hw = HostWhitening(
+        mean_w.astype(np.float64),
+        None if basis_w is None else basis_w.astype(np.float64),
+        1.0 / chol_host if chol_host.ndim == 1 else np.linalg.inv(chol_host),
+        chol_host,
+        dtype,
+    )
+    log_det = float(np.sum(np.log(diag.astype(np.float64))))
+    log_normalizer = np.asarray(kernel.log_normalizer(diag.shape[0], log_det), dtype)
+    header = KDEState(
+        points=None, points_lo=None, sq_norms=None, log_weights=None,
+        mean=jnp.asarray(mean_w), chol=jnp.asarray(chol_w),
+        basis=None if basis_w is None else jnp.asarray(basis_w),
+        log_normalizer=jnp.asarray(log_normalizer), kernel=kernel,
+    )  # fmt: skip
+    return header, hw
+
+
 def build_state(
     data,
     weights,
@@ -352,32 +406,9 @@ def build_state(
     n, _ = x64.shape
     w64, log_w64 = normalized_log_weights(weights, n)
     log_w64 = log_w64 + log_mass
-    if centre is None:  # the weighted mean in float64 (any point would do for a state of 0 mass)
-        centre = w64 @ x64 if w64.any() else x64.mean(axis=0)
-    h = np.asarray(bandwidth, np.float64)
-    chol64 = np.sqrt(h) if h.ndim == 1 else np.linalg.cholesky(h)
-    chol_w = _cast_checked(chol64, dtype, "the bandwidth's Cholesky factor")
-    if not np.all((chol_w if chol_w.ndim == 1 else np.diag(chol_w)) > 0):
-        raise ValueError(
-            f"the bandwidth is below the smallest positive {dtype.name} "
-            f"({np.finfo(dtype).tiny:.3g}); rescale the data or enable float64."
-        )
-    mean_w = _cast_checked(centre, dtype, "the data's mean")
-    basis_w = None if basis is None else np.asarray(basis, np.float64).astype(dtype)
-    partial = KDEState(
-        points=None, points_lo=None, sq_norms=None, log_weights=None,
-        mean=jnp.asarray(mean_w), chol=jnp.asarray(chol_w),
-        basis=None if basis_w is None else jnp.asarray(basis_w),
-        log_normalizer=None, kernel=kernel,
-    )  # fmt: skip
-    hw = HostWhitening(
-        mean_w.astype(np.float64),
-        None if basis_w is None else basis_w.astype(np.float64),
-        None,
-        chol_w.astype(np.float64),
-        dtype,
-    )
-    hw = hw._replace(transform=1.0 / hw.chol if hw.chol.ndim == 1 else np.linalg.inv(hw.chol))
+    if centre is None:
+        centre = data_centre(x64, None if weights is None else w64)
+    partial, hw = state_header(bandwidth, kernel, centre, basis, dtype)
     z64 = _whiten64(x64, hw)
     hi, lo = split_double_word(z64, dtype)
     if not np.all(np.isfinite(hi)):
@@ -386,7 +417,6 @@ def build_state(
             "use a larger bandwidth or enable float64."
         )
     k = z64.shape[1]
-    log_det = float(np.sum(np.log(hw.chol if hw.chol.ndim == 1 else np.diag(hw.chol))))
     if n_rows is not None and n_rows < n:
         raise ValueError(f"n_rows must be at least the {n} rows of data; got {n_rows}.")
     n_chunks, size = chunk_layout(n if n_rows is None else n_rows, chunk_size)
@@ -407,8 +437,103 @@ def build_state(
         points_lo=None if lo is None else chunked(lo),
         sq_norms=chunked(sq),
         log_weights=chunked(log_w64.astype(dtype), -np.inf),
-        log_normalizer=jnp.asarray(kernel.log_normalizer(k, log_det), dtype),
         log_factors=None
         if log_factors is None
         else chunked(_cast_checked(np.reshape(log_factors, (n,)), dtype, "log_factors")),
     )
+
+
+class LazyState:
+    """A fitted state whose device layout is built on first use.
+
+    ``fit`` computes the float64 statistics (rules, centre, the header of
+    :func:`state_header`) and keeps the validated data; :attr:`state` whitens, splits into
+    double words and chunks them (:func:`build_state`) the first time something needs the
+    engine's layout, and caches it. Methods that work from the data themselves (the binned
+    grid, :mod:`jaxkde.grid`) read :attr:`data` and :attr:`weights` and never pay for it.
+
+    Parameters
+    ----------
+    data : np.ndarray of float64, shape (n, d)
+        Validated data (``check_data``); kept, not copied.
+    weights : array of shape (n,), or None
+        Non-negative weights, not all zero.
+    bandwidth, kernel, basis, chunk_size, dtype, n_rows
+        As for :func:`build_state`.
+    extent : pair of arrays of shape (d,), optional
+        Per-feature minimum and maximum of ``data`` (all rows), when the caller has them.
+    """
+
+    def __init__(self, data: np.ndarray, weights, bandwidth, kernel: Kernel, *, basis=None,
+                 chunk_size: int = 4096, dtype=None, n_rows: int | None = None,
+                 extent=None) -> None:  # fmt: skip
+        self.data = data
+        self.weights = None if weights is None else normalized_log_weights(weights, len(data))[0]
+        self.dtype = working_dtype(data.dtype if dtype is None else dtype)
+        self.centre = data_centre(data, self.weights)
+        self.header, self.whitening = state_header(bandwidth, kernel, self.centre, basis,
+                                                   self.dtype)  # fmt: skip
+        self._build = functools.partial(
+            build_state, data, weights, bandwidth, kernel, basis=basis, chunk_size=chunk_size,
+            dtype=self.dtype, n_rows=n_rows, centre=self.centre,
+        )  # fmt: skip
+        self._state = None
+        if not self._fits_dtype(extent):
+            self.state  # noqa: B018 -- builds now, raising build_state's named error
+
+    def _fits_dtype(self, extent) -> bool:
+        """Whether every whitened coordinate surely fits the working dtype (a bound from the
+        data's extent, O(d^2))."""
+        low, high = (self.data.min(axis=0), self.data.max(axis=0)) if extent is None else extent
+        dev = np.maximum(np.abs(high - self.centre), np.abs(low - self.centre))
+        hw = self.whitening
+        if hw.basis is not None:
+            dev = dev @ np.abs(hw.basis)
+        bound = dev * hw.transform if hw.transform.ndim == 1 else np.abs(hw.transform) @ dev
+        return bool(np.all(bound < 0.25 * np.finfo(self.dtype).max))
+
+    @property
+    def state(self) -> KDEState:
+        """The laid-out :class:`KDEState` (built on first access, then cached)."""
+        if self._state is None:
+            self._state = self._build()
+            self._build = None
+        return self._state
+
+    @property
+    def built(self) -> bool:
+        """Whether :attr:`state` has been built."""
+        return self._state is not None
+
+    @property
+    def kernel(self) -> Kernel:
+        return self.header.kernel
+
+    @property
+    def chol(self) -> jax.Array:
+        return self.header.chol
+
+    @property
+    def basis(self) -> jax.Array | None:
+        return self.header.basis
+
+    @property
+    def log_normalizer(self) -> jax.Array:
+        return self.header.log_normalizer
+
+    @property
+    def log_factors(self) -> None:
+        """Always ``None``: adaptive fits are built eagerly."""
+        return None
+
+    @property
+    def n_features(self) -> int:
+        return self.data.shape[1]
+
+    @property
+    def dim(self) -> int:
+        return self.header.chol.shape[0]
+
+    def bandwidth_matrix(self) -> np.ndarray:
+        """As :meth:`KDEState.bandwidth_matrix`."""
+        return self.header.bandwidth_matrix()

@@ -68,6 +68,27 @@ def test_binned_gaussian_is_within_its_binning_error(dtype, d, bandwidth):
     assert not np.any(np.isnan(res.log_density))
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("d", [1, 2])
+def test_binned_from_the_fit_data_matches_the_laid_out_state(dtype, d, weighted):
+    """A lazy fit bins its float64 data on the host (no layout built); a laid-out state bins
+    its whitened words on the device: the same grid, far from the origin too."""
+    rng = np.random.default_rng(30 + d)
+    x = _two_clusters(rng, 4000, d) + 1e5
+    w = rng.uniform(0.0, 1.0, size=4000) if weighted else None
+    lazy = jaxkde.KDE(bandwidth="scott").fit(x.astype(dtype), sample_weight=w)
+    laid = jaxkde.KDE(bandwidth="scott").fit(x.astype(dtype), sample_weight=w)
+    laid.state_  # noqa: B018 -- builds the layout
+    res = lazy.score_grid(((512,), (96, 80))[d - 1], method="binned")
+    assert "state_" not in vars(lazy) and "state_" in vars(laid)
+    ref = laid.score_grid(axes=res.axes, method="binned")
+    peak = np.exp(ref.log_density.max())
+    gap = np.max(np.abs(np.exp(res.log_density) - np.exp(ref.log_density))) / peak
+    assert gap < (1e-5 if dtype == "float32" else 1e-12), gap
+    exact = brute_log_density(x, _cells(res.axes), lazy.bandwidth_, w)
+    assert np.max(np.abs(np.exp(res.log_density.reshape(-1)) - np.exp(exact))) / peak < 0.01
+
+
 @pytest.mark.parametrize("kernel", KERNELS[1:])
 def test_binned_other_kernels_converge_with_the_grid(kernel):
     rng = np.random.default_rng(3)
@@ -269,11 +290,15 @@ def test_grid_products_are_true_float32_never_tf32():
     x = rng.normal(size=(300, 2)) @ np.array([[1.0, 0.0], [0.8, 0.6]])
     state = jaxkde.KDE(bandwidth="scott_full").fit(x).state_
     axes = tuple(np.linspace(-6, 6, 32) for _ in range(2))
-    (origin, spacing), h_inv, shape, fft_shape = grid._binned_inputs(state, axes)
+    origin = np.array([a[0] for a in axes]) - np.asarray(state.mean, np.float64)
+    spacing = np.array([a[1] - a[0] for a in axes], np.float32)
+    t, w = grid._device_coordinates(state, origin.astype(np.float32), spacing)
+    h_inv = np.linalg.inv(state.bandwidth_matrix()).astype(np.float32)
+    binned = functools.partial(grid._binned, kernel=state.kernel, shape=(32, 32),
+                               fft_shape=(64, 64), with_error=True)  # fmt: skip
     jaxprs = [
-        jax.make_jaxpr(
-            functools.partial(grid._binned, shape=shape, fft_shape=fft_shape, with_error=True)
-        )(state, origin, spacing, h_inv),
+        jax.make_jaxpr(grid._device_coordinates)(state, origin.astype(np.float32), spacing),
+        jax.make_jaxpr(binned)(t, w, spacing, state.chol, h_inv, state.log_normalizer),
         jax.make_jaxpr(grid._data_range)(state),
     ]
     dots = [

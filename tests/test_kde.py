@@ -176,6 +176,38 @@ def test_pickle_round_trip():
     assert unfitted.bandwidth == 2.0
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_fit_lays_out_the_state_on_first_use_only(dtype, weighted):
+    """fit keeps the float64 statistics; the engine's layout is built once, by the first call
+    that needs it (a binned grid never does), and a refit drops the old one."""
+    rng = np.random.default_rng(12)
+    x, q = rng.normal(size=(300, 2)) + 1e3, rng.normal(size=(7, 2)) + 1e3
+    w = rng.uniform(0.5, 1.0, size=300) if weighted else None
+    kde = jaxkde.KDE(bandwidth="scott_full").fit(x.astype(dtype), sample_weight=w)
+    assert "state_" not in vars(kde)
+    kde.score_grid(64, method="binned")
+    assert "state_" not in vars(kde)
+    got = kde.score_samples(q)
+    state = vars(kde)["state_"]
+    assert kde.state_ is state and "_lazy_state" not in vars(kde)
+    np.testing.assert_array_equal(kde.bandwidth_, state.bandwidth_matrix())
+    want = brute_log_density(x, q, kde.bandwidth_, w)
+    np.testing.assert_allclose(got, want, rtol=RTOL[dtype] * 10)
+    kde.fit((x + 5.0).astype(dtype), sample_weight=w)
+    assert "state_" not in vars(kde)
+    np.testing.assert_allclose(kde.score_samples(q + 5.0), want, rtol=RTOL[dtype] * 10)
+
+
+def test_fit_still_refuses_data_whose_whitening_overflows():
+    """The lazy layout's overflow check runs at fit, for diagonal and full bandwidths."""
+    x = np.random.default_rng(13).normal(size=(50, 3))
+    wide = np.concatenate([x, [[1e39, 0.0, 0.0]]])
+    for bandwidth in (1.0, np.diag([1.0, 2.0, 3.0]), [[1.0, 0.5, 0.0], [0.5, 1.0, 0.0],
+                                                      [0.0, 0.0, 1.0]]):  # fmt: skip
+        with pytest.raises(ValueError, match="overflows float32"):
+            jaxkde.KDE(bandwidth=bandwidth).fit(wide)  # float64 data, float32 working dtype
+
+
 def test_zero_weight_points_are_ignored():
     rng = np.random.default_rng(9)
     x, q = rng.normal(size=(60, 2)), rng.normal(size=(15, 2))
