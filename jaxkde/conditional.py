@@ -17,7 +17,7 @@ from jax.sharding import Mesh
 
 from ._validation import check_data
 from .distributed import replicate
-from .engine import _check_precision, log_density_whitened
+from .engine import _check_precision, log_density_whitened, settled
 from .sampling import _host_points, choose_by_weight, draw, sample_with_centres
 from .sharding import sharded_log_density_whitened
 from .state import HostWhitening, KDEState, whiten_checked_queries, whiten_queries
@@ -86,13 +86,15 @@ def _evaluate(cstate, queries, precision, mesh, whitenings, output):
         else:
             hi, lo = whiten_checked_queries(state, queries, whitening)
         if mesh is None:
-            parts.append(log_density_whitened(state, hi, lo, precision=precision))
+            parts.append(log_density_whitened(state, hi, lo, precision=precision, defer=True))
         else:
             if jax.process_count() > 1:  # a global program takes global arrays
                 hi, lo = replicate(mesh, hi, lo)
             parts.append(
                 sharded_log_density_whitened(state, hi, lo, mesh=mesh, precision=precision)
             )
+    # Every class dispatched before any is waited on.
+    parts = [settled(p) for p in parts]
     return _combine(jnp.stack(parts, axis=1), cstate.log_priors, output=output)
 
 

@@ -74,6 +74,7 @@ __all__ = [
     "PRECISIONS",
     "RTOL",
     "TIERS",
+    "PendingLogDensity",
     "combine_log_sums",
     "default_block_sizes",
     "direct_sq_distances",
@@ -82,6 +83,7 @@ __all__ = [
     "log_density_program",
     "log_density_whitened",
     "pairwise_sq_distances",
+    "settled",
 ]
 
 #: Default ``(query block, data chunk)`` sizes by backend. On 2 CPU cores (1024, 4096) keeps a
@@ -954,6 +956,32 @@ def _settle_program(state, zq_hi, zq_lo, log_f, code, partial):
     return jnp.where(code != _SETTLED, lse[:, 0] + norm, log_f)
 
 
+class PendingLogDensity(NamedTuple):
+    """A block's dispatched first pass, settled on demand (:meth:`result`): a caller that
+    scores many blocks dispatches every first pass before it waits on any, so the device is
+    never idle between blocks (see :func:`log_density_whitened`'s ``defer``)."""
+
+    state: KDEState
+    zq_hi: jax.Array
+    zq_lo: jax.Array | None
+    log_f: jax.Array
+    code: jax.Array | None
+    partial: _Partial | None
+
+    def result(self) -> jax.Array:
+        """The settled log density ``(m,)``: waits for the first pass, and runs the tiers only
+        where it marked a query."""
+        if self.code is None or not np.any(np.asarray(self.code)):
+            return self.log_f
+        return _settle_program(self.state, self.zq_hi, self.zq_lo, self.log_f, self.code,
+                               self.partial)  # fmt: skip
+
+
+def settled(result: jax.Array | PendingLogDensity) -> jax.Array:
+    """``result`` itself, or a :class:`PendingLogDensity`'s :meth:`~PendingLogDensity.result`."""
+    return result.result() if isinstance(result, PendingLogDensity) else result
+
+
 def log_density_whitened(
     state: KDEState,
     zq_hi: jax.Array,
@@ -961,24 +989,25 @@ def log_density_whitened(
     *,
     block_size: int | None = None,
     precision: str = "highest",
-) -> jax.Array:
+    defer: bool = False,
+) -> jax.Array | PendingLogDensity:
     """:func:`log_density` of queries already whitened by :func:`jaxkde.whiten_queries`.
 
     Called with concrete arrays, the first pass runs as one compiled program; only when it
     marks a query (its rounding-error account exceeded) do the recomputation tiers run, as a
     second program compiled at its first use, so well-scaled data never compile them. Inside a
     trace it is :func:`log_density_program`, the tiers inside. Either way the programs are
-    reused for every state of the same shapes.
+    reused for every state of the same shapes. With ``defer`` (concrete arrays only), the
+    first pass is dispatched and a :class:`PendingLogDensity` returned without waiting for it
+    (pass results through :func:`settled`).
     """
     _check_precision(precision)
     if any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves((state, zq_hi, zq_lo))):
         return log_density_program(state, zq_hi, zq_lo, block_size=block_size,
                                    precision=precision)  # fmt: skip
-    log_f, code, partial = _first_pass_program(state, zq_hi, zq_lo, block_size=block_size,
-                                               precision=precision)  # fmt: skip
-    if code is None or not np.any(np.asarray(code)):  # waits for this block's first pass
-        return log_f
-    return _settle_program(state, zq_hi, zq_lo, log_f, code, partial)
+    first = _first_pass_program(state, zq_hi, zq_lo, block_size=block_size, precision=precision)
+    pending = PendingLogDensity(state, zq_hi, zq_lo, *first)
+    return pending if defer else pending.result()
 
 
 def log_density(
@@ -988,7 +1017,8 @@ def log_density(
     block_size: int | None = None,
     precision: str = "highest",
     whitening: HostWhitening | None = None,
-) -> jax.Array:
+    defer: bool = False,
+) -> jax.Array | PendingLogDensity:
     """Log density of the KDE ``state`` at each query.
 
     Parameters
@@ -1006,6 +1036,9 @@ def log_density(
         Precision of the distance matrix products (see module docstring).
     whitening : HostWhitening, optional
         ``jaxkde.host_whitening(state)``, to reuse across calls (computed here otherwise).
+    defer : bool
+        Return a :class:`PendingLogDensity` without waiting for the first pass (see
+        :func:`log_density_whitened`); a block loop settles them after dispatching all.
 
     Returns
     -------
@@ -1017,4 +1050,5 @@ def log_density(
     """
     _check_precision(precision)
     zq_hi, zq_lo = whiten_queries(state, queries, whitening)
-    return log_density_whitened(state, zq_hi, zq_lo, block_size=block_size, precision=precision)
+    return log_density_whitened(state, zq_hi, zq_lo, block_size=block_size, precision=precision,
+                                defer=defer)  # fmt: skip

@@ -47,7 +47,7 @@ import numpy as np
 from jax.scipy.linalg import solve_triangular
 
 from .conditional import ClassConditionalState
-from .engine import direct_sq_distances, log_density_whitened
+from .engine import direct_sq_distances, log_density_whitened, settled
 from .kernels import GaussianKernel
 from .state import (
     KDEState,
@@ -453,6 +453,7 @@ def _exact_cells(state: KDEState, points: np.ndarray) -> np.ndarray:
         sorted_data, block = sort_data(state), SUM_UPDATING_BLOCK
     else:
         sorted_data, block = None, 4096
+    results = []
     for start in range(0, m, block):
         rows = points[start : start + block]
         r = rows.shape[0]
@@ -461,10 +462,12 @@ def _exact_cells(state: KDEState, points: np.ndarray) -> np.ndarray:
             rows = np.concatenate([rows, np.repeat(rows[:1], padded - r, axis=0)])
         hi, lo = whiten_checked_queries(state, rows, hw)
         if sorted_data is None:
-            res = log_density_whitened(state, hi, lo, block_size=min(padded, 1024))
+            res = log_density_whitened(state, hi, lo, block_size=min(padded, 1024), defer=True)
         else:
             res = sorted_log_density(sorted_data, hi, lo)
-        out[start : start + r] = np.asarray(res, np.float64)[:r]
+        results.append((start, r, res))
+    for start, r, res in results:  # every block dispatched before any is waited on
+        out[start : start + r] = np.asarray(settled(res), np.float64)[:r]
     return out
 
 

@@ -44,7 +44,7 @@ from .conditional import (
     mixture_log_density,
     sample_classes_host,
 )
-from .engine import PRECISIONS, default_block_sizes, log_density
+from .engine import PRECISIONS, default_block_sizes, log_density, settled
 from .grid import GridDensity, default_axes, grid_log_density
 from .kernels import UnivariateGaussianKernel, get_kernel
 from .moments import moments_bandwidth
@@ -224,6 +224,10 @@ class _Params:
         if state.get("_images") is not None:
             state["_images"] = tuple((jax.tree.map(jnp.asarray, s), w) for s, w in state["_images"])
         self.__dict__.update(state)
+
+
+#: The engine on one block of a block loop: its first pass dispatched, settled at the gather.
+_deferred_log_density = functools.partial(log_density, defer=True)
 
 
 def _encode_labels(y, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -850,8 +854,10 @@ class KDE(_Params):
             if padded != rows:  # padded with copies of the first row: a real, harmless query
                 chunk = np.concatenate([chunk, np.repeat(chunk[:1], padded - rows, axis=0)])
             out.append((fn(state, chunk, **kwargs), rows))
-        # Blocks were dispatched asynchronously; slicing on the host adds no compiled programs.
-        return np.concatenate([np.asarray(block_out)[:rows] for block_out, rows in out])
+        # Blocks were dispatched asynchronously (first passes deferred: settled only now, so
+        # the device never waits for the host between blocks); slicing on the host adds no
+        # compiled programs.
+        return np.concatenate([np.asarray(settled(block_out))[:rows] for block_out, rows in out])
 
     def score_samples(self, X, batch_size: int | None = None) -> np.ndarray:
         """Log density at each row of ``X``, shape ``(n_queries,)``, in the working dtype.
@@ -886,14 +892,15 @@ class KDE(_Params):
             if self._sorted is not False:
                 fn = functools.partial(sum_updating_log_density, self._sorted)
                 return self._evaluate(fn, X, batch_size, default_block=SUM_UPDATING_BLOCK)
-            fn = log_density
+            fn = _deferred_log_density
         return self._evaluate(fn, X, batch_size)
 
     def _bounded_score(self, X, batch_size):
         """Log density with bounds: -inf outside; the images' sum (reflection) or the
         transformed density plus its log Jacobian (transform)."""
         bounds = self._bounds
-        fn = log_density if self.__dict__.get("_fit_mesh") is None else sharded_log_density
+        fn = (_deferred_log_density if self.__dict__.get("_fit_mesh") is None
+              else sharded_log_density)  # fmt: skip
         queries, _ = check_data(X, "X", n_features=self.n_features_in_, owner="KDE")
         transform = self._images is None
         keep = inside(queries, bounds, strict=transform)
@@ -1169,8 +1176,10 @@ class KDE(_Params):
     ) -> np.ndarray:
         """Draw ``n_samples`` points from the KDE, shape ``(n_samples, n_features_in_)``, float64.
 
-        The centre and kernel noise are drawn on the device; the point is formed in float64 on
-        the host, so samples of data far from the origin keep their precision.
+        The centre and kernel noise are drawn on the device, and the point formed there where
+        a bound on its rounding is within ``jaxkde.sampling.DEVICE_SAMPLING_TOL`` of the
+        kernel's standard deviation; otherwise (data far from the origin) the same draws are
+        formed in float64 on the host, so every sample keeps float64's precision.
 
         Parameters
         ----------

@@ -113,9 +113,6 @@ def _around(state: KDEState, key: jax.Array, indices: jax.Array, low_words: bool
     return z, lo, noise
 
 
-_gather_low_words = jax.jit(_low_words)
-
-
 @functools.partial(jax.jit, static_argnames=("num_samples",))
 def draw(state: KDEState, key: jax.Array, num_samples: int):
     """The random part of sampling, on the device.
@@ -225,6 +222,18 @@ def sampling_scales(whitening: HostWhitening) -> SamplingScales:
     return SamplingScales(np.float64(offset), np.float64(rel))
 
 
+def _replay(state, key, num_samples, indices=None, low_words=True):
+    """``(indices, z, lo, noise)``: the draws of :func:`_device_draws` (the same key, the same
+    numbers), with the centres' low words, for the host route."""
+    if indices is None:
+        key_centre, key = jax.random.split(key)
+        indices = choose_by_weight(key_centre, state.log_weights.reshape(-1), num_samples)
+    return (indices, *_around(state, key, indices, low_words=low_words))
+
+
+_replay_program = jax.jit(_replay, static_argnames=("num_samples",))
+
+
 @functools.partial(jax.jit, static_argnames=("num_samples", "centres"))
 def _device_draws(state, key, num_samples, noise_scale, offset, rel, indices=None, *,
                   centres=True):  # fmt: skip
@@ -232,17 +241,16 @@ def _device_draws(state, key, num_samples, noise_scale, offset, rel, indices=Non
     the device, and a bound on their rounding in kernel standard deviations:
     ``eps (offset + (3 + rel) max_i |w_i|)``, since ``|x_ij| / sigma_j <= |c_j| / sigma_j +
     |w_i|`` and the low words, dropped, are within ``eps |w_i| / 2`` of a whitened point.
-    ``noise_scale`` is ``sqrt(scaling_factor)``."""
-    if indices is None:
-        key_centre, key = jax.random.split(key)
-        indices = choose_by_weight(key_centre, state.log_weights.reshape(-1), num_samples)
-    z, _, noise = _around(state, key, indices, low_words=False)
+    ``noise_scale`` is ``sqrt(scaling_factor)``. Returns ``(indices, samples, centres or None,
+    bound)``; :func:`_replay_program` gives the draws themselves where the bound is too
+    large."""
+    indices, z, _, noise = _replay(state, key, num_samples, indices, low_words=False)
     w = z + jnp.asarray(noise_scale, state.dtype) * noise
     samples = unwhiten(state, w)
     at = unwhiten(state, z) if centres else None
     w_max = jnp.sqrt(jnp.max(jnp.sum(w * w, axis=1)))
     bound = jnp.finfo(state.dtype).eps * (offset + (3.0 + rel) * w_max)
-    return indices, z, noise, samples, at, bound
+    return indices, samples, at, bound
 
 
 def sample_host(
@@ -276,14 +284,13 @@ def sample_host(
     given = None if indices is None else jnp.asarray(indices)
     # Beyond the working dtype the device's points overflow, and the host forms them.
     noise_scale = min(math.sqrt(scaling_factor), float(np.finfo(state.dtype).max))
-    idx_d, z, noise, samples, at, bound = _device_draws(
-        state, key, num_samples, noise_scale, offset, rel, given, centres=centres
-    )
-    idx, samples, at, bound = jax.device_get((idx_d, samples, at, bound))  # one transfer
+    drawn = _device_draws(state, key, num_samples, noise_scale, offset, rel, given,
+                          centres=centres)  # fmt: skip
+    idx, samples, at, bound = jax.device_get(drawn)  # one transfer
     if bound <= DEVICE_SAMPLING_TOL:  # NaN or inf (overflow) take the host route
         at = None if at is None else at.astype(np.float64)
         return idx, at, samples.astype(np.float64)
-    lo = _gather_low_words(state, idx_d)
+    _, z, lo, noise = _replay_program(state, key, num_samples, given)
     centres_, samples = _host_points(state, z, lo, noise, scaling_factor, hw, centres)
     return idx, centres_, samples
 

@@ -113,8 +113,9 @@ def test_points_formed_on_the_device_only_where_their_rounding_is_negligible(
     state, hw = kde.state_, kde._whitening
     scales = sampling.sampling_scales(hw)
     key = jax.random.key(5)
-    idx, z, noise, got, at, bound = sampling._device_draws(state, key, 2000, 2.0**0.5, *scales)
-    lo = sampling._gather_low_words(state, idx)
+    idx, got, at, bound = sampling._device_draws(state, key, 2000, 2.0**0.5, *scales)
+    same_idx, z, lo, noise = sampling._replay_program(state, key, 2000)
+    np.testing.assert_array_equal(idx, same_idx)  # the replay draws the same numbers
     at_host, want = sampling._host_points(state, z, lo, noise, 2.0, hw)
     sigma = np.sqrt(np.diag(kde.bandwidth_))
     err = max(np.max(np.abs(np.asarray(got, np.float64) - want) / sigma),
