@@ -514,7 +514,7 @@ class KDE(_Params):
                 choice = resolve(spec)
                 if lazy_extent is not None:  # the layout waits for its first use
                     state = LazyState(
-                        x,
+                        x if x is not X else x.copy(),  # X may change after fit
                         w,
                         choice.matrix,
                         kernel,

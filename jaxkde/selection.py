@@ -957,7 +957,10 @@ def _warn_fit(fit: BandwidthFit) -> None:
 
 @functools.partial(jax.jit, static_argnames=("precision",))
 def _grid_block(state, q_hi, q_lo, rows, grid, log_norm, *, precision):
-    return _logsumexp(state, q_hi, q_lo, precision, rows, grid=grid, log_normalizer=log_norm)
+    # The direct tier alone, as before the tiers: one fused program per fold shape, and the
+    # product tiers would double its compile time for queries a grid rarely marks.
+    return _logsumexp(state, q_hi, q_lo, precision, rows, grid=grid, log_normalizer=log_norm,
+                      tiers=DIRECT_TIER)  # fmt: skip
 
 
 def grid_log_likelihood(

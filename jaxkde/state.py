@@ -455,9 +455,10 @@ class LazyState:
     Parameters
     ----------
     data : np.ndarray of float64, shape (n, d)
-        Validated data (``check_data``); kept, not copied.
+        Validated data (``check_data``); kept, copied unless it owns its memory (so the
+        caller's array may change after ``fit``).
     weights : array of shape (n,), or None
-        Non-negative weights, not all zero.
+        Non-negative weights, not all zero (copied likewise).
     bandwidth, kernel, basis, chunk_size, dtype, n_rows
         As for :func:`build_state`.
     extent : pair of arrays of shape (d,), optional
@@ -467,6 +468,8 @@ class LazyState:
     def __init__(self, data: np.ndarray, weights, bandwidth, kernel: Kernel, *, basis=None,
                  chunk_size: int = 4096, dtype=None, n_rows: int | None = None,
                  extent=None) -> None:  # fmt: skip
+        data = data if data.flags.owndata else data.copy()
+        weights = None if weights is None else np.array(weights, np.float64)
         self.data = data
         self.weights = None if weights is None else normalized_log_weights(weights, len(data))[0]
         self.dtype = working_dtype(data.dtype if dtype is None else dtype)

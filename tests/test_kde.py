@@ -198,6 +198,21 @@ def test_fit_lays_out_the_state_on_first_use_only(dtype, weighted):
     np.testing.assert_allclose(kde.score_samples(q + 5.0), want, rtol=RTOL[dtype] * 10)
 
 
+def test_a_lazy_fit_keeps_its_own_copy_of_the_data():
+    """The layout is built after fit returns: changing X or the weights afterwards must not
+    change the model (float64 X is not copied by the validation)."""
+    rng = np.random.default_rng(14)
+    x, q = rng.normal(size=(200, 2)), rng.normal(size=(9, 2))
+    w = rng.uniform(0.5, 1.0, size=200)
+    want = jaxkde.KDE(bandwidth=0.5).fit(x.copy(), sample_weight=w.copy()).score_samples(q)
+    kde = jaxkde.KDE(bandwidth=0.5).fit(x, sample_weight=w)
+    view = jaxkde.KDE(bandwidth=0.5).fit(x[:, :], sample_weight=w)  # a view of X
+    x += 100.0
+    w[:100] = 0.0
+    np.testing.assert_array_equal(kde.score_samples(q), want)
+    np.testing.assert_array_equal(view.score_samples(q), want)
+
+
 def test_fit_still_refuses_data_whose_whitening_overflows():
     """The lazy layout's overflow check runs at fit, for diagonal and full bandwidths."""
     x = np.random.default_rng(13).normal(size=(50, 3))
