@@ -48,6 +48,7 @@ from .engine import DIRECT_MAX_DIM, DIRECT_TIER, DirectCoordinates, _logsumexp
 from .kernels import Kernel, TophatKernel, UnivariateGaussianKernel, get_kernel
 from .moments import rule_bandwidth
 from .sampling import as_key
+from .scale_search import SCALE_LIMITS, scale_search
 from .sharding import reduce_shards
 from .state import (
     KDEState,
@@ -497,52 +498,6 @@ def _optimiser_steps(p, s, x, x_lo, lw, rows, log_ref, lf, *, length, opt, objec
 
 #: The scale search: a first grid of factors of the starting L (10^-3 to 10^1, a quarter
 #: decade apart), moved by 3 decades while the best value sits at an edge, up to these limits.
-_SCALE_GRID = np.linspace(-3.0, 1.0, 17) * math.log(10.0)
-_SCALE_LIMITS = (-12.0 * math.log(10.0), 6.0 * math.log(10.0))
-
-
-def _scale_search(evaluate, xtol: float, lowest: float = _SCALE_LIMITS[0]):
-    """Maximise ``evaluate(log_scales) -> values`` over a log scale by grids of 17 points.
-
-    Returns ``(status, best_log_scale, best_value, width)``: the best grid point, and the
-    width of the bracket around it once the maximum is bracketed (status ``"converged"``),
-    ``"unbounded"`` if the values keep growing towards the smallest scale allowed, or
-    ``"nonfinite"`` if no value is finite.
-    """
-    grid = _SCALE_GRID.copy()
-    while True:
-        values = np.asarray(evaluate(grid), np.float64)
-        finite = np.isfinite(values)
-        if not finite.any():
-            if grid[-1] >= _SCALE_LIMITS[1]:
-                return "nonfinite", 0.0, -math.inf, math.inf
-            grid = grid + (grid[-1] - grid[0])  # larger bandwidths reach more neighbours
-            continue
-        best = int(np.argmax(np.where(finite, values, -np.inf)))
-        span = grid[-1] - grid[0]
-        if best == 0 and grid[0] > lowest:
-            grid = grid - span
-            continue
-        if best == grid.size - 1 and grid[-1] < _SCALE_LIMITS[1]:
-            grid = grid + span
-            continue
-        if best == 0:
-            return "unbounded", grid[0], values[0], math.inf
-        if best == grid.size - 1:
-            return "nonfinite", grid[-1], values[-1], math.inf
-        break
-    # Refine: 17 points across the bracket of the best point, until it is narrower than xtol.
-    while True:
-        lo, hi = grid[best - 1], grid[best + 1]
-        if hi - lo <= xtol:
-            return "converged", grid[best], values[best], hi - lo
-        grid = np.linspace(lo, hi, 17)
-        values = np.asarray(evaluate(grid), np.float64)
-        best = int(np.argmax(np.where(np.isfinite(values), values, -np.inf)))
-        if best in (0, grid.size - 1):  # rounding noise at the bracket's edge: stop here
-            return "converged", grid[best], values[best], hi - lo
-
-
 def fit_bandwidth(
     X,
     sample_weight=None,
@@ -570,9 +525,10 @@ def fit_bandwidth(
 
     Two stages. First a **scale search**: the objective at ``c * L_init`` for 17 values of
     ``log c`` at a time (one shared distance computation per grid, as
-    :func:`grid_log_likelihood`), the grid moved by 3 decades while its best point sits at an
-    edge (from 1e-12 to 1e6 times the start) and then refined inside the bracket of the best
-    point until it is narrower than ``xtol`` in ``log h``. This reaches optima many decades
+    :func:`grid_log_likelihood`), the window re-centred on the best point seen until that
+    point is bracketed (from 1e-12 to 1e6 times the start; :func:`jaxkde.scale_search.
+    scale_search`, bounded), then refined inside the bracket until it is narrower than ``xtol``
+    in ``log h``. This reaches optima many decades
     from the start, and finds when none exists. For ``kind="scalar"`` that is the answer.
     For ``"diagonal"`` and ``"full"`` an **optimiser** (L-BFGS with a zoom line search by
     default) then maximises the objective from the scaled start, until the largest entry of
@@ -702,7 +658,7 @@ def fit_bandwidth(
                                                        rows_sharding)  # fmt: skip
         lw = jax.device_put(np.pad(log_w, (0, pad), constant_values=-np.inf), rows_sharding)
         lf = None if lf is None else jax.device_put(np.pad(lf, (0, pad)), rows_sharding)
-    lowest = _SCALE_LIMITS[0]
+    lowest = SCALE_LIMITS[0]
     if _sum_updates(d, kern, mesh, lf):
         # Sum updating places points in unit cells of the working dtype: keep x / h within
         # its exact range (2^22 bandwidths of float32 from the centre).
@@ -793,7 +749,7 @@ def _learn_across_processes(X, sample_weight, init, batch_size, key, dtype, lear
         )
     arrays = (place(hi), None if lo is None else place(lo), place(log_w, -np.inf), None,
               _evaluation_rows(positive, batch_size, key), positive)  # fmt: skip
-    return learn(arrays, init, params0, _SCALE_LIMITS[0], dtype=dtype)
+    return learn(arrays, init, params0, SCALE_LIMITS[0], dtype=dtype)
 
 
 def _learn(
@@ -851,7 +807,7 @@ def _learn(
             return lscv_at_scales(start, x, lw, eval_rows, x_lo, scales, log_ref, **static)
         return _loo_at_scales(start, x, lw, eval_rows, x_lo, scales, lf, **static)
 
-    status, log_c, _, _ = _scale_search(evaluate, xtol, lowest)
+    status, log_c, _, _ = scale_search(evaluate, xtol, lowest)
     if status != "converged":
         value, gradient = value_and_gradient(start)
         fit = BandwidthFit(init, value, np.zeros(0), 0, False, params0, status, gradient)

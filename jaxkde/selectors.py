@@ -13,7 +13,11 @@ One-dimensional selectors work on **linearly binned** data: ``n`` points are spr
 ``grid_size`` equally spaced bins, and every pair sum ``sum_ij w_i w_j g(x_i - x_j)`` is read
 from the bins' autocorrelation (one FFT), so a selector costs ``O(n + M log M)`` and runs on
 10^6 points in well under a second. The binning error is ``O(delta^2 g'')`` per pair for bins
-of width ``delta``, below 1e-3 relative for bandwidths of 10 bins or more.
+of width ``delta``, below 1e-3 relative for bandwidths of ``13 sqrt(order + 1)`` bins or more
+(derivatives of that order; LSCV, a difference of two sums, asks 1e-5); where a bandwidth
+being evaluated is narrower (heavy tails or a far outlier stretch the range over thousands of
+bandwidths), the data are binned again, finer, only where they lie, or their pairs within reach
+are summed exactly (:class:`_PairSums`), so every bandwidth keeps that many bins.
 
 References
 ----------
@@ -33,8 +37,10 @@ import warnings
 from collections.abc import Callable
 
 import numpy as np
+from numpy.polynomial.hermite_e import hermeval
 
 from ._validation import check_data, check_positive_int, check_weights
+from .scale_search import LATTICE_STEP, scale_search
 
 __all__ = [
     "FULL_SELECTORS",
@@ -121,40 +127,144 @@ def _lag_sums(counts: np.ndarray) -> np.ndarray:
     return np.fft.irfft(spectrum * np.conj(spectrum), size)[:m]
 
 
+#: Relative error of a pair sum. Linear binning adds about ``delta^2 / 6`` to the kernel's
+#: variance: a relative error near ``(order + 1) delta^2 / (6 h^2)`` for a derivative of that
+#: order, so bins of width ``h sqrt(6 rtol / (order + 1))`` keep it; where the bins over the
+#: range are wider, the pair sums are binned again more finely.
+PAIR_SUM_RTOL = 1e-3
+#: The most bins of one fine binning, and the most point pairs summed exactly where the fine
+#: bins would exceed that; beyond both a selector raises :class:`SelectorError`.
+MAX_FINE_BINS = 2**22
+MAX_EXACT_PAIRS = 10**7
+#: Pairs further apart than this many bandwidths are left out: a Gaussian derivative of order
+#: up to 14 there is below 1e-21 of its value at 0.
+_REACH = 12.0
+_MAX_LEVEL = 60
+
+
+class _TooCostly(SelectorError):
+    """A pair sum would exceed ``MAX_FINE_BINS`` bins and ``MAX_EXACT_PAIRS`` pairs."""
+
+
 class _PairSums:
-    """Binned pair sums ``sum_ij w_i w_j g(x_i - x_j)`` of 1-D data (self pairs included)."""
+    """Pair sums ``sum_ij w_i w_j g(x_i - x_j)`` of 1-D data (self pairs included), for ``g`` a
+    Gaussian derivative of bandwidth ``h`` (left out beyond ``12 h``).
+
+    Level 0 bins the data's whole range on ``m`` points (the linear binning of Wand 1994, one
+    FFT). A bandwidth narrower than it needs of those bins (heavy tails, a far
+    outlier: the range is then many bandwidths) is served by a finer level ``k`` with bins
+    ``2^k`` times narrower, binned only where the data are: the sorted data are cut wherever
+    two neighbours lie further apart than the kernel reaches, and each piece is binned on its
+    own (separated by empty bins, one FFT). Where even those bins would exceed
+    ``MAX_FINE_BINS``, the pairs within reach are summed exactly (at most ``MAX_EXACT_PAIRS``).
+    Either way a derivative of order ``r`` at bandwidth ``h`` is evaluated with bins at most
+    ``h sqrt(6 rtol / (r + 1))`` wide.
+    """
 
     def __init__(self, x: np.ndarray, w: np.ndarray, m: int):
-        lo, hi = float(x.min()), float(x.max())
-        self.delta = (hi - lo) / (m - 1)
-        lags = _lag_sums(_bins(x, w, lo, hi, m))
-        self.lags = np.maximum(lags, 0.0)  # FFT rounding below 0 where no pair exists
-        self.offsets = np.arange(m) * self.delta
-        self.self_weight = float(np.sum(w**2))
+        # Exact ties are one point of their summed weight: every pair sum is unchanged (self
+        # pairs included), and however small the bandwidth, tied rows cost nothing.
+        self.x, where = np.unique(x, return_inverse=True)
+        self.w = np.bincount(where.reshape(-1), weights=w, minlength=self.x.shape[0])
+        self.delta = (float(self.x[-1]) - float(self.x[0])) / (m - 1)
+        lags = _lag_sums(_bins(self.x, self.w, float(self.x[0]), float(self.x[-1]), m))
+        # FFT rounding below 0 where no pair exists
+        self._levels: dict[tuple[int, int], tuple[np.ndarray, float] | None] = {
+            (0, 0): (np.maximum(lags, 0.0), self.delta)
+        }
+        self.self_weight = float(np.sum(w**2))  # of the rows, for the leave-one-out sums
 
-    def __call__(self, g: Callable[[np.ndarray], np.ndarray], reach: float = math.inf) -> float:
-        """``sum_ij w_i w_j g(x_i - x_j)``; ``g`` even, negligible beyond ``reach``."""
-        k = self.offsets.shape[0] if not math.isfinite(reach) else int(reach / self.delta) + 2
-        k = min(max(k, 1), self.offsets.shape[0])
-        values = g(self.offsets[:k])
-        return float(self.lags[0] * values[0] + 2.0 * np.dot(self.lags[1:k], values[1:]))
+    def __call__(self, order: int, h: float, rtol: float = PAIR_SUM_RTOL) -> float:
+        """``sum_ij w_i w_j phi_h^{(order)}(x_i - x_j)`` for an even ``order <= 14``, to about
+        ``rtol`` relative."""
+        if not h > 0:
+            raise SelectorError(f"a pair sum at bandwidth {h!r} was asked for.")
+        g = _gauss_derivative(order, h)
+        bins = math.sqrt((order + 1) / (6.0 * rtol))  # per bandwidth
+        need = bins * self.delta / h
+        level = 0 if need <= 1.0 else math.ceil(math.log2(need))
+        if level > _MAX_LEVEL:
+            raise SelectorError(
+                f"a bandwidth of {h:.3g} is below 2^-{_MAX_LEVEL} of the data's range."
+            )
+        # At this level every bandwidth needing these bins is below twice them: its terms
+        # within reach lie within ``lags`` bins (plus the binning's one).
+        lags = 0 if level == 0 else int(2.0 * bins * _REACH) + 2
+        if (level, lags) not in self._levels:
+            self._levels[(level, lags)] = self._fine_bins(self.delta * 0.5**level, lags)
+        binned = self._levels[(level, lags)]
+        if binned is None:
+            return self._exact(g, _REACH * h)
+        lag_sums, delta = binned
+        k = min(int(_REACH * h / delta) + 2, lag_sums.shape[0])
+        values = g(np.arange(k) * delta)
+        return float(lag_sums[0] * values[0] + 2.0 * np.dot(lag_sums[1:k], values[1:]))
+
+    def _fine_bins(self, delta: float, n_lags: int) -> tuple[np.ndarray, float] | None:
+        """Lag sums ``(n_lags,)`` of bins of width ``delta`` laid only where the data are;
+        ``None`` where they would exceed ``MAX_FINE_BINS``."""
+        x, w = self.x, self.w
+        cut = np.flatnonzero(np.diff(x) > n_lags * delta) + 1
+        starts = np.concatenate([[0], cut])
+        ends = np.concatenate([cut, [x.shape[0]]])
+        lags = np.zeros(n_lags)
+        single = ends - starts == 1
+        lags[0] += float(np.sum(w[starts[single]] ** 2))  # an isolated point pairs only itself
+        starts, ends = starts[~single], ends[~single]
+        if starts.size == 0:
+            return lags, delta
+        sizes = np.floor((x[ends - 1] - x[starts]) / delta).astype(np.int64) + 2
+        total = int(np.sum(sizes + n_lags))
+        if total > MAX_FINE_BINS:
+            return None
+        offsets = np.concatenate([[0], np.cumsum(sizes + n_lags)[:-1]])
+        piece = np.repeat(np.arange(starts.size), ends - starts)
+        rows = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends, strict=True)])
+        pos = (x[rows] - x[starts][piece]) / delta
+        left = np.minimum(np.floor(pos).astype(np.int64), sizes[piece] - 2)
+        frac = pos - left
+        index = offsets[piece] + left
+        counts = np.bincount(index, weights=w[rows] * (1.0 - frac), minlength=total)
+        counts += np.bincount(index + 1, weights=w[rows] * frac, minlength=total)
+        lags += np.maximum(_lag_sums(counts[:total])[:n_lags], 0.0)
+        return lags, delta
+
+    def _exact(self, g: Callable[[np.ndarray], np.ndarray], reach: float) -> float:
+        """The pair sum over every pair within ``reach`` (sorted data, in chunks)."""
+        x, w = self.x, self.w
+        n = x.shape[0]
+        ends = np.searchsorted(x, x + reach, side="right")
+        counts = ends - np.arange(n) - 1  # partners j > i within reach
+        if float(np.sum(counts)) > MAX_EXACT_PAIRS:
+            raise _TooCostly(
+                f"the data span too many bandwidths: {float(np.sum(counts)):.3g} pairs lie within "
+                f"reach of a bandwidth of {reach / _REACH:.3g}, and its bins would exceed "
+                f"{MAX_FINE_BINS}."
+            )
+        total = float(np.sum(w**2)) * float(g(np.zeros(1))[0])
+        first_pair = np.concatenate([[0], np.cumsum(counts)])  # of each row, in pair order
+        i = 0
+        while i < n:  # rows whose pairs total about 2^20 at a time
+            j = int(np.searchsorted(first_pair, first_pair[i] + 2**20, side="right")) - 1
+            j = min(max(j, i + 1), n)
+            rows = np.repeat(np.arange(i, j), counts[i:j])
+            partners = rows + 1 + np.arange(rows.size) - (first_pair[rows] - first_pair[i])
+            total += 2.0 * float(np.sum(w[rows] * w[partners] * g(x[partners] - x[rows])))
+            i = j
+        return total
 
 
 def _gauss_derivative(order: int, h: float) -> Callable[[np.ndarray], np.ndarray]:
-    """``u -> phi_h^{(order)}(u)`` for an even ``order`` (0, 4, 6), ``phi_h`` the N(0, h^2)
-    density."""
-    polys = {0: (1.0,), 2: (1.0, 0.0, -1.0), 4: (1.0, 0.0, -6.0, 0.0, 3.0),
-             6: (1.0, 0.0, -15.0, 0.0, 45.0, 0.0, -15.0)}  # fmt: skip
-    coeffs = polys[order]
+    """``u -> phi_h^{(order)}(u)`` for an even ``order``, ``phi_h`` the N(0, h^2) density:
+    ``He_order(u / h) phi(u / h) / h^(order + 1)``."""
+    coeffs = np.zeros(order + 1)
+    coeffs[order] = 1.0
 
     def g(u):
         z = u / h
-        return np.polyval(coeffs, z) * np.exp(-0.5 * z * z) / (_SQRT_2PI * h ** (order + 1))
+        return hermeval(z, coeffs) * np.exp(-0.5 * z * z) / (_SQRT_2PI * h ** (order + 1))
 
     return g
-
-
-_REACH = 40.0  # Gaussian derivative terms beyond 40 sigma are below exp(-800)
 
 
 def _columns(x: np.ndarray) -> list[np.ndarray]:
@@ -163,7 +273,8 @@ def _columns(x: np.ndarray) -> list[np.ndarray]:
 
 def _per_dimension(name: str, fn, data, weights, **kwargs) -> np.ndarray:
     x, w, n_eff = _prepare(data, weights)
-    weighted = weights is not None
+    # Equal weights (zero-weight rows dropped) are no weights: every rule gives the same H.
+    weighted = weights is not None and bool(np.ptp(w) > 1e-12 * np.max(w))
     out = []
     for j, col in enumerate(_columns(x)):
         try:
@@ -205,27 +316,21 @@ def silverman_robust_bandwidth(data, weights=None) -> np.ndarray:
 
 
 # ----------------------------------------------------------------- improved Sheather-Jones
-def _dct2(values: np.ndarray) -> np.ndarray:
-    """Unnormalised DCT-II, ``y_k = 2 sum_j x_j cos(pi k (2 j + 1) / (2 m))``, by one FFT."""
-    m = values.shape[0]
-    spectrum = np.fft.rfft(np.concatenate([values, values[::-1]]))[:m]
-    return np.real(spectrum * np.exp(-0.5j * np.pi * np.arange(m) / m))
-
-
-def _isj_fixed_point(t: float, n: float, k_sq: np.ndarray, a_sq: np.ndarray) -> float:
-    """``t - xi gamma^[l](t)`` of Botev et al. (2010), eq. (29), with ``l = 7``."""
+def _isj_fixed_point(t: float, n: float, norm: Callable[[int, float], float]) -> float:
+    """``t - xi gamma^[l](t)`` of Botev et al. (2010), eq. (29), with ``l = 7``;
+    ``norm(s, t)`` estimates ``||f^{(s)}||^2`` of the density smoothed to time ``t``."""
     ell = 7
-    norm = 0.5 * math.pi ** (2 * ell) * np.sum(k_sq**ell * a_sq * np.exp(-k_sq * math.pi**2 * t))
-    if not norm > 0:
+    value = norm(ell, t)
+    if not value > 0:
         return -1.0
     for s in range(ell - 1, 1, -1):
         k0 = float(np.prod(np.arange(1, 2 * s, 2, dtype=np.float64))) / _SQRT_2PI
         const = (1.0 + 0.5 ** (s + 0.5)) / 3.0
-        time = (2.0 * const * k0 / (n * norm)) ** (2.0 / (3.0 + 2.0 * s))
-        norm = 0.5 * math.pi ** (2 * s) * np.sum(k_sq**s * a_sq * np.exp(-k_sq * math.pi**2 * time))
-        if not norm > 0:  # every coefficient damped away: no root beyond this t
+        time = (2.0 * const * k0 / (n * value)) ** (2.0 / (3.0 + 2.0 * s))
+        value = norm(s, time)
+        if not value > 0:  # every term damped away: no root beyond this t
             return -1.0
-    return t - (2.0 * n * math.sqrt(math.pi) * norm) ** (-0.4)
+    return t - (2.0 * n * math.sqrt(math.pi) * value) ** (-0.4)
 
 
 def _bisect(fn, lo: float, hi: float, f_lo: float, rtol: float = 1e-12) -> float:
@@ -244,46 +349,55 @@ def _bisect(fn, lo: float, hi: float, f_lo: float, rtol: float = 1e-12) -> float
 
 def _isj_1d(col, w, n_eff, weighted, grid_size):
     _check_varies(col)
-    span = float(col.max() - col.min())
-    lo, hi = col.min() - 0.5 * span, col.max() + 0.5 * span
-    counts = _bins(col, w, lo, hi, grid_size)
-    a = _dct2(counts / counts.sum())
-    k_sq = np.arange(1, grid_size, dtype=np.float64) ** 2
-    a_sq = a[1:] ** 2
+    # Botev's unit: the range extended by half of it on each side (his grid), so that his
+    # bracket for t applies; the functionals are pair sums and do not depend on the unit.
+    span = 2.0 * float(col.max() - col.min())
+    sums = _PairSums(col / span, w, grid_size)
     # Botev et al. count distinct values (ties carry no information on the roughness).
     n = n_eff if weighted else float(np.unique(col).size)
     clipped = max(min(1050.0, n), 50.0)
     top = 1e-11 + 0.01 * (clipped - 50.0) / 1000.0
 
-    def fixed(t):
-        return _isj_fixed_point(t, n, k_sq, a_sq)
+    def norm(order, t):  # ||f_t^{(s)}||^2 = (-1)^s sum_ij w_i w_j phi^{(2s)}_{sqrt(2t)}(x_i - x_j)
+        h = math.sqrt(2.0 * t)
+        return (-1.0) ** order * sums(2 * order, h)
 
-    f_zero = fixed(0.0)
-    while not fixed(top) > 0:  # widen the bracket [0, top] until it holds a root
+    def fixed(t):
+        return _isj_fixed_point(t, n, norm)
+
+    for _ in range(64):  # widen the bracket [0, top] until it holds a root
+        if fixed(top) > 0:
+            break
         top *= 2.0
         if top >= 1.0:
-            raise SelectorError(
-                "the improved Sheather-Jones fixed-point equation has no root in (0, 1): too "
-                "few or too clustered points."
-            )
-    t_star = _bisect(fixed, 0.0, top, f_zero)
+            break
+    if not (top < 1.0 and fixed(top) > 0):
+        raise SelectorError(
+            "the improved Sheather-Jones fixed-point equation has no root in (0, 1): too "
+            "few or too clustered points."
+        )
+    t_star = _bisect(fixed, 0.0, top, -1.0)  # the equation is t - (positive) at t = 0
     if not t_star > 0:
         raise SelectorError("the improved Sheather-Jones root is not positive.")
-    return t_star * (hi - lo) ** 2
+    return t_star * span**2
 
 
 def isj_bandwidth(data, weights=None, *, grid_size: int = GRID_SIZE) -> np.ndarray:
     """Improved Sheather-Jones (Botev, Grotowski & Kroese 2010), per dimension.
 
-    The data are linearly binned on ``grid_size`` points spanning their range extended by half
-    of it on each side; the fixed-point equation ``t = xi gamma^[7](t)`` is solved by bisection
-    inside Botev's bracket ``[0, t_max]`` (``t_max`` doubled until it holds a root), and
-    ``h = sqrt(t*) (grid span)``. The number of points is the number of distinct values (as
-    Botev's code), Kish's ``n_eff`` for weighted data.
+    The fixed-point equation ``t = xi gamma^[7](t)`` is solved by bisection inside Botev's
+    bracket ``[0, t_max]`` (``t_max`` doubled until it holds a root), in his unit (the data's
+    range extended by half of it on each side), and ``h = sqrt(t*)`` in that unit. Each
+    functional ``||f_t^{(s)}||^2`` is the pair sum ``(-1)^s sum_ij w_i w_j
+    phi^{(2s)}_{sqrt(2t)}(x_i - x_j)``, on ``grid_size`` linear bins refined wherever they are
+    coarser than the bandwidth being evaluated needs (:class:`_PairSums`); Botev's cosine
+    transform of the binned data computes the same sums on a fixed grid, which a far outlier
+    makes coarser than the bandwidth. The number of points is the number of distinct values
+    (as Botev's code), Kish's ``n_eff`` for weighted data.
 
     KDEpy (1.1.12) scales ``sqrt(t*)`` by the data range instead of the grid's, which gives
     half this bandwidth when the range exceeds 12 (KDEpy issues #199 and #201); on such data
-    this function equals twice KDEpy's value.
+    this function is twice KDEpy's value, up to KDEpy's coarser grid.
 
     Returns
     -------
@@ -325,7 +439,7 @@ def _sj_1d(col, w, n_eff, weighted, grid_size):
     denom = 1.0 - sums.self_weight  # pairs i != j: n (n - 1) / n^2 without weights
 
     def psi(order, h):  # R's bw_phi4 / bw_phi6: the self pairs included, over n (n - 1)
-        return sums(_gauss_derivative(order, h), _REACH * h) / denom
+        return sums(order, h) / denom
 
     n = n_eff
     a = 1.24 * scale * n ** (-1.0 / 7.0)
@@ -366,14 +480,18 @@ def sj_bandwidth(data, weights=None, *, grid_size: int = GRID_SIZE) -> np.ndarra
 
 
 # ------------------------------------------------------------------ binned 1-D LSCV
+_LSCV_RTOL = 1e-5
+
+
 def _lscv_1d_curve(sums: _PairSums, n_eff: float, log_h: np.ndarray) -> np.ndarray:
     """``LSCV(h) = int f^2 - 2 mean_i f_{-i}(x_i)`` on a grid of ``log h`` (weighted)."""
     out = np.empty(log_h.shape)
     s2 = sums.self_weight
     for i, lh in enumerate(log_h):
         h = math.exp(lh)
-        all_pairs = sums(_gauss_derivative(0, h), _REACH * h)
-        conv = sums(_gauss_derivative(0, math.sqrt(2.0) * h), _REACH * h * 1.5)
+        # LSCV is a difference of two close sums: each is asked for 1e-5.
+        all_pairs = sums(0, h, _LSCV_RTOL)
+        conv = sums(0, math.sqrt(2.0) * h, _LSCV_RTOL)
         # sum_{i != j} w_i w_j phi_h = all pairs - self pairs; f_{-i} renormalised by 1 - w_i.
         loo = (all_pairs - s2 / (_SQRT_2PI * h)) / (1.0 - s2)
         out[i] = conv - 2.0 * loo
@@ -391,25 +509,40 @@ def _lscv_1d(col, w, n_eff, weighted, grid_size):
     _check_varies(col)
     sums = _PairSums(col, w, grid_size)
     scale = _robust_scale(col, w, weighted, 1.349)
-    centre = math.log(1.06 * scale * n_eff ** (-0.2))
-    # The smallest bandwidth the bins resolve (4 bins), up to 4 decades above the rule.
-    lowest = math.log(4.0 * sums.delta)
-    grid = np.linspace(max(centre - 3.0 * math.log(10.0), lowest), centre + math.log(10.0), 65)
-    values = _lscv_1d_curve(sums, n_eff, grid)
-    for _ in range(40):  # refine around the global minimum of the grid
-        best = int(np.argmin(values))
-        lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, grid.size - 1)]
-        if hi - lo < 1e-7:
-            break
-        grid = np.linspace(lo, hi, 9)
-        values = _lscv_1d_curve(sums, n_eff, grid)
-    best = int(np.argmin(values))
-    if grid[best] <= lowest + 1e-9:
+    start = math.log(1.06 * scale * n_eff ** (-0.2))  # the normal-scale bandwidth
+
+    skipped = []  # log scales whose pair sums would exceed the limits
+
+    def minus_lscv(log_scales):
+        out = np.empty(len(log_scales))
+        for i, s in enumerate(log_scales):
+            try:
+                out[i] = -_lscv_1d_curve(sums, n_eff, np.array([start + s]))[0]
+            except _TooCostly:
+                out[i] = math.nan
+                skipped.append(s)
+        return out
+
+    # From 1e-2 to 1e2 times the rule first: far below it, dense data cost the most.
+    status, log_c, _, _ = scale_search(minus_lscv, 1e-7, first=-8)
+    if any(abs(s - log_c) < 1.5 * LATTICE_STEP for s in skipped):
         raise SelectorError(
-            "least-squares cross-validation decreases down to 4 bins: the data have ties or "
-            "clusters finer than the grid (LSCV has no interior minimum)."
+            "least-squares cross-validation has its smallest value next to bandwidths too "
+            f"narrow to evaluate within the limits ({MAX_FINE_BINS} bins, {MAX_EXACT_PAIRS} "
+            "pairs)."
         )
-    return math.exp(2.0 * grid[best])
+    if status == "unbounded":
+        raise SelectorError(
+            "least-squares cross-validation keeps decreasing down to 1e-12 times the "
+            "normal-scale bandwidth: the data have exact duplicates, whose leave-one-out "
+            "density grows without bound as h shrinks (LSCV has no minimum)."
+        )
+    if status != "converged":
+        raise SelectorError(
+            "least-squares cross-validation is not finite, or keeps decreasing up to 1e6 times "
+            "the normal-scale bandwidth."
+        )
+    return math.exp(2.0 * (start + log_c))
 
 
 def lscv_bandwidth(data, weights=None, *, kind: str = "scalar", grid_size: int = GRID_SIZE):
@@ -418,9 +551,10 @@ def lscv_bandwidth(data, weights=None, *, kind: str = "scalar", grid_size: int =
     Minimises ``LSCV(H) = int f_H^2 - 2 sum_i w_i f_{H,-i}(x_i)``, with
     ``int f_H^2 = sum_ij w_i w_j phi_{2H}(x_i - x_j)`` in closed form.
 
-    * 1-D (any ``kind``): on ``grid_size`` linear bins, ``O(n + M log M)``; the global minimum
-      of a 65-point grid of ``log h`` (1e-3 to 10 times the normal-scale rule, not below 4
-      bins) is refined to 1e-7 in ``log h``.
+    * 1-D (any ``kind``): pair sums on ``grid_size`` linear bins, refined wherever they are
+      too coarse for the bandwidth (as :func:`sj_bandwidth`), ``O(n + M log M)``;
+      the minimum is searched from the normal-scale rule by :func:`jaxkde.scale_search.
+      scale_search` (1e-12 to 1e6 times the rule, bracketed, bounded) to 1e-7 in ``log h``.
     * ``d >= 2``: the exact objective learned with optax, ``H = h^2 I``, ``diag(h_i^2)`` or full
       by ``kind`` (:func:`jaxkde.fit_bandwidth` with ``objective="lscv"``; its minibatch and
       convergence defaults apply).
@@ -433,8 +567,8 @@ def lscv_bandwidth(data, weights=None, *, kind: str = "scalar", grid_size: int =
     Raises
     ------
     SelectorError
-        In 1-D, when LSCV keeps decreasing down to 4 bins (ties or clusters finer than the
-        grid): the objective has no interior minimum there.
+        In 1-D, when LSCV keeps decreasing down to 1e-12 times the rule (exact duplicates:
+        the objective has no minimum).
     """
     grid_size = check_positive_int(grid_size, "grid_size")
     if np.ndim(data) == 2 and np.shape(data)[1] == 1:
@@ -455,11 +589,11 @@ def _dpik_1d(col, w, n_eff, weighted, grid_size):
     k6_0 = -15.0 / _SQRT_2PI
     k4_0 = 3.0 / _SQRT_2PI
     g1 = (-2.0 * k6_0 / (psi8 * n)) ** (1.0 / 9.0)
-    psi6 = sums(_gauss_derivative(6, g1), _REACH * g1)
+    psi6 = sums(6, g1)
     if not psi6 < 0:
         raise SelectorError("the estimated sixth-derivative functional is not negative.")
     g2 = (-2.0 * k4_0 / (psi6 * n)) ** (1.0 / 7.0)
-    psi4 = sums(_gauss_derivative(4, g2), _REACH * g2)
+    psi4 = sums(4, g2)
     if not psi4 > 0:
         raise SelectorError("the estimated fourth-derivative functional is not positive.")
     return (1.0 / (2.0 * math.sqrt(math.pi) * psi4 * n)) ** 0.4

@@ -207,7 +207,7 @@ def test_objectives_that_are_minus_inf_at_the_start_are_left_for_finite_ones():
 
 
 def test_scale_search_reports_what_happened():
-    from jaxkde.selection import _scale_search
+    from jaxkde.scale_search import scale_search as _scale_search
 
     status, _, _, _ = _scale_search(lambda s: np.full(len(s), -np.inf), 1e-3)
     assert status == "nonfinite"
