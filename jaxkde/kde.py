@@ -6,6 +6,7 @@ import functools
 import inspect
 import numbers
 import sys
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -49,7 +50,7 @@ from .grid import GridDensity, default_axes, grid_log_density
 from .kernels import UnivariateGaussianKernel, get_kernel
 from .moments import moments_bandwidth
 from .sampling import as_key, check_sample_size, sample_host, sampling_scales
-from .selection import _STATUS_MESSAGES, CV_RULES, LSCV_RULES, fit_bandwidth
+from .selection import CV_RULES, LSCV_RULES, fit_bandwidth, fit_failure
 from .selectors import SELECTORS
 from .sharding import shard_state, sharded_log_density
 from .state import (
@@ -251,6 +252,21 @@ def _encode_labels(y, n: int) -> tuple[np.ndarray, np.ndarray]:
     except (TypeError, ValueError):
         pass
     return classes, np.asarray(codes).reshape(-1)
+
+
+def _fit_or_raise(where: str, *args, objective: str = "likelihood", **kwargs):
+    """:func:`fit_bandwidth`; a ``ValueError`` that starts with ``where`` when it finds no
+    bandwidth (its warning, which speaks of a returned start, withheld), its other warnings
+    passed on."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = fit_bandwidth(*args, objective=objective, **kwargs)
+    failure = fit_failure(fit.status, objective)
+    if failure is not None:
+        raise ValueError(f"{where}: {failure}")
+    for w in caught:
+        warnings.warn(w.message, w.category, stacklevel=4)
+    return fit
 
 
 class KDE(_Params):
@@ -496,13 +512,10 @@ class KDE(_Params):
                     spec = "scott"
                 else:
                     kind, objective = _LEARNED[spec]
-                    fit = fit_bandwidth(x, w, kind=kind, objective=objective, kernel=kernel,
-                                        mesh=self.mesh, dtype=dtype)  # fmt: skip
-                    if fit.status in ("unbounded", "nonfinite"):
-                        where = "" if label is None else f" (class {label!r})"
-                        raise ValueError(
-                            f"bandwidth={spec!r}{where}: {_STATUS_MESSAGES[fit.status]}"
-                        )
+                    where = "" if label is None else f" (class {label!r})"
+                    fit = _fit_or_raise(f"bandwidth={spec!r}{where}", x, w, kind=kind,
+                                        objective=objective, kernel=kernel, mesh=self.mesh,
+                                        dtype=dtype)  # fmt: skip
                     spec = _learned_spec(fit)
             resolve = functools.partial(resolve_bandwidth, x, rule_w,
                                         zero_variance=self.zero_variance,
@@ -652,10 +665,9 @@ class KDE(_Params):
             if not (isinstance(spec, str) and spec in _LEARNED):
                 return spec, None
             kind, objective = _LEARNED[spec]
-            fit = fit_bandwidth(X, sample_weight, kind=kind, objective=objective, kernel=kernel,
-                                mesh=self.mesh, dtype=dtype)  # fmt: skip
-            if fit.status in ("unbounded", "nonfinite"):
-                raise ValueError(f"bandwidth={spec!r}: {_STATUS_MESSAGES[fit.status]}")
+            fit = _fit_or_raise(f"bandwidth={spec!r}", X, sample_weight, kind=kind,
+                                objective=objective, kernel=kernel, mesh=self.mesh,
+                                dtype=dtype)  # fmt: skip
             return _learned_spec(fit), fit
 
         fitted, shape = distributed.fit_across_processes(
@@ -724,18 +736,9 @@ class KDE(_Params):
         log_pilot = pilot_log_density(parts, x, block_size=block, precision=self.precision)
         log_factors = abramson_log_factors(log_pilot, w, self.alpha)
         if learned is not None:  # the global H again, the factors held fixed
-            fit = fit_bandwidth(
-                x,
-                w,
-                kind=learned[0],
-                kernel=state.kernel,
-                mesh=self.mesh,
-                dtype=state.dtype,
-                init=fit.matrix,
-                log_factors=log_factors,
-            )
-            if fit.status in ("unbounded", "nonfinite"):
-                raise ValueError(f"adaptive=True: {_STATUS_MESSAGES[fit.status]}")
+            fit = _fit_or_raise("adaptive=True", x, w, kind=learned[0], kernel=state.kernel,
+                                mesh=self.mesh, dtype=state.dtype, init=fit.matrix,
+                                log_factors=log_factors)  # fmt: skip
         return log_factors, fit
 
     def _check_bounds(self, data: np.ndarray, y) -> Bounds | None:

@@ -811,7 +811,7 @@ def _learn(
     if status != "converged":
         value, gradient = value_and_gradient(start)
         fit = BandwidthFit(init, value, np.zeros(0), 0, False, params0, status, gradient)
-        _warn_fit(fit)
+        _warn_fit(fit, objective)
         return fit
     scaled = init * math.exp(2.0 * log_c)
     params = jnp.asarray(params_from_bandwidth(scaled, kind), dtype)
@@ -864,7 +864,7 @@ def _learn(
                        status == "converged", np.asarray(params), status, gradient,
                        math.exp(log_c))  # fmt: skip
     if status != "converged":
-        _warn_fit(fit)
+        _warn_fit(fit, objective)
     return fit
 
 
@@ -887,14 +887,21 @@ def _matrix(params, kind: str, d: int) -> np.ndarray:
     return chol**2 if chol.ndim == 1 else chol @ chol.T
 
 
-_STATUS_MESSAGES = {
-    "unbounded": "the leave-one-out likelihood keeps growing as the bandwidth shrinks (down to "
-    "1e-12 times the start): it has no maximum, as when every point has an exact duplicate. "
-    "The starting bandwidth is returned; remove the duplicates or choose the bandwidth by a "
-    "rule.",
-    "nonfinite": "the leave-one-out likelihood is -inf or NaN at every bandwidth tried (from "
-    "1e-12 to 1e6 times the start): some point has no neighbour the kernel reaches, or all the "
-    "weight sits on one point. The starting bandwidth is returned.",
+_FAILURES = {
+    ("unbounded", "likelihood"): "the leave-one-out likelihood keeps growing as the bandwidth "
+    "shrinks (down to 1e-12 times the start): it has no maximum, as when every point has an "
+    "exact duplicate. Remove the duplicates or choose the bandwidth by a rule.",
+    ("unbounded", "lscv"): "least-squares cross-validation keeps decreasing as the bandwidth "
+    "shrinks (down to 1e-12 times the start): it has no minimum, as when the data have exact "
+    "duplicates (their leave-one-out density grows without bound). Remove the duplicates or "
+    "choose the bandwidth by a rule.",
+    ("nonfinite", "likelihood"): "the leave-one-out likelihood is -inf or NaN at every "
+    "bandwidth tried (from 1e-12 to 1e6 times the start): some point has no neighbour the "
+    "kernel reaches, or all the weight sits on one point.",
+    ("nonfinite", "lscv"): "least-squares cross-validation is not finite at any bandwidth "
+    "tried, or keeps decreasing up to 1e6 times the start.",
+}
+_NOT_CONVERGED = {
     "max_steps": "the optimiser spent max_steps without reaching gtol; the last bandwidth is "
     "returned (raise max_steps, or loosen gtol).",
     "stalled": "the optimiser stopped moving before the gradient reached gtol; the last "
@@ -902,10 +909,19 @@ _STATUS_MESSAGES = {
 }
 
 
-def _warn_fit(fit: BandwidthFit) -> None:
+def fit_failure(status: str, objective: str = "likelihood") -> str | None:
+    """What a :class:`BandwidthFit`'s ``status`` means when no bandwidth was found
+    (``"unbounded"``, ``"nonfinite"``) for that ``objective``; ``None`` for other statuses."""
+    return _FAILURES.get((status, objective))
+
+
+def _warn_fit(fit: BandwidthFit, objective: str) -> None:
+    failure = fit_failure(fit.status, objective)
+    message = (_NOT_CONVERGED[fit.status] if failure is None
+               else failure + " The starting bandwidth is returned.")  # fmt: skip
     warnings.warn(
-        f"fit_bandwidth: {_STATUS_MESSAGES[fit.status]} (status {fit.status!r}, largest "
-        f"gradient entry {fit.gradient:.3g}).",
+        f"fit_bandwidth: {message} (status {fit.status!r}, largest gradient entry "
+        f"{fit.gradient:.3g}).",
         RuntimeWarning,
         stacklevel=3,
     )

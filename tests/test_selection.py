@@ -11,6 +11,7 @@ import numpy as np
 import optax
 import pytest
 from jax.test_util import check_grads
+from scipy.optimize import minimize_scalar
 from scipy.special import logsumexp
 
 import jaxkde
@@ -351,3 +352,73 @@ def test_parzen_errors_name_its_own_arguments():
         jaxkde.parzen_log_likelihood(samples, np.zeros((4, 3)), sigmas=[0.5, -1.0])
     with pytest.raises(ValueError, match="samples contains NaN"):
         jaxkde.parzen_log_likelihood(np.full((5, 3), np.nan), np.zeros((4, 3)), sigmas=[0.5])
+
+
+# ----------------------------------------------------------- searches that must end
+def _loo_reference(x, h):
+    """Mean leave-one-out log-likelihood of a 1-D gaussian KDE, float64 brute force."""
+    u = (x[:, None] - x[None, :]) / h
+    k = np.exp(-0.5 * u * u) / (math.sqrt(2 * math.pi) * h)
+    np.fill_diagonal(k, 0.0)
+    with np.errstate(divide="ignore"):
+        return float(np.mean(np.log(k.sum(axis=1) / (x.size - 1))))
+
+
+def test_cv_finds_an_optimum_at_the_search_grid_edge():
+    # Twenty clusters 50 apart, spread 0.12: the optimum lies at the junction of two windows
+    # of the old search, which moved down and up again forever.
+    rng = np.random.default_rng(0)
+    x = (np.arange(20)[:, None] * 50.0 + 0.12 * rng.normal(size=(20, 25))).reshape(-1, 1)
+    fit = jaxkde.fit_bandwidth(x)
+    assert fit.status == "converged"
+    res = minimize_scalar(lambda lh: -_loo_reference(x[:, 0], math.exp(lh)), method="bounded",
+                          bounds=(math.log(0.01), math.log(1.0)), options={"xatol": 1e-6})
+    assert math.sqrt(fit.matrix[0]) == pytest.approx(math.exp(res.x), rel=2e-3)
+
+
+def test_lscv_with_a_constant_column_ends_at_its_minimum():
+    rng = np.random.default_rng(0)
+    x = np.c_[rng.normal(size=300), np.full(300, 3.0)]
+    kde = jaxkde.KDE(bandwidth="lscv").fit(x)
+    h = math.sqrt(kde.bandwidth_[0, 0])
+
+    def lscv(h):  # scalar H = h^2 I in 2-D, float64 brute force
+        u = np.sum((x[:, None] - x[None]) ** 2, axis=-1)
+        square = np.mean(np.exp(-u / (4 * h * h)) / (4 * math.pi * h * h))
+        k = np.exp(-u / (2 * h * h)) / (2 * math.pi * h * h)
+        np.fill_diagonal(k, 0.0)
+        return square - 2 * np.mean(k.sum(axis=1) / 299)
+
+    res = minimize_scalar(lambda lh: lscv(math.exp(lh)), method="bounded",
+                          bounds=(math.log(1e-3), math.log(10.0)), options={"xatol": 1e-7})
+    assert lscv(h) <= lscv(math.exp(res.x)) + 1e-4 * abs(lscv(math.exp(res.x)))
+
+
+@pytest.mark.parametrize("peak", [-3.0, 1.0, -6.0, 4.0, -2.875, -12.0 + 0.25])
+def test_scale_search_brackets_optima_at_every_window_edge(peak):
+    # Optima on the edges of every window the search may lay, and between them: the search
+    # brackets each within a bounded number of evaluations.
+    from jaxkde.scale_search import scale_search
+
+    calls = []
+    target = peak * math.log(10.0)
+
+    def evaluate(s):
+        calls.append(1)
+        return -np.abs(np.asarray(s) - target)  # a kink: the worst case for a bracket
+
+    status, s, _, width = scale_search(evaluate, 1e-6)
+    assert status == "converged" and abs(s - target) <= 1e-6
+    assert len(calls) <= 20
+
+
+def test_lscv_on_duplicates_names_its_objective():
+    x = np.repeat(np.arange(10.0), 20)[:, None]
+    for data in (x, np.c_[x, 2 * x + 1]):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(ValueError, match="least-squares cross-validation") as info:
+                jaxkde.KDE(bandwidth="lscv").fit(data)
+        assert "likelihood" not in str(info.value) and "returned" not in str(info.value)
+    with pytest.raises(ValueError, match="leave-one-out likelihood keeps growing"):
+        jaxkde.KDE(bandwidth="cv").fit(x)
