@@ -493,6 +493,8 @@ class KDE(_Params):
         if streaming.should_stream(X, self.out_of_core):
             return self._fit_streamed(X, sample_weight, y, kernel, chunk_size)
         data, dtype = check_data(X, "X")
+        # A derived KDE (marginal, conditional) is fitted to float64 centres in its parent's dtype.
+        dtype = self.__dict__.pop("_derived_dtype", dtype)
         weights = check_weights(sample_weight, data.shape[0])
         self._check_adaptive(kernel)
         bounds = self._check_bounds(data, y)
@@ -1091,11 +1093,14 @@ class KDE(_Params):
         # Every centre is kept (weights below float64's range are 0), so mixtures of the same
         # size share array shapes and compiled programs, call after call.
         w = np.exp(parts.log_weights - parts.log_weights.max())
-        centres = parts.centres.astype(self.state_.dtype)
-        kde.fit(centres, sample_weight=w)
+        # The float64 centres go through fit's host preparation (centred in float64, then
+        # cast): far from the origin, a cast first would lose them.
+        kde.__dict__["_derived_dtype"] = self.state_.dtype
+        kde.fit(parts.centres, sample_weight=w)
         if parts.log_factors is not None:  # the same adaptive factors, per centre
             chunk = self.chunk_size or self._default_block_sizes()[1]
-            state = build_state(centres, w, kde.bandwidth_, kde.state_.kernel, chunk_size=chunk,
+            state = build_state(parts.centres, w, kde.bandwidth_, kde.state_.kernel,
+                                chunk_size=chunk, dtype=self.state_.dtype,
                                 log_factors=parts.log_factors)  # fmt: skip
             kde._whitening = host_whitening(state)
             kde.state_ = state if self.mesh is None else shard_state(state, self.mesh)

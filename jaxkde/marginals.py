@@ -76,9 +76,12 @@ def mixture_parts(state: KDEState, what: str = "this operation") -> MixtureParts
 
 def _check_dims(dims, d: int, name: str = "dims") -> np.ndarray:
     try:
-        idx = np.asarray(dims, dtype=np.int64).reshape(-1)
+        arr = np.asarray(dims)
     except (TypeError, ValueError):
-        raise TypeError(f"{name} must be integers in [0, {d}); got {dims!r}.") from None
+        arr = np.asarray([], dtype=object)
+    if arr.dtype.kind not in "iu":  # as NumPy's indexing: 1.5 or 1.0 is no dimension
+        raise TypeError(f"{name} must be integers in [0, {d}); got {dims!r}.")
+    idx = arr.astype(np.int64).reshape(-1)
     if idx.size == 0 or np.any((idx < 0) | (idx >= d)) or np.unique(idx).size != idx.size:
         raise ValueError(f"{name} must be distinct integers in [0, {d}); got {dims!r}.")
     return idx

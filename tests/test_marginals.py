@@ -97,6 +97,9 @@ def test_bad_input():
         kde.marginal([0, 3])
     with pytest.raises(ValueError, match="dims must be distinct"):
         kde.marginal([1, 1])
+    for dims in ([1.5], [1.0], 1.0, ["1"], [[0, 1.5]]):  # refused, as NumPy refuses them
+        with pytest.raises(TypeError, match="dims must be integers"):
+            kde.marginal(dims)
     with pytest.raises(ValueError, match="values must be 2 finite numbers"):
         kde.conditional([0, 1], [1.0])
     with pytest.raises(ValueError, match="at least one dimension"):
@@ -111,3 +114,43 @@ def test_bad_input():
         jaxkde.KDE(adaptive=True).fit(x).condition_on(np.eye(3)[:1], [50.0], 1.0)
     with pytest.raises(ValueError, match="probability 0 under every centre"):
         kde.conditional([0], [1e200])
+
+
+@pytest.mark.parametrize("offset", [1e6, 1e9])
+def test_derived_kdes_far_from_the_origin(offset):
+    # 300 points at (offset, 5) + 0.01 N(0, I): the joint was right, but the derived KDEs cast
+    # their float64 centres to float32 before centring them, and lost the data.
+    rng = np.random.default_rng(0)
+    x = np.array([offset, 5.0]) + 0.01 * rng.normal(size=(300, 2))
+    h = np.array([0.002, 0.003]) ** 2
+    kde = jaxkde.KDE(bandwidth=np.sqrt(h)).fit(x)
+    np.testing.assert_allclose(np.diag(kde.bandwidth_), h, rtol=1e-6)
+    v = offset + 0.01 * rng.normal(size=40)
+    # the marginal of feature 0: an explicit float64 mixture
+    want = logsumexp(stats.norm.logpdf(v[:, None], x[None, :, 0], math.sqrt(h[0])), axis=1)
+    want -= math.log(300)
+    np.testing.assert_allclose(kde.marginal([0]).score_samples(v[:, None]), want, atol=2e-3)
+    # given x1 = 5: weights N(5; x_i1, h1), centres x_i0
+    log_w = stats.norm.logpdf(5.0, x[:, 1], math.sqrt(h[1]))
+    log_w -= logsumexp(log_w)
+    want = logsumexp(log_w[None, :] + stats.norm.logpdf(v[:, None], x[None, :, 0],
+                                                           math.sqrt(h[0])), axis=1)  # fmt: skip
+    cond = kde.conditional([1], [5.0])
+    np.testing.assert_allclose(cond.score_samples(v[:, None]), want, atol=2e-3)
+    draws = cond.sample(4000, key=1)[:, 0]
+    p = np.exp(log_w)
+    mean = p @ x[:, 0]
+    spread = math.sqrt(p @ (x[:, 0] - mean) ** 2 + h[0])
+    assert np.std(draws - offset) == pytest.approx(spread, rel=0.08)
+    # a linear observation of feature 1 (noise 1e-6): nearly the conditional
+    post = kde.condition_on([[0.0, 1.0]], [5.0], [[1e-6]])
+    q = np.c_[v, np.full(40, 5.0)]
+    s2 = h[1] + 1e-6
+    log_w = stats.norm.logpdf(5.0, x[:, 1], math.sqrt(s2))
+    log_w -= logsumexp(log_w)
+    gain = h[1] / s2
+    c1 = x[:, 1] + gain * (5.0 - x[:, 1])
+    var1 = h[1] * (1 - gain)
+    want = logsumexp(log_w[None, :] + stats.norm.logpdf(v[:, None], x[None, :, 0], math.sqrt(h[0]))
+                     + stats.norm.logpdf(5.0, c1[None, :], math.sqrt(var1)), axis=1)  # fmt: skip
+    np.testing.assert_allclose(post.score_samples(q), want, atol=2e-3)
