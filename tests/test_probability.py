@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import functools
 
+import math
+
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import integrate, optimize, stats
 from scipy.special import log_ndtr, logsumexp
 
 import jaxkde
@@ -102,6 +104,51 @@ def test_full_bandwidth_2d_matches_scipy(dtype):
     assert kde.integrate_box([-np.inf, -np.inf], [np.inf, np.inf]) == pytest.approx(1.0, abs=tol)
 
 
+def _log_bvn_quadrature(a, b, rho):
+    """``log P(X <= a, Y <= b)``, standard normals of correlation ``rho``: the integral of
+    ``phi(x) Phi((b - rho x) / s)`` over ``x <= a`` by adaptive quadrature, scaled by its
+    largest value (float64, any depth of tail)."""
+    s = math.sqrt(1 - rho * rho)
+
+    def log_f(x):
+        return -0.5 * x * x - 0.5 * math.log(2 * math.pi) + log_ndtr((b - rho * x) / s)
+
+    peak = optimize.minimize_scalar(lambda x: -log_f(x), bounds=(a - 60, a), method="bounded").x
+    top = log_f(peak)
+    edges = [-np.inf, min(peak - 30, a), min(peak, a), a]
+    total = sum(integrate.quad(lambda x: math.exp(log_f(x) - top), lo, hi, epsabs=0,
+                               epsrel=1e-12, limit=500)[0]
+                for lo, hi in zip(edges[:-1], edges[1:], strict=True) if hi > lo)  # fmt: skip
+    return top + math.log(total)
+
+
+def test_2d_tails_keep_their_digits(dtype):
+    # A diagonal H in 2-D took the bivariate path and the log of a float32 probability: -inf
+    # at (-8, -8). Every diagonal H now takes the product of log_ndtr; a full H in 2-D is in
+    # log space too.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 2)) @ np.array([[1.0, 0.6], [0.0, 0.8]])
+    h = np.array([0.3, 0.2])
+    kde = jaxkde.KDE(bandwidth=np.diag(h)).fit(x.astype(dtype))
+    q = np.array([[-8.0, -8.0], [-3.0, -12.0], [0.5, 0.2]])
+    want = logsumexp(log_ndtr((q[:, None, :] - x) / np.sqrt(h)).sum(-1), axis=1) - math.log(40)
+    rtol = 1e-5 if dtype == "float32" else 1e-10
+    np.testing.assert_allclose(kde.log_cdf(q), want, rtol=rtol)
+    lo, hi = np.array([-9.0, -9.0]), np.array([-8.0, -8.0])
+    cdf = stats.norm.cdf
+    box = np.mean(np.prod(cdf((hi - x) / np.sqrt(h)) - cdf((lo - x) / np.sqrt(h)), axis=1))
+    assert box > 0 and kde.integrate_box(lo, hi) == pytest.approx(box, rel=rtol)
+    # a full H: against adaptive quadrature, centre by centre (the first 8 centres)
+    full = np.array([[0.3, 0.15], [0.15, 0.2]])
+    sd = np.sqrt(np.diag(full))
+    rho = full[0, 1] / (sd[0] * sd[1])
+    kde = jaxkde.KDE(bandwidth=full).fit(x[:8].astype(dtype))
+    for point in ([-8.0, -8.0], [-6.0, 1.0], [1.0, 1.0]):
+        z = (np.array(point) - x[:8]) / sd
+        want = logsumexp([_log_bvn_quadrature(a, b, rho) for a, b in z]) - math.log(8)
+        assert kde.log_cdf([point])[0] == pytest.approx(want, rel=rtol, abs=1e-6), point
+
+
 _BOXES_3D = [([4.0, -3.0, 0.0], [6.0, -1.5, 2.0]), ([-np.inf] * 3, [5.0, -2.0, 1.0]),
              ([7.0, 0.0, 3.0], [np.inf] * 3)]  # fmt: skip
 
@@ -194,3 +241,28 @@ def test_bad_input():
         kde.cdf([[np.nan]])
     with pytest.raises(ValueError, match=r"upper must have shape \(m, 1\)"):
         kde.integrate_box([0.0], [[1.0, 2.0]])
+
+
+def test_quantile_keeps_tail_probabilities(dtype):
+    # The stopping rule was |F(x) - p| <= 1e-7: p = 1e-12 gave -18.8 where the answer is
+    # near -5. Solved in log space (survival function above the median), every p keeps its
+    # relative precision.
+    from scipy.optimize import brentq
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 1))
+    kde = jaxkde.KDE().fit(x.astype(dtype))
+    h = math.sqrt(kde.bandwidth_[0, 0])
+
+    def log_f(t):
+        return logsumexp(log_ndtr((t - x[:, 0]) / h)) - math.log(200)
+
+    def log_s(t):
+        return logsumexp(log_ndtr((x[:, 0] - t) / h)) - math.log(200)
+
+    probs = [1e-30, 1e-12, 0.3, 1 - 1e-12]
+    want = [brentq(lambda t: log_f(t) - math.log(1e-30), -60, 5, xtol=1e-14),
+            brentq(lambda t: log_f(t) - math.log(1e-12), -60, 5, xtol=1e-14),
+            brentq(lambda t: log_f(t) - math.log(0.3), -60, 5, xtol=1e-14),
+            brentq(lambda t: log_s(t) - math.log1p(-(1 - 1e-12)), -5, 60, xtol=1e-14)]  # fmt: skip
+    np.testing.assert_allclose(kde.quantile(probs), want, rtol=1e-5 if dtype == "float32" else 1e-9)
