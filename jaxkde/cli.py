@@ -12,6 +12,7 @@ import contextlib
 import math
 import os
 import pathlib
+import shutil
 import sys
 import tempfile
 import traceback
@@ -276,13 +277,15 @@ def _progress(total: int, desc: str):
 
 
 def _write_atomically(path: pathlib.Path, write) -> None:
-    """Write ``path`` through ``write(file)`` into a temporary file beside it, then rename it
-    into place: a failed or interrupted write leaves the previous file (if any) untouched."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    umask = os.umask(0)
-    os.umask(umask)
+    """Write ``path`` (the ``--out`` file) through ``write(file)`` into a temporary file beside
+    it, then rename it into place: a failed or interrupted write leaves the previous file (if
+    any) untouched, and a failure is an ``OSError`` that names ``--out`` and the reason."""
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        umask = os.umask(0)
+        os.umask(umask)
         # mkstemp makes the file private (0600); give it the mode a plain open would.
         os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
@@ -290,10 +293,24 @@ def _write_atomically(path: pathlib.Path, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise OSError(f"--out {str(path)!r} cannot be written: {_os_reason(exc, path)}.") from None
         raise
+
+
+def _os_reason(exc: OSError, path: pathlib.Path) -> str:
+    """The reason of a failed write in words ("no space left on device"), not a temporary
+    file's name or a library's byte counts."""
+    if exc.errno is not None:
+        return os.strerror(exc.errno).lower()
+    with contextlib.suppress(OSError):
+        if shutil.disk_usage(path.parent).free == 0:
+            return "no space left on device"
+    return str(exc) or type(exc).__name__
 
 
 def _write_digits(out: pathlib.Path, images: np.ndarray, grid) -> None:
@@ -467,7 +484,7 @@ def _read_table(path: pathlib.Path) -> tuple[np.ndarray, list[str] | None]:
         names = None
     elif suffix == ".csv":
         try:
-            with open(path, encoding="utf-8") as f:
+            with open(path, encoding="utf-8-sig") as f:  # "CSV UTF-8" starts with a BOM
                 first = f.readline()
         except (OSError, UnicodeDecodeError) as exc:
             raise ValueError(f"--data {str(path)!r} cannot be read: {exc}") from None
@@ -477,10 +494,19 @@ def _read_table(path: pathlib.Path) -> tuple[np.ndarray, list[str] | None]:
             names = None
         except ValueError:
             names = fields
+        if not first.strip():
+            raise ValueError(f"--data {str(path)!r} is empty: no header and no rows.")
         try:
-            values = np.loadtxt(path, delimiter=",", skiprows=0 if names is None else 1, ndmin=2)
+            with warnings.catch_warnings():  # an empty table is reported below, not warned
+                warnings.simplefilter("ignore", UserWarning)
+                values = np.loadtxt(path, delimiter=",", skiprows=0 if names is None else 1,
+                                    ndmin=2, encoding="utf-8-sig")  # fmt: skip
         except ValueError as exc:
             raise ValueError(f"--data {str(path)!r}: not a table of numbers ({exc}).") from None
+        if values.shape[0] == 0:
+            raise ValueError(
+                f"--data {str(path)!r} has a header ({len(fields)} column(s)) but no rows."
+            )
     else:
         raise ValueError(f"--data must end in .npy or .csv; got {str(path)!r}.")
     if not (np.issubdtype(values.dtype, np.floating) or np.issubdtype(values.dtype, np.integer)):
@@ -489,6 +515,8 @@ def _read_table(path: pathlib.Path) -> tuple[np.ndarray, list[str] | None]:
         values = values[:, None]
     if values.ndim != 2:
         raise ValueError(f"--data must be a table (n,) or (n, d); got shape {values.shape}.")
+    if values.shape[0] == 0:
+        raise ValueError(f"--data {str(path)!r} has no rows.")
     return values.astype(np.float64), names
 
 

@@ -163,8 +163,16 @@ def check_axes(axes, d: int) -> tuple[np.ndarray, ...]:
     """Validate user axes: ``d`` finite, strictly increasing 1-D arrays of 2 or more points."""
     if isinstance(axes, np.ndarray) and axes.ndim == 1 and d == 1:
         axes = (axes,)
-    if not isinstance(axes, (tuple, list)) or len(axes) != d:
-        raise ValueError(f"axes must be a sequence of {d} 1-D arrays (one per feature).")
+    elif isinstance(axes, np.ndarray) and axes.ndim == 2:  # its rows are the axes
+        axes = tuple(axes)
+    try:
+        axes = tuple(axes)
+    except TypeError:
+        raise ValueError(f"axes must be a sequence of {d} 1-D arrays (one per feature); got "
+                         f"{type(axes).__name__}.") from None  # fmt: skip
+    if len(axes) != d:
+        raise ValueError(f"axes must be a sequence of {d} 1-D arrays (one per feature); got "
+                         f"{len(axes)}.")  # fmt: skip
     out = []
     for k, axis in enumerate(axes):
         try:

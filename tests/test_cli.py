@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -140,7 +141,9 @@ def test_a_failed_write_keeps_the_previous_file(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(np, "save", failing_save)
     assert main(["sample", "-n", "3", "--seed", "2", "--out", str(out)]) == 1
-    assert "No space left on device" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"--out {str(out)!r} cannot be written: no space left on device." in err
+    assert ".part" not in err
     np.testing.assert_array_equal(np.load(out), before)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.npy"]  # no temporary left
 
@@ -288,3 +291,30 @@ def test_score_and_parzen_under_jax_distributed(tmp_path, capsys):
 def test_distributed_options_are_checked(argv, message, capsys):
     assert main(argv) == 1
     assert message in capsys.readouterr().err
+
+
+def test_write_failures_name_out_and_the_reason(tmp_path, monkeypatch, capsys):
+    # A folder that cannot exist (its parent is a file), and a full disk reported by NumPy's
+    # byte counts (no errno): the message names --out and says why, never a temporary name.
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    out = blocker / "sub" / "s.npy"
+    assert main(["sample", "-n", "2", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"--out {str(out)!r} cannot be written: not a directory" in err
+    assert ".part" not in err and "Traceback" not in err
+
+    target = tmp_path / "full.npy"
+    assert main(["sample", "-n", "2", "--out", str(target)]) == 0
+    before = np.load(target)
+
+    def numpy_full_disk(file, arr, *args, **kwargs):
+        raise OSError("6272 requested and 0 written")
+
+    monkeypatch.setattr(np, "save", numpy_full_disk)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10, 10, 0))
+    assert main(["sample", "-n", "2", "--out", str(target)]) == 1
+    err = capsys.readouterr().err
+    assert f"--out {str(target)!r} cannot be written: no space left on device." in err
+    assert "requested" not in err
+    np.testing.assert_array_equal(np.load(target), before)

@@ -231,6 +231,13 @@ def test_bad_axes_and_sizes_are_named():
         kde.score_grid(axes=(np.array([]), np.arange(3.0)))
     with pytest.raises(ValueError, match="2 1-D arrays"):
         kde.score_grid(axes=(np.arange(3.0),))
+    with pytest.raises(ValueError, match="2 1-D arrays.*got int"):
+        kde.score_grid(axes=3)
+    # Any sequence of 1-D arrays, the rows of a 2-D array among them, gives the same grid.
+    a, b = np.linspace(-3.0, 3.0, 12), np.linspace(-2.0, 2.0, 12)
+    want = np.asarray(kde.score_grid(axes=[a, b]).log_density)
+    for axes in (np.array([a, b]), (a, b), [a.tolist(), b.tolist()], iter([a, b])):
+        np.testing.assert_array_equal(np.asarray(kde.score_grid(axes=axes).log_density), want)
     with pytest.raises(ValueError, match="method must be one of"):
         kde.score_grid(8, method="fft")
     with pytest.raises(ValueError, match="cut"):

@@ -121,6 +121,9 @@ def _text(name, text):
         (_npy([1.0, np.nan]), ["--data", "d.npy"], "NaN or infinite"),
         (_text("d.csv", "a,b\n1,2\n"), ["--data", "d.csv", "--columns", "z"], "no column 'z'"),
         (_npy(np.zeros((5, 2))), ["--data", "d.npy", "--columns", "4"], "out of range"),
+        (_text("d.csv", ""), ["--data", "d.csv"], "--data 'd.csv' is empty"),
+        (_text("d.csv", "a,b\n"), ["--data", "d.csv"], "--data 'd.csv' has a header (2 column(s)) but no rows"),
+        (_npy(np.zeros((0, 2))), ["--data", "d.npy"], "--data 'd.npy' has no rows"),
     ],
 )
 def test_cli_plot_bad_input_is_one_line(tmp_path, monkeypatch, capsys, make, args, message):
@@ -131,3 +134,14 @@ def test_cli_plot_bad_input_is_one_line(tmp_path, monkeypatch, capsys, make, arg
     err = capsys.readouterr().err
     assert err.startswith("jaxkde: error:") and message in err and "Traceback" not in err
     assert not (tmp_path / "f.png").exists()
+
+
+def test_cli_plot_reads_a_csv_with_a_byte_order_mark(tmp_path, capsys):
+    # Spreadsheets save "CSV UTF-8" with a BOM before the first column's name.
+    rng = np.random.default_rng(4)
+    csv = tmp_path / "bom.csv"
+    rows = "\n".join(f"{a},{b}" for a, b in rng.normal(size=(200, 2)))
+    csv.write_bytes(("height,weight\n" + rows + "\n").encode("utf-8-sig"))
+    out = tmp_path / "c.png"
+    assert main(["plot", "--data", str(csv), "--columns", "height", "--out", str(out)]) == 0
+    assert "200 points, 1-D (height)" in capsys.readouterr().out
