@@ -209,12 +209,30 @@ def inside(x: np.ndarray, bounds: Bounds, strict: bool = False) -> np.ndarray:
     return np.all((x >= bounds.lo) & (x <= bounds.hi), axis=1)
 
 
+def _covering_axes(axes, data_range, bounds: Bounds):
+    """Equally spaced ``axes`` extended on their own spacing until they hold the data and
+    all of their reflection images; returns ``(extended axes, the slices of the original)``."""
+    low, high = (np.asarray(v, np.float64) for v in data_range)
+    out, cut_back = [], []
+    for j, a in enumerate(axes):
+        step = (a[-1] - a[0]) / (a.shape[0] - 1)
+        ends = [low[j], high[j]]
+        for bound in (bounds.lo[j], bounds.hi[j]):
+            if math.isfinite(bound):  # x -> 2 bound - x
+                ends += [2.0 * bound - high[j], 2.0 * bound - low[j]]
+        below = max(0, math.ceil((a[0] - min(ends)) / step))
+        above = max(0, math.ceil((max(ends) - a[-1]) / step))
+        out.append(a[0] + step * np.arange(-below, a.shape[0] + above, dtype=np.float64))
+        cut_back.append(slice(below, below + a.shape[0]))
+    return tuple(out), tuple(cut_back)
+
+
 def bounded_grid(kde, grid_size, cut: float, method: str, *, axes=None):
     """``KDE.score_grid`` of a bounded KDE: the default axes clipped to the bounds; reflection
     sums the grids of the image states (same ``method``), the transform evaluates the grid of
     ``z`` (exactly: its axes are not equally spaced) and adds the log Jacobian. Cells outside
     the bounds (on them, for the transform) are ``-inf``."""
-    from .grid import GridDensity, default_axes, grid_log_density
+    from .grid import GridDensity, _equally_spaced, default_axes, grid_log_density
 
     bounds = kde._bounds
     transform = kde._images is None
@@ -229,9 +247,16 @@ def bounded_grid(kde, grid_size, cut: float, method: str, *, axes=None):
                     for a, lo, hi in zip(axes, bounds.lo, bounds.hi, strict=True)]  # fmt: skip
     axes = tuple(np.asarray(a, np.float64) for a in axes)
     if not transform:
-        grids = [grid_log_density(kde.state_, axes, method)]
-        grids += [grid_log_density(s, axes, method) for s, _ in kde._images]
+        # Every image is evaluated on one grid: the axes, extended on the same spacing over
+        # the images' data where the binned method may run (it bins each set of points on the
+        # grid, and the images lie beyond the bounds), then cut back to the axes.
+        grid_axes, cut_back = axes, tuple(slice(None) for _ in axes)
+        if method != "exact" and _equally_spaced(axes):
+            grid_axes, cut_back = _covering_axes(axes, kde._data_range, bounds)
+        grids = [grid_log_density(kde.state_, grid_axes, method)]
+        grids += [grid_log_density(s, grid_axes, method) for s, _ in kde._images]
         log_density = np.logaddexp.reduce(np.stack([g.log_density for g in grids]), axis=0)
+        log_density = log_density[cut_back]
         ran, n_exact = grids[0].method, sum(g.n_exact for g in grids)
         keep = [(a >= lo) & (a <= hi) for a, lo, hi in zip(axes, bounds.lo, bounds.hi,
                                                               strict=True)]  # fmt: skip
