@@ -1013,8 +1013,9 @@ class KDE(_Params):
         """``log P(X_1 <= x_1, ..., X_d <= x_d)`` at each row of ``X``, float64 ``(n_queries,)``.
 
         Every kernel in 1-D; the Gaussian with a diagonal ``H`` in any dimension (exact, in log
-        space, so tail probabilities of 1e-30 keep their digits), with a full one exactly in
-        2-D and by a lattice rule (error about 1e-5) in more (:mod:`jaxkde.probability`).
+        space, so tail probabilities of 1e-30 keep their digits), with a full one by Genz's
+        separation of variables in log space (within 1e-7 nats in 2-D and 3-D, tails
+        included; see :mod:`jaxkde.probability` for more dimensions).
         """
         return self._over_classes(lambda s: probability.log_cdf(s, X), "log_cdf")
 
