@@ -298,7 +298,9 @@ def _write_atomically(path: pathlib.Path, write) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
         if isinstance(exc, OSError):
-            raise OSError(f"--out {str(path)!r} cannot be written: {_os_reason(exc, path)}.") from None
+            raise OSError(
+                f"--out {str(path)!r} cannot be written: {_os_reason(exc, path)}."
+            ) from None
         raise
 
 

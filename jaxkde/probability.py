@@ -112,7 +112,7 @@ def _full(state: KDEState, n_samples: int) -> FullRule | None:
     d = state.n_features
     h = chol @ chol.T
     sd = np.sqrt(np.diag(h))
-    per = min(int(math.floor(n_samples ** (1.0 / (d - 1)) + 1e-9)), MAX_NODES_PER_INTEGRAL)
+    per = min(math.floor(n_samples ** (1.0 / (d - 1)) + 1e-9), MAX_NODES_PER_INTEGRAL)
     corr = jnp.asarray(h / np.outer(sd, sd), state.dtype)
     mix = jnp.asarray(chol / sd[:, None], state.dtype)
     if per < MIN_NODES_PER_INTEGRAL:  # many integrals: a lattice rule of n_samples points
@@ -393,8 +393,8 @@ def quantile(state: KDEState, probs, *, tol: float | None = None,
     within ``tol`` (default 1e-6 in float32 and 1e-12 in float64: a relative error in ``p``, or
     in ``1 - p``) or the bracket is 1e-13 of the data's scale wide. So ``p = 1e-12`` and
     ``1 - 1e-12`` keep their relative precision; in float32 the log CDF is itself good to
-    about 1e-6 relative. ``p`` in ``[0, 1]``; 0 and 1 give the ends of the support (``-inf`` / ``inf`` for
-    kernels of unbounded support).
+    about 1e-6 relative. ``p`` in ``[0, 1]``; 0 and 1 give the ends of the support (``-inf`` /
+    ``inf`` for kernels of unbounded support).
     """
     if state.n_features != 1:
         raise ValueError(f"quantile needs 1-D data; this KDE has {state.n_features} features.")

@@ -127,8 +127,11 @@ def test_binned_grid_of_a_reflected_kde(bounds, grid):
     auto = kde.score_grid(grid)
     np.testing.assert_allclose(auto.log_density[inside], exact.log_density[inside], atol=6e-3)
     axes = [np.linspace(0.05, 0.9, 40)] * len(bounds)  # the user's own axes, inside the bounds
-    np.testing.assert_allclose(kde.score_grid(axes=axes, method="binned").log_density,
-                               kde.score_grid(axes=axes, method="exact").log_density, atol=0.05)
+    np.testing.assert_allclose(
+        kde.score_grid(axes=axes, method="binned").log_density,
+        kde.score_grid(axes=axes, method="exact").log_density,
+        atol=0.05,
+    )
 
 
 @pytest.mark.parametrize(

@@ -231,7 +231,7 @@ def test_bad_axes_and_sizes_are_named():
         kde.score_grid(axes=(np.array([]), np.arange(3.0)))
     with pytest.raises(ValueError, match="2 1-D arrays"):
         kde.score_grid(axes=(np.arange(3.0),))
-    with pytest.raises(ValueError, match="2 1-D arrays.*got int"):
+    with pytest.raises(ValueError, match=r"2 1-D arrays.*got int"):
         kde.score_grid(axes=3)
     # Any sequence of 1-D arrays, the rows of a 2-D array among them, gives the same grid.
     a, b = np.linspace(-3.0, 3.0, 12), np.linspace(-2.0, 2.0, 12)

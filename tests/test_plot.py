@@ -122,7 +122,11 @@ def _text(name, text):
         (_text("d.csv", "a,b\n1,2\n"), ["--data", "d.csv", "--columns", "z"], "no column 'z'"),
         (_npy(np.zeros((5, 2))), ["--data", "d.npy", "--columns", "4"], "out of range"),
         (_text("d.csv", ""), ["--data", "d.csv"], "--data 'd.csv' is empty"),
-        (_text("d.csv", "a,b\n"), ["--data", "d.csv"], "--data 'd.csv' has a header (2 column(s)) but no rows"),
+        (
+            _text("d.csv", "a,b\n"),
+            ["--data", "d.csv"],
+            "--data 'd.csv' has a header (2 column(s)) but no rows",
+        ),
         (_npy(np.zeros((0, 2))), ["--data", "d.npy"], "--data 'd.npy' has no rows"),
     ],
 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-
+import itertools
 import math
 
 import numpy as np
@@ -121,7 +121,7 @@ def _log_bvn_quadrature(a, b, rho):
     edges = [-np.inf, min(peak - 30, a), min(peak, a), a]
     total = sum(integrate.quad(lambda x: math.exp(log_f(x) - top), lo, hi, epsabs=0,
                                epsrel=1e-12, limit=500)[0]
-                for lo, hi in zip(edges[:-1], edges[1:], strict=True) if hi > lo)  # fmt: skip
+                for lo, hi in itertools.pairwise(edges) if hi > lo)  # fmt: skip
     return top + math.log(total)
 
 
@@ -162,8 +162,11 @@ def _log_trivariate_quadrature(a, corr):
     rho = cond[0, 1] / (s[0] * s[1])
 
     def log_f(x):
-        return (-0.5 * x * x - 0.5 * math.log(2 * math.pi)
-                + _log_bvn_quadrature((a[1] - r[0] * x) / s[0], (a[2] - r[1] * x) / s[1], rho))
+        return (
+            -0.5 * x * x
+            - 0.5 * math.log(2 * math.pi)
+            + _log_bvn_quadrature((a[1] - r[0] * x) / s[0], (a[2] - r[1] * x) / s[1], rho)
+        )
 
     grid = np.linspace(min(a[0], 0.0) - 40.0, a[0], 401)
     k = int(np.argmax([log_f(x) for x in grid]))
@@ -171,7 +174,7 @@ def _log_trivariate_quadrature(a, corr):
     edges = [-np.inf, grid[k] - 25.0, grid[k], a[0]]
     total = sum(integrate.quad(lambda x: math.exp(log_f(x) - top), lo, hi, epsabs=0,
                                epsrel=1e-10, limit=200)[0]
-                for lo, hi in zip(edges[:-1], edges[1:], strict=True) if hi > lo)  # fmt: skip
+                for lo, hi in itertools.pairwise(edges) if hi > lo)  # fmt: skip
     return top + math.log(total)
 
 

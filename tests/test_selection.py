@@ -371,8 +371,12 @@ def test_cv_finds_an_optimum_at_the_search_grid_edge():
     x = (np.arange(20)[:, None] * 50.0 + 0.12 * rng.normal(size=(20, 25))).reshape(-1, 1)
     fit = jaxkde.fit_bandwidth(x)
     assert fit.status == "converged"
-    res = minimize_scalar(lambda lh: -_loo_reference(x[:, 0], math.exp(lh)), method="bounded",
-                          bounds=(math.log(0.01), math.log(1.0)), options={"xatol": 1e-6})
+    res = minimize_scalar(
+        lambda lh: -_loo_reference(x[:, 0], math.exp(lh)),
+        method="bounded",
+        bounds=(math.log(0.01), math.log(1.0)),
+        options={"xatol": 1e-6},
+    )
     assert math.sqrt(fit.matrix[0]) == pytest.approx(math.exp(res.x), rel=2e-3)
 
 
@@ -389,8 +393,12 @@ def test_lscv_with_a_constant_column_ends_at_its_minimum():
         np.fill_diagonal(k, 0.0)
         return square - 2 * np.mean(k.sum(axis=1) / 299)
 
-    res = minimize_scalar(lambda lh: lscv(math.exp(lh)), method="bounded",
-                          bounds=(math.log(1e-3), math.log(10.0)), options={"xatol": 1e-7})
+    res = minimize_scalar(
+        lambda lh: lscv(math.exp(lh)),
+        method="bounded",
+        bounds=(math.log(1e-3), math.log(10.0)),
+        options={"xatol": 1e-7},
+    )
     assert lscv(h) <= lscv(math.exp(res.x)) + 1e-4 * abs(lscv(math.exp(res.x)))
 
 
@@ -407,7 +415,7 @@ def test_scale_search_brackets_optima_at_every_window_edge(peak):
         calls.append(1)
         return -np.abs(np.asarray(s) - target)  # a kink: the worst case for a bracket
 
-    status, s, _, width = scale_search(evaluate, 1e-6)
+    status, s, _, _ = scale_search(evaluate, 1e-6)
     assert status == "converged" and abs(s - target) <= 1e-6
     assert len(calls) <= 20
 
