@@ -14,10 +14,10 @@ One-dimensional selectors work on **linearly binned** data: ``n`` points are spr
 from the bins' autocorrelation (one FFT), so a selector costs ``O(n + M log M)`` and runs on
 10^6 points in well under a second. The binning error is ``O(delta^2 g'')`` per pair for bins
 of width ``delta``, below 1e-3 relative for bandwidths of ``13 sqrt(order + 1)`` bins or more
-(derivatives of that order; LSCV, a difference of two sums, asks 1e-5); where a bandwidth
+(derivatives of that order; LSCV, a difference of two sums, asks 1e-4 and one binning per grid of bandwidths); where a bandwidth
 being evaluated is narrower (heavy tails or a far outlier stretch the range over thousands of
-bandwidths), the data are binned again, finer, only where they lie, or their pairs within reach
-are summed exactly (:class:`_PairSums`), so every bandwidth keeps that many bins.
+bandwidths), the data are binned again, finer, only where they lie, and the pairs of sparse
+points are formed exactly (:class:`_PairSums`), so every bandwidth keeps that many bins.
 
 References
 ----------
@@ -136,6 +136,9 @@ PAIR_SUM_RTOL = 1e-3
 #: bins would exceed that; beyond both a selector raises :class:`SelectorError`.
 MAX_FINE_BINS = 2**22
 MAX_EXACT_PAIRS = 10**7
+#: A point with more neighbours than this within the kernel's reach is binned; the pairs of
+#: the others are formed exactly (their differences binned onto the lags).
+_DENSE_NEIGHBOURS = 32
 #: Pairs further apart than this many bandwidths are left out: a Gaussian derivative of order
 #: up to 14 there is below 1e-21 of its value at 0.
 _REACH = 12.0
@@ -151,14 +154,13 @@ class _PairSums:
     Gaussian derivative of bandwidth ``h`` (left out beyond ``12 h``).
 
     Level 0 bins the data's whole range on ``m`` points (the linear binning of Wand 1994, one
-    FFT). A bandwidth narrower than it needs of those bins (heavy tails, a far
-    outlier: the range is then many bandwidths) is served by a finer level ``k`` with bins
-    ``2^k`` times narrower, binned only where the data are: the sorted data are cut wherever
-    two neighbours lie further apart than the kernel reaches, and each piece is binned on its
-    own (separated by empty bins, one FFT). Where even those bins would exceed
-    ``MAX_FINE_BINS``, the pairs within reach are summed exactly (at most ``MAX_EXACT_PAIRS``).
-    Either way a derivative of order ``r`` at bandwidth ``h`` is evaluated with bins at most
-    ``h sqrt(6 rtol / (r + 1))`` wide.
+    FFT). A bandwidth that needs finer bins (heavy tails, a far outlier: the range is then many
+    bandwidths) is served by a finer level ``k``, bins ``2^k`` times narrower, laid only where
+    the data are: points with many neighbours within the kernel's reach are binned piece by
+    piece, and the pairs of the others are formed exactly, their differences binned onto the
+    lags (:meth:`_fine_bins`). Either way a derivative of order ``r`` at bandwidth ``h`` is
+    evaluated with bins at most ``h sqrt(6 rtol / (r + 1))`` wide; a level whose bins or pairs
+    would exceed ``MAX_FINE_BINS`` or ``MAX_EXACT_PAIRS`` raises :class:`SelectorError`.
     """
 
     def __init__(self, x: np.ndarray, w: np.ndarray, m: int):
@@ -169,89 +171,112 @@ class _PairSums:
         self.delta = (float(self.x[-1]) - float(self.x[0])) / (m - 1)
         lags = _lag_sums(_bins(self.x, self.w, float(self.x[0]), float(self.x[-1]), m))
         # FFT rounding below 0 where no pair exists
-        self._levels: dict[tuple[int, int], tuple[np.ndarray, float] | None] = {
+        self._levels: dict[tuple[int, int], tuple[np.ndarray, float]] = {
             (0, 0): (np.maximum(lags, 0.0), self.delta)
         }
         self.self_weight = float(np.sum(w**2))  # of the rows, for the leave-one-out sums
 
-    def __call__(self, order: int, h: float, rtol: float = PAIR_SUM_RTOL) -> float:
+    def __call__(
+        self,
+        order: int,
+        h: float,
+        rtol: float = PAIR_SUM_RTOL,
+        band: tuple[float, float] | None = None,
+    ) -> float:
         """``sum_ij w_i w_j phi_h^{(order)}(x_i - x_j)`` for an even ``order <= 14``, to about
-        ``rtol`` relative."""
+        ``rtol`` relative. With ``band = (h_min, h_max)`` around ``h``, on the one binning that
+        serves every bandwidth of the band (so that a curve over it has no steps between
+        binnings, each of the binning's error)."""
         if not h > 0:
             raise SelectorError(f"a pair sum at bandwidth {h!r} was asked for.")
         g = _gauss_derivative(order, h)
         bins = math.sqrt((order + 1) / (6.0 * rtol))  # per bandwidth
-        need = bins * self.delta / h
+        h_min, h_max = (h, h) if band is None else (min(band[0], h), max(band[1], h))
+        need = bins * self.delta / h_min
         level = 0 if need <= 1.0 else math.ceil(math.log2(need))
         if level > _MAX_LEVEL:
             raise SelectorError(
-                f"a bandwidth of {h:.3g} is below 2^-{_MAX_LEVEL} of the data's range."
+                f"a bandwidth of {h_min:.3g} is below 2^-{_MAX_LEVEL} of the data's range."
             )
-        # At this level every bandwidth needing these bins is below twice them: its terms
-        # within reach lie within ``lags`` bins (plus the binning's one).
-        lags = 0 if level == 0 else int(2.0 * bins * _REACH) + 2
+        delta = self.delta * 0.5**level
+        # Fine levels hold the lags within reach of their largest bandwidth: twice the
+        # smallest's (one level's range), or the band's.
+        lags = 0 if level == 0 else int(_REACH * max(h_max, 2.0 * bins * delta) / delta) + 2
         if (level, lags) not in self._levels:
-            self._levels[(level, lags)] = self._fine_bins(self.delta * 0.5**level, lags)
-        binned = self._levels[(level, lags)]
-        if binned is None:
-            return self._exact(g, _REACH * h)
-        lag_sums, delta = binned
+            self._levels[(level, lags)] = self._fine_bins(delta, lags)
+        lag_sums, delta = self._levels[(level, lags)]
         k = min(int(_REACH * h / delta) + 2, lag_sums.shape[0])
         values = g(np.arange(k) * delta)
         return float(lag_sums[0] * values[0] + 2.0 * np.dot(lag_sums[1:k], values[1:]))
 
-    def _fine_bins(self, delta: float, n_lags: int) -> tuple[np.ndarray, float] | None:
-        """Lag sums ``(n_lags,)`` of bins of width ``delta`` laid only where the data are;
-        ``None`` where they would exceed ``MAX_FINE_BINS``."""
+    def _fine_bins(self, delta: float, n_lags: int) -> tuple[np.ndarray, float]:
+        """Lag sums ``(n_lags,)`` at bins of width ``delta``, for pairs within
+        ``(n_lags - 2) delta``. Points with more than ``_DENSE_NEIGHBOURS`` neighbours in that
+        reach are binned, piece by piece where they lie (one FFT); the pairs of every other
+        point are formed exactly and their differences binned onto the lags, so sparse tails
+        cost their pairs and dense bodies their bins. :class:`_TooCostly` where either exceeds
+        its limit."""
         x, w = self.x, self.w
+        reach = (n_lags - 2) * delta
+        below = np.searchsorted(x, x - reach, side="left")
+        above = np.searchsorted(x, x + reach, side="right")
+        dense = above - below - 1 > _DENSE_NEIGHBOURS
+        lags = np.zeros(n_lags)
+        lags[0] += float(np.sum(w[~dense] ** 2))  # the sparse points' self pairs
+        if dense.any():
+            lags += self._dense_lags(x[dense], w[dense], delta, n_lags)
+        sparse = np.flatnonzero(~dense)
+        counts = (above - below - 1)[sparse]  # partners of each sparse point
+        if float(np.sum(counts)) > MAX_EXACT_PAIRS:
+            raise _TooCostly(
+                f"the data span too many bandwidths: {float(np.sum(counts)):.3g} pairs of sparse "
+                f"points lie within {reach:.3g} of each other."
+            )
+        first = np.concatenate([[0], np.cumsum(counts)])
+        i = 0
+        while i < sparse.size:  # about 2^20 pairs at a time
+            j = int(np.searchsorted(first, first[i] + 2**20, side="right")) - 1
+            j = min(max(j, i + 1), sparse.size)
+            rows = np.repeat(sparse[i:j], counts[i:j])
+            step = np.arange(rows.size) - np.repeat(first[i:j] - first[i], counts[i:j])
+            partners = np.repeat(below[sparse[i:j]], counts[i:j]) + step
+            partners = partners + (partners >= rows)  # skip the point itself
+            # Each unordered pair once at lags k >= 1 (the sum doubles them) and twice at lag 0,
+            # as the lag sums of bins count them; a pair of two sparse points is met from
+            # both ends, with a dense one once.
+            weight = w[rows] * w[partners] * np.where(dense[partners], 1.0, 0.5)
+            pos = np.abs(x[partners] - x[rows]) / delta
+            left = np.minimum(np.floor(pos).astype(np.int64), n_lags - 2)
+            frac = pos - left
+            near = weight * (1.0 - frac) * np.where(left == 0, 2.0, 1.0)
+            lags += np.bincount(left, weights=near, minlength=n_lags)[:n_lags]
+            lags += np.bincount(left + 1, weights=weight * frac, minlength=n_lags)[:n_lags]
+            i = j
+        return lags, delta
+
+    @staticmethod
+    def _dense_lags(x: np.ndarray, w: np.ndarray, delta: float, n_lags: int) -> np.ndarray:
+        """Lag sums of sorted points, linearly binned at width ``delta`` in pieces cut where two
+        neighbours lie more than ``n_lags`` bins apart (empty bins between pieces, one FFT)."""
         cut = np.flatnonzero(np.diff(x) > n_lags * delta) + 1
         starts = np.concatenate([[0], cut])
         ends = np.concatenate([cut, [x.shape[0]]])
-        lags = np.zeros(n_lags)
-        single = ends - starts == 1
-        lags[0] += float(np.sum(w[starts[single]] ** 2))  # an isolated point pairs only itself
-        starts, ends = starts[~single], ends[~single]
-        if starts.size == 0:
-            return lags, delta
         sizes = np.floor((x[ends - 1] - x[starts]) / delta).astype(np.int64) + 2
         total = int(np.sum(sizes + n_lags))
         if total > MAX_FINE_BINS:
-            return None
+            raise _TooCostly(
+                f"the data span too many bandwidths: their dense parts need {total} bins of "
+                f"{delta:.3g} (at most {MAX_FINE_BINS})."
+            )
         offsets = np.concatenate([[0], np.cumsum(sizes + n_lags)[:-1]])
         piece = np.repeat(np.arange(starts.size), ends - starts)
-        rows = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends, strict=True)])
-        pos = (x[rows] - x[starts][piece]) / delta
+        pos = (x - x[starts][piece]) / delta
         left = np.minimum(np.floor(pos).astype(np.int64), sizes[piece] - 2)
         frac = pos - left
         index = offsets[piece] + left
-        counts = np.bincount(index, weights=w[rows] * (1.0 - frac), minlength=total)
-        counts += np.bincount(index + 1, weights=w[rows] * frac, minlength=total)
-        lags += np.maximum(_lag_sums(counts[:total])[:n_lags], 0.0)
-        return lags, delta
-
-    def _exact(self, g: Callable[[np.ndarray], np.ndarray], reach: float) -> float:
-        """The pair sum over every pair within ``reach`` (sorted data, in chunks)."""
-        x, w = self.x, self.w
-        n = x.shape[0]
-        ends = np.searchsorted(x, x + reach, side="right")
-        counts = ends - np.arange(n) - 1  # partners j > i within reach
-        if float(np.sum(counts)) > MAX_EXACT_PAIRS:
-            raise _TooCostly(
-                f"the data span too many bandwidths: {float(np.sum(counts)):.3g} pairs lie within "
-                f"reach of a bandwidth of {reach / _REACH:.3g}, and its bins would exceed "
-                f"{MAX_FINE_BINS}."
-            )
-        total = float(np.sum(w**2)) * float(g(np.zeros(1))[0])
-        first_pair = np.concatenate([[0], np.cumsum(counts)])  # of each row, in pair order
-        i = 0
-        while i < n:  # rows whose pairs total about 2^20 at a time
-            j = int(np.searchsorted(first_pair, first_pair[i] + 2**20, side="right")) - 1
-            j = min(max(j, i + 1), n)
-            rows = np.repeat(np.arange(i, j), counts[i:j])
-            partners = rows + 1 + np.arange(rows.size) - (first_pair[rows] - first_pair[i])
-            total += 2.0 * float(np.sum(w[rows] * w[partners] * g(x[partners] - x[rows])))
-            i = j
-        return total
+        counts = np.bincount(index, weights=w * (1.0 - frac), minlength=total)
+        counts += np.bincount(index + 1, weights=w * frac, minlength=total)
+        return np.maximum(_lag_sums(counts[:total])[:n_lags], 0.0)
 
 
 def _gauss_derivative(order: int, h: float) -> Callable[[np.ndarray], np.ndarray]:
@@ -333,16 +358,28 @@ def _isj_fixed_point(t: float, n: float, norm: Callable[[int, float], float]) ->
     return t - (2.0 * n * math.sqrt(math.pi) * value) ** (-0.4)
 
 
-def _bisect(fn, lo: float, hi: float, f_lo: float, rtol: float = 1e-12) -> float:
-    """A root of ``fn`` in ``[lo, hi]`` where ``fn(lo)`` and ``fn(hi)`` differ in sign."""
+def _root(fn, lo: float, hi: float, f_lo: float, f_hi: float, rtol: float = 1e-12) -> float:
+    """A root of ``fn`` in ``[lo, hi]``, where ``f_lo`` and ``f_hi`` differ in sign: the
+    Illinois variant of regula falsi (the end that stays twice has its value halved),
+    bisecting where a step leaves the bracket; at most 200 evaluations, until the bracket is
+    ``rtol`` of its end wide."""
+    side = 0
     for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        f_mid = fn(mid)
-        if (f_mid > 0) == (f_lo > 0):
-            lo, f_lo = mid, f_mid
+        x = hi - f_hi * (hi - lo) / (f_hi - f_lo) if f_hi != f_lo else 0.5 * (lo + hi)
+        if not lo < x < hi:
+            x = 0.5 * (lo + hi)
+        f_x = fn(x)
+        if f_x == 0:
+            return x
+        if (f_x > 0) == (f_hi > 0):
+            hi, f_hi = x, f_x
+            f_lo = 0.5 * f_lo if side == -1 else f_lo
+            side = -1
         else:
-            hi = mid
-        if hi - lo <= rtol * hi:
+            lo, f_lo = x, f_x
+            f_hi = 0.5 * f_hi if side == 1 else f_hi
+            side = 1
+        if hi - lo <= rtol * max(abs(lo), abs(hi)):
             break
     return 0.5 * (lo + hi)
 
@@ -365,18 +402,30 @@ def _isj_1d(col, w, n_eff, weighted, grid_size):
     def fixed(t):
         return _isj_fixed_point(t, n, norm)
 
-    for _ in range(64):  # widen the bracket [0, top] until it holds a root
-        if fixed(top) > 0:
-            break
+    f_top = fixed(top)
+    while not f_top > 0:  # widen the bracket [0, top] until it holds a root (< 40 doublings)
         top *= 2.0
         if top >= 1.0:
+            raise SelectorError(
+                "the improved Sheather-Jones fixed-point equation has no root in (0, 1): too "
+                "few or too clustered points."
+            )
+        f_top = fixed(top)
+    # Solved in log t (the root may lie decades below top): a lower end where the equation
+    # is negative (it is 0 minus a positive number at t = 0), decades down at a time.
+    low, f_low = top, f_top
+    for _ in range(60):
+        low *= 0.01
+        f_low = fixed(low)
+        if not f_low > 0:
             break
-    if not (top < 1.0 and fixed(top) > 0):
-        raise SelectorError(
-            "the improved Sheather-Jones fixed-point equation has no root in (0, 1): too "
-            "few or too clustered points."
-        )
-    t_star = _bisect(fixed, 0.0, top, -1.0)  # the equation is t - (positive) at t = 0
+    if not f_low <= 0:
+        raise SelectorError("the improved Sheather-Jones root is not positive.")
+    if f_low == 0:
+        return low * span**2
+    log_t = _root(lambda s: fixed(math.exp(s)), math.log(low), math.log(top), f_low, f_top,
+                  rtol=1e-13)  # fmt: skip
+    t_star = math.exp(log_t)
     if not t_star > 0:
         raise SelectorError("the improved Sheather-Jones root is not positive.")
     return t_star * span**2
@@ -385,9 +434,10 @@ def _isj_1d(col, w, n_eff, weighted, grid_size):
 def isj_bandwidth(data, weights=None, *, grid_size: int = GRID_SIZE) -> np.ndarray:
     """Improved Sheather-Jones (Botev, Grotowski & Kroese 2010), per dimension.
 
-    The fixed-point equation ``t = xi gamma^[7](t)`` is solved by bisection inside Botev's
-    bracket ``[0, t_max]`` (``t_max`` doubled until it holds a root), in his unit (the data's
-    range extended by half of it on each side), and ``h = sqrt(t*)`` in that unit. Each
+    The fixed-point equation ``t = xi gamma^[7](t)`` is solved inside Botev's bracket
+    ``[0, t_max]`` (``t_max`` doubled until it holds a root) by regula falsi in ``log t``, in his
+    unit (the data's range extended by half of it on each side), and ``h = sqrt(t*)`` in that
+    unit. Each
     functional ``||f_t^{(s)}||^2`` is the pair sum ``(-1)^s sum_ij w_i w_j
     phi^{(2s)}_{sqrt(2t)}(x_i - x_j)``, on ``grid_size`` linear bins refined wherever they are
     coarser than the bandwidth being evaluated needs (:class:`_PairSums`); Botev's cosine
@@ -424,7 +474,7 @@ def _root_expanding(fn, lower: float, upper: float) -> float:
         if not (math.isfinite(f_lo) and math.isfinite(f_hi)):
             break
         if f_lo * f_hi <= 0:
-            return _bisect(fn, lower, upper, f_lo)
+            return _root(fn, lower, upper, f_lo, f_hi)
         if attempt % 2 == 0:
             upper *= 1.2
         else:
@@ -480,18 +530,25 @@ def sj_bandwidth(data, weights=None, *, grid_size: int = GRID_SIZE) -> np.ndarra
 
 
 # ------------------------------------------------------------------ binned 1-D LSCV
-_LSCV_RTOL = 1e-5
+_LSCV_RTOL = 1e-4
 
 
-def _lscv_1d_curve(sums: _PairSums, n_eff: float, log_h: np.ndarray) -> np.ndarray:
-    """``LSCV(h) = int f^2 - 2 mean_i f_{-i}(x_i)`` on a grid of ``log h`` (weighted)."""
+def _lscv_1d_curve(sums: _PairSums, n_eff: float, log_h: np.ndarray,
+                   one_binning: bool = True) -> np.ndarray:  # fmt: skip
+    """``LSCV(h) = int f^2 - 2 mean_i f_{-i}(x_i)`` on a grid of ``log h`` (weighted), every
+    point on the bins of the smallest ``h`` (``one_binning``) or each on its own."""
     out = np.empty(log_h.shape)
     s2 = sums.self_weight
+    band = None
+    if one_binning:
+        band = (math.exp(float(np.min(log_h))), math.sqrt(2.0) * math.exp(float(np.max(log_h))))
     for i, lh in enumerate(log_h):
         h = math.exp(lh)
-        # LSCV is a difference of two close sums: each is asked for 1e-5.
-        all_pairs = sums(0, h, _LSCV_RTOL)
-        conv = sums(0, math.sqrt(2.0) * h, _LSCV_RTOL)
+        # LSCV is a difference of two close sums, and near its minimum a flat curve: each sum
+        # is asked for 1e-4, and a grid is evaluated on one binning (a step of the binning's
+        # error between two bandwidths would make a minimum of its own).
+        all_pairs = sums(0, h, _LSCV_RTOL, band)
+        conv = sums(0, math.sqrt(2.0) * h, _LSCV_RTOL, band)
         # sum_{i != j} w_i w_j phi_h = all pairs - self pairs; f_{-i} renormalised by 1 - w_i.
         loo = (all_pairs - s2 / (_SQRT_2PI * h)) / (1.0 - s2)
         out[i] = conv - 2.0 * loo
@@ -514,14 +571,17 @@ def _lscv_1d(col, w, n_eff, weighted, grid_size):
     skipped = []  # log scales whose pair sums would exceed the limits
 
     def minus_lscv(log_scales):
-        out = np.empty(len(log_scales))
-        for i, s in enumerate(log_scales):
-            try:
-                out[i] = -_lscv_1d_curve(sums, n_eff, np.array([start + s]))[0]
-            except _TooCostly:
-                out[i] = math.nan
-                skipped.append(s)
-        return out
+        try:
+            return -_lscv_1d_curve(sums, n_eff, start + np.asarray(log_scales))
+        except _TooCostly:  # each bandwidth on its own bins, where they are within the limits
+            out = np.empty(len(log_scales))
+            for i, s in enumerate(log_scales):
+                try:
+                    out[i] = -_lscv_1d_curve(sums, n_eff, np.array([start + s]))[0]
+                except _TooCostly:
+                    out[i] = math.nan
+                    skipped.append(s)
+            return out
 
     # From 1e-2 to 1e2 times the rule first: far below it, dense data cost the most.
     status, log_c, _, _ = scale_search(minus_lscv, 1e-7, first=-8)

@@ -220,7 +220,8 @@ def test_sj_on_the_issue_cauchy_sample():
 
 def test_pair_sums_refine_where_bins_are_coarse():
     # One point 1e4 away: the range's bins are 0.6 wide; every bandwidth still gets its bins,
-    # and each way of summing (range bins, fine bins, exact pairs) agrees with brute force.
+    # and each way of summing (range bins, fine bins, pairs binned by difference) agrees with
+    # brute force.
     x = _heavy_tailed("far_outlier", 400)
     w = np.full(400, 1 / 400)
     sums = selectors._PairSums(x, w, selectors.GRID_SIZE)
@@ -229,7 +230,17 @@ def test_pair_sums_refine_where_bins_are_coarse():
             g = selectors._gauss_derivative(order, h)
             want = _all_pairs(x, g) / 400**2
             assert sums(order, h) == pytest.approx(want, rel=1e-3)
-            assert sums._exact(g, 12 * h) == pytest.approx(want, rel=1e-9)
+    # every point sparse (pairs formed exactly), every point dense (binned), and the mixture
+    delta = sums.delta / 64
+    for threshold in (10**9, -1, 3):
+        selectors._DENSE_NEIGHBOURS, saved = threshold, selectors._DENSE_NEIGHBOURS
+        try:
+            lags, _ = sums._fine_bins(delta, 400)
+        finally:
+            selectors._DENSE_NEIGHBOURS = saved
+        g = selectors._gauss_derivative(0, 20 * delta)
+        got = lags[0] * g(0.0) + 2 * np.dot(lags[1:], g(np.arange(1, 400) * delta))
+        assert got == pytest.approx(_all_pairs(x, g) / 400**2, rel=1e-3)
 
 
 # ----------------------------------------------------------------- SJ, plug-in, robust rule
