@@ -14,10 +14,11 @@ One-dimensional selectors work on **linearly binned** data: ``n`` points are spr
 from the bins' autocorrelation (one FFT), so a selector costs ``O(n + M log M)`` and runs on
 10^6 points in well under a second. The binning error is ``O(delta^2 g'')`` per pair for bins
 of width ``delta``, below 1e-3 relative for bandwidths of ``13 sqrt(order + 1)`` bins or more
-(derivatives of that order; LSCV, a difference of two sums, asks 1e-4 and one binning per grid of bandwidths); where a bandwidth
-being evaluated is narrower (heavy tails or a far outlier stretch the range over thousands of
-bandwidths), the data are binned again, finer, only where they lie, and the pairs of sparse
-points are formed exactly (:class:`_PairSums`), so every bandwidth keeps that many bins.
+(derivatives of that order; LSCV, a difference of two sums, asks 1e-4, and one binning for each
+grid of bandwidths it compares). Where a bandwidth being evaluated is narrower (heavy tails or
+a far outlier stretch the range over thousands of bandwidths), the data are binned again,
+finer, only where they lie, and the pairs of sparse points are formed exactly
+(:class:`_PairSums`), so every bandwidth keeps that many bins.
 
 References
 ----------
