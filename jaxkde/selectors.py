@@ -32,6 +32,7 @@ References
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import warnings
@@ -137,8 +138,8 @@ PAIR_SUM_RTOL = 1e-3
 #: bins would exceed that; beyond both a selector raises :class:`SelectorError`.
 MAX_FINE_BINS = 2**22
 MAX_EXACT_PAIRS = 10**7
-#: A point with more neighbours than this within the kernel's reach is binned; the pairs of
-#: the others are formed exactly (their differences binned onto the lags).
+#: A point whose cell of the kernel's reach holds more others than this is binned; the pairs
+#: of the others are formed exactly (their differences binned onto the lags).
 _DENSE_NEIGHBOURS = 32
 #: Pairs further apart than this many bandwidths are left out: a Gaussian derivative of order
 #: up to 14 there is below 1e-21 of its value at 0.
@@ -165,17 +166,26 @@ class _PairSums:
     """
 
     def __init__(self, x: np.ndarray, w: np.ndarray, m: int):
-        # Exact ties are one point of their summed weight: every pair sum is unchanged (self
-        # pairs included), and however small the bandwidth, tied rows cost nothing.
-        self.x, where = np.unique(x, return_inverse=True)
-        self.w = np.bincount(where.reshape(-1), weights=w, minlength=self.x.shape[0])
-        self.delta = (float(self.x[-1]) - float(self.x[0])) / (m - 1)
-        lags = _lag_sums(_bins(self.x, self.w, float(self.x[0]), float(self.x[-1]), m))
+        self._rows = (x, w)
+        lo, hi = float(x.min()), float(x.max())
+        self.delta = (hi - lo) / (m - 1)
+        lags = _lag_sums(_bins(x, w, lo, hi, m))
         # FFT rounding below 0 where no pair exists
         self._levels: dict[tuple[int, int], tuple[np.ndarray, float]] = {
             (0, 0): (np.maximum(lags, 0.0), self.delta)
         }
         self.self_weight = float(np.sum(w**2))  # of the rows, for the leave-one-out sums
+        self._sorted: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _distinct(self) -> tuple[np.ndarray, np.ndarray]:
+        """The sorted distinct values and their summed weights, for the fine levels: exact ties
+        are one point (every pair sum is unchanged, self pairs included), so however small the
+        bandwidth, tied rows cost nothing."""
+        if self._sorted is None:
+            x, where = np.unique(self._rows[0], return_inverse=True)
+            w = np.bincount(where.reshape(-1), weights=self._rows[1], minlength=x.shape[0])
+            self._sorted = (x, w)
+        return self._sorted
 
     def __call__(
         self,
@@ -212,22 +222,31 @@ class _PairSums:
 
     def _fine_bins(self, delta: float, n_lags: int) -> tuple[np.ndarray, float]:
         """Lag sums ``(n_lags,)`` at bins of width ``delta``, for pairs within
-        ``(n_lags - 2) delta``. Points with more than ``_DENSE_NEIGHBOURS`` neighbours in that
-        reach are binned, piece by piece where they lie (one FFT); the pairs of every other
-        point are formed exactly and their differences binned onto the lags, so sparse tails
-        cost their pairs and dense bodies their bins. :class:`_TooCostly` where either exceeds
-        its limit."""
-        x, w = self.x, self.w
+        ``(n_lags - 2) delta``. Points in a cell of that width holding more than
+        ``_DENSE_NEIGHBOURS`` others are binned, piece by piece where they lie (one FFT); the
+        pairs of every other point are formed exactly and their differences binned onto the
+        lags, so sparse tails cost their pairs and dense bodies their bins.
+        :class:`_TooCostly` where either exceeds its limit."""
+        x, w = self._distinct()
         reach = (n_lags - 2) * delta
-        below = np.searchsorted(x, x - reach, side="left")
-        above = np.searchsorted(x, x + reach, side="right")
-        dense = above - below - 1 > _DENSE_NEIGHBOURS
+        # Dense: more than _DENSE_NEIGHBOURS others within reach. A cell of width ``reach``
+        # holding more than half as many (all within reach of each other) settles it in O(n);
+        # the others are counted exactly. Either side is exact: this only sets the cost.
+        cell = np.floor((x - x[0]) / reach)
+        starts = np.flatnonzero(np.r_[True, cell[1:] != cell[:-1]])
+        run = np.diff(np.r_[starts, x.shape[0]])
+        dense = np.repeat(run - 1 > _DENSE_NEIGHBOURS // 2, run)
+        sparse = np.flatnonzero(~dense)
+        below = np.searchsorted(x, x[sparse] - reach, side="left")
+        above = np.searchsorted(x, x[sparse] + reach, side="right")
+        crowded = above - below - 1 > _DENSE_NEIGHBOURS
+        dense[sparse[crowded]] = True
+        sparse, below, above = sparse[~crowded], below[~crowded], above[~crowded]
+        counts = above - below - 1  # partners of each sparse point
         lags = np.zeros(n_lags)
-        lags[0] += float(np.sum(w[~dense] ** 2))  # the sparse points' self pairs
+        lags[0] += float(np.sum(w[sparse] ** 2))  # the sparse points' self pairs
         if dense.any():
             lags += self._dense_lags(x[dense], w[dense], delta, n_lags)
-        sparse = np.flatnonzero(~dense)
-        counts = (above - below - 1)[sparse]  # partners of each sparse point
         if float(np.sum(counts)) > MAX_EXACT_PAIRS:
             raise _TooCostly(
                 f"the data span too many bandwidths: {float(np.sum(counts)):.3g} pairs of sparse "
@@ -240,7 +259,7 @@ class _PairSums:
             j = min(max(j, i + 1), sparse.size)
             rows = np.repeat(sparse[i:j], counts[i:j])
             step = np.arange(rows.size) - np.repeat(first[i:j] - first[i], counts[i:j])
-            partners = np.repeat(below[sparse[i:j]], counts[i:j]) + step
+            partners = np.repeat(below[i:j], counts[i:j]) + step
             partners = partners + (partners >= rows)  # skip the point itself
             # Each unordered pair once at lags k >= 1 (the sum doubles them) and twice at lag 0,
             # as the lag sums of bins count them; a pair of two sparse points is met from
@@ -572,17 +591,18 @@ def _lscv_1d(col, w, n_eff, weighted, grid_size):
     skipped = []  # log scales whose pair sums would exceed the limits
 
     def minus_lscv(log_scales):
-        try:
-            return -_lscv_1d_curve(sums, n_eff, start + np.asarray(log_scales))
-        except _TooCostly:  # each bandwidth on its own bins, where they are within the limits
-            out = np.empty(len(log_scales))
-            for i, s in enumerate(log_scales):
-                try:
-                    out[i] = -_lscv_1d_curve(sums, n_eff, np.array([start + s]))[0]
-                except _TooCostly:
-                    out[i] = math.nan
-                    skipped.append(s)
-            return out
+        scales = np.asarray(log_scales, np.float64)
+        if np.ptp(scales) <= 2.0 * LATTICE_STEP * (1.0 + 1e-9):  # a bracket being refined
+            with contextlib.suppress(_TooCostly):
+                return -_lscv_1d_curve(sums, n_eff, start + scales)
+        out = np.empty(scales.shape)  # each bandwidth on its own bins, within the limits
+        for i, s in enumerate(scales):
+            try:
+                out[i] = -_lscv_1d_curve(sums, n_eff, np.array([start + s]), one_binning=False)[0]
+            except _TooCostly:
+                out[i] = math.nan
+                skipped.append(s)
+        return out
 
     # From 1e-2 to 1e2 times the rule first: far below it, dense data cost the most.
     status, log_c, _, _ = scale_search(minus_lscv, 1e-7, first=-8)
