@@ -243,15 +243,15 @@ class _PairSums:
         dense[sparse[crowded]] = True
         sparse, below, above = sparse[~crowded], below[~crowded], above[~crowded]
         counts = above - below - 1  # partners of each sparse point
-        lags = np.zeros(n_lags)
-        lags[0] += float(np.sum(w[sparse] ** 2))  # the sparse points' self pairs
-        if dense.any():
-            lags += self._dense_lags(x[dense], w[dense], delta, n_lags)
-        if float(np.sum(counts)) > MAX_EXACT_PAIRS:
+        if float(np.sum(counts)) > MAX_EXACT_PAIRS:  # before any binning: fail at no cost
             raise _TooCostly(
                 f"the data span too many bandwidths: {float(np.sum(counts)):.3g} pairs of sparse "
                 f"points lie within {reach:.3g} of each other."
             )
+        lags = np.zeros(n_lags)
+        lags[0] += float(np.sum(w[sparse] ** 2))  # the sparse points' self pairs
+        if dense.any():
+            lags += self._dense_lags(x[dense], w[dense], delta, n_lags)
         first = np.concatenate([[0], np.cumsum(counts)])
         i = 0
         while i < sparse.size:  # about 2^20 pairs at a time
@@ -445,10 +445,7 @@ def _isj_1d(col, w, n_eff, weighted, grid_size):
         return low * span**2
     log_t = _root(lambda s: fixed(math.exp(s)), math.log(low), math.log(top), f_low, f_top,
                   rtol=1e-13)  # fmt: skip
-    t_star = math.exp(log_t)
-    if not t_star > 0:
-        raise SelectorError("the improved Sheather-Jones root is not positive.")
-    return t_star * span**2
+    return math.exp(log_t) * span**2
 
 
 def isj_bandwidth(data, weights=None, *, grid_size: int = GRID_SIZE) -> np.ndarray:
@@ -457,8 +454,7 @@ def isj_bandwidth(data, weights=None, *, grid_size: int = GRID_SIZE) -> np.ndarr
     The fixed-point equation ``t = xi gamma^[7](t)`` is solved inside Botev's bracket
     ``[0, t_max]`` (``t_max`` doubled until it holds a root) by regula falsi in ``log t``, in his
     unit (the data's range extended by half of it on each side), and ``h = sqrt(t*)`` in that
-    unit. Each
-    functional ``||f_t^{(s)}||^2`` is the pair sum ``(-1)^s sum_ij w_i w_j
+    unit. Each functional ``||f_t^{(s)}||^2`` is the pair sum ``(-1)^s sum_ij w_i w_j
     phi^{(2s)}_{sqrt(2t)}(x_i - x_j)``, on ``grid_size`` linear bins refined wherever they are
     coarser than the bandwidth being evaluated needs (:class:`_PairSums`); Botev's cosine
     transform of the binned data computes the same sums on a fixed grid, which a far outlier
