@@ -16,7 +16,7 @@ import numpy as np
 from jax import lax
 
 import jaxkde
-from jaxkde.kde import _query_block_rows
+from jaxkde.estimator.kde import _query_block_rows
 
 
 class Summary(NamedTuple):
@@ -78,7 +78,7 @@ def jaxkde_timing(kde, queries, repeats: int, ref: np.ndarray):
     t0 = time.perf_counter()
     hi, lo = jaxkde.whiten_queries(kde.state_, block)
     # The first pass: the recomputation tiers compile only where it marks a query.
-    compiled = jaxkde.engine._first_pass_program.lower(kde.state_, hi, lo).compile()
+    compiled = jaxkde.core.engine._first_pass_program.lower(kde.state_, hi, lo).compile()
     compile_s = time.perf_counter() - t0
     first, med, got = timed(lambda: kde.score_samples(queries), repeats)
     err = float(np.max(np.abs(got[: ref.shape[0]] - ref)))
@@ -164,7 +164,7 @@ def phase_breakdown(kde, queries: np.ndarray, repeats: int) -> dict:
     of one block with the device work of the last, so its time is below their sum.
     """
     from jaxkde._validation import check_data
-    from jaxkde.state import _whiten64, split_double_word
+    from jaxkde.core.state import _whiten64, split_double_word
 
     state, hw = kde.state_, kde._whitening
     block = kde.batch_size or jaxkde.default_block_sizes()[0]
@@ -188,13 +188,13 @@ def phase_breakdown(kde, queries: np.ndarray, repeats: int) -> dict:
     placed = transfer()
     t0 = time.perf_counter()  # the first pass, and the tiers where it marks a query
     for hi, lo in {w[0].shape: w for w in placed}.values():
-        jaxkde.engine._first_pass_program.lower(state, hi, lo).compile()
+        jaxkde.core.engine._first_pass_program.lower(state, hi, lo).compile()
     compile_s = time.perf_counter() - t0
-    passes = [jaxkde.engine._first_pass_program(state, *w) for w in placed]  # not timed
+    passes = [jaxkde.core.engine._first_pass_program(state, *w) for w in placed]  # not timed
     marked = {w[0].shape: (w, p) for w, p in zip(placed, passes, strict=True) if np.any(p[1])}
     t0 = time.perf_counter()
     for (hi, lo), (log_f, code, partial) in marked.values():
-        jaxkde.engine._settle_program.lower(state, hi, lo, log_f, code, partial).compile()
+        jaxkde.core.engine._settle_program.lower(state, hi, lo, log_f, code, partial).compile()
     compile_s += time.perf_counter() - t0
 
     def device():

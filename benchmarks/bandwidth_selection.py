@@ -32,8 +32,8 @@ import numpy as np
 from _report import Summary, emit
 
 import jaxkde
-from jaxkde.datasets import load_mnist
-from jaxkde.digits import sample_digits
+from jaxkde.apps.datasets import load_mnist
+from jaxkde.apps.digits import sample_digits
 
 
 def loo64(x: np.ndarray, h_diag: np.ndarray) -> float:

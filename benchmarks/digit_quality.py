@@ -1,6 +1,6 @@
 """Sample quality of the digit job: fidelity and novelty over scaling factors and PCA sizes.
 
-For each configuration, ``jaxkde.digits.sample_digits`` (what ``jaxkde sample`` runs) draws
+For each configuration, ``jaxkde.apps.digits.sample_digits`` (what ``jaxkde sample`` runs) draws
 ``--per-digit`` samples of every digit 0-9 from KDEs fitted on the shipped test split, and:
 
 * fidelity: the share of samples that an independent classifier assigns to the requested digit
@@ -29,8 +29,8 @@ import time
 import numpy as np
 
 import jaxkde
-from jaxkde.datasets import load_mnist
-from jaxkde.digits import KEEP, inpaint_digits, sample_digits
+from jaxkde.apps.datasets import load_mnist
+from jaxkde.apps.digits import KEEP, inpaint_digits, sample_digits
 
 
 def nearest_distances(queries: np.ndarray, reference: np.ndarray) -> np.ndarray:

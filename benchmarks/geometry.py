@@ -25,7 +25,7 @@ from _report import emit, machine, timed
 from mnist_pixels import load
 
 import jaxkde
-from jaxkde.datasets import read_idx
+from jaxkde.apps.datasets import read_idx
 
 
 def main(argv=None) -> None:

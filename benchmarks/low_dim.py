@@ -10,7 +10,7 @@ Gaussian kernel, isotropic bandwidth ``h`` from Scott's rule (the mean standard 
 given to every tool; times include fitting. Tools, side by side in one run:
 
 * jaxkde ``KDE(bandwidth=h).fit(x).score_grid(axes=..., method=m)`` for ``m`` in auto, binned
-  and exact (see :mod:`jaxkde.grid`), fit included; binned also on a fitted KDE;
+  and exact (see :mod:`jaxkde.stats.grid`), fit included; binned also on a fitted KDE;
 * jaxkde ``score_samples`` at every grid point (the exact engine, no grid structure), and the
   floor of that exact summation: jaxkde's blocked product followed by ``exp`` and a row sum
   (no stabilisation), on its own whitened layout;
@@ -20,7 +20,7 @@ given to every tool; times include fitting. Tools, side by side in one run:
   tolerances). Slow tools run on a subset of grid points and are extrapolated linearly (the
   table says so).
 
-Beside W3, the exact 1-D case of sum updating (:mod:`jaxkde.sum_updating`): the epanechnikov
+Beside W3, the exact 1-D case of sum updating (:mod:`jaxkde.core.sum_updating`): the epanechnikov
 kernel, n = 1,000,000 data and as many queries anywhere, fit included, beside the blocked
 engine's time for the same job (extrapolated) and the leave-one-out likelihood over all rows.
 

@@ -43,7 +43,7 @@ from scipy.special import logsumexp
 
 import jaxkde
 from jaxkde import engine
-from jaxkde.datasets import read_idx
+from jaxkde.apps.datasets import read_idx
 
 H = 0.2
 

@@ -30,7 +30,7 @@ import numpy as np
 from _report import emit
 
 import jaxkde
-from jaxkde.datasets import load_mnist
+from jaxkde.apps.datasets import load_mnist
 
 KERNELS = ["gaussian", "tophat", "epanechnikov", "exponential", "linear", "cosine"]
 

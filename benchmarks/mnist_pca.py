@@ -54,7 +54,7 @@ from jax import lax
 from scipy.special import logsumexp
 
 import jaxkde
-from jaxkde.datasets import read_idx
+from jaxkde.apps.datasets import read_idx
 
 HIGHEST = lax.Precision.HIGHEST
 

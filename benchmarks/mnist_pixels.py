@@ -37,8 +37,8 @@ from jax import lax
 from scipy.special import logsumexp
 
 import jaxkde
-from jaxkde.datasets import read_idx
-from jaxkde.kde import _query_block_rows
+from jaxkde.apps.datasets import read_idx
+from jaxkde.estimator.kde import _query_block_rows
 
 SIGMA = 0.2
 

@@ -29,7 +29,7 @@ import numpy as np
 from _report import emit, machine
 
 import jaxkde
-from jaxkde.datasets import read_idx
+from jaxkde.apps.datasets import read_idx
 
 H = 0.2
 

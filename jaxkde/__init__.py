@@ -1,112 +1,133 @@
 """jaxkde: exact, log-space kernel density estimation in JAX, at matrix-product speed.
 
-The engine is a set of pure, jitted functions of a fitted :class:`KDEState`
-(:func:`build_state`, :func:`log_density`, :func:`sample`); :class:`KDE` is a thin
-scikit-learn style wrapper around them.
+The package is layered; each subpackage imports only those before it:
+
+* :mod:`jaxkde.core`: the fitted state and the exact engine (pure, jitted functions of a
+  :class:`KDEState`: :func:`build_state`, :func:`log_density`, :func:`sample`);
+* :mod:`jaxkde.scale`: fits across processes and files streamed from disk;
+* :mod:`jaxkde.bandwidth`: rules, selectors and learned bandwidths;
+* :mod:`jaxkde.stats` and :mod:`jaxkde.variants`: questions to a fitted state, and the bounded,
+  adaptive and class-conditional KDEs (both over ``core`` only);
+* :mod:`jaxkde.estimator`: :class:`KDE` and :class:`KDEClassifier`, thin scikit-learn style
+  facades over those functions;
+* :mod:`jaxkde.apps`: the ``jaxkde`` command, digits, datasets, PCA, plots, Parzen windows.
+
+The public names are re-exported here; the flat module paths of 0.1.0 (``jaxkde.estimator.kde``,
+``jaxkde.bandwidth.selectors``, ...) stay importable for one release.
 """
 
-from . import adaptive, datasets, distributed, moments, plot, selectors, streaming
-from ._validation import NotFittedError
-from .adaptive import abramson_log_factors, pilot_log_density
-from .bandwidths import (
+import sys
+
+from jaxkde._validation import (
+    NotFittedError,
+)
+from jaxkde.apps import (
+    ParzenResult,
+    PCAState,
+    datasets,
+    parzen_log_likelihood,
+    pca_fit,
+    pca_inverse_transform,
+    pca_transform,
+    plot,
+)
+from jaxkde.bandwidth import (
+    CV_RULES,
+    LSCV_RULES,
     RULES,
+    SELECTORS,
     BandwidthChoice,
+    BandwidthFit,
+    SelectorError,
     effective_sample_size,
+    fit_bandwidth,
+    grid_log_likelihood,
     identity_bandwidth,
+    isj_bandwidth,
+    loo_log_likelihood,
+    lscv_at_scales,
+    lscv_bandwidth,
+    plugin_bandwidth,
     resolve_bandwidth,
     scott_bandwidth,
     scott_factor,
     scott_full_bandwidth,
+    selectors,
     silverman_bandwidth,
     silverman_factor,
     silverman_full_bandwidth,
+    silverman_robust_bandwidth,
+    sj_bandwidth,
     weighted_mean_and_covariance,
 )
-from .conditional import (
-    ClassConditionalState,
-    class_log_density,
-    class_log_posterior,
-    mixture_log_density,
-    sample_classes,
-    sample_classes_host,
-)
-from .engine import (
+from jaxkde.core import (
     BLOCK_SIZES,
+    KERNEL_NAMES,
     PRECISIONS,
     RTOL,
+    SUM_UPDATING_KERNELS,
+    ClassConditionalState,
+    CosineKernel,
+    EpanechnikovKernel,
+    ExponentialKernel,
+    GaussianKernel,
+    HostWhitening,
+    KDEState,
+    Kernel,
+    LinearKernel,
+    SortedData,
+    TophatKernel,
+    UnivariateGaussianKernel,
+    as_key,
+    build_state,
     combine_log_sums,
     default_block_sizes,
     direct_sq_distances,
     gemm_error_bound,
+    get_kernel,
+    host_whitening,
     log_density,
     log_density_program,
     log_density_whitened,
+    loo_log_sums,
+    moments,
     pairwise_sq_distances,
+    reduce_shards,
+    sample,
+    sample_around,
+    sample_host,
+    sample_with_centres,
+    shard_state,
+    sharded_log_density,
+    sharded_log_density_whitened,
+    sort_data,
+    sorted_log_density,
+    unwhiten,
+    unwhiten_host,
+    whiten,
+    whiten_queries,
 )
-from .grid import (
+from jaxkde.estimator import (
+    KDE,
+    KDEClassifier,
+)
+from jaxkde.scale import distributed, streaming
+from jaxkde.stats import (
     GRID_METHODS,
     GridDensity,
     binned_log_density,
     default_axes,
     grid_log_density,
 )
-from .kde import KDE, KDEClassifier
-from .kernels import (
-    KERNEL_NAMES,
-    CosineKernel,
-    EpanechnikovKernel,
-    ExponentialKernel,
-    GaussianKernel,
-    Kernel,
-    LinearKernel,
-    TophatKernel,
-    UnivariateGaussianKernel,
-    get_kernel,
-)
-from .pca import PCAState, pca_fit, pca_inverse_transform, pca_transform
-from .sampling import as_key, sample, sample_around, sample_host, sample_with_centres
-from .selection import (
-    CV_RULES,
-    LSCV_RULES,
-    BandwidthFit,
-    ParzenResult,
-    fit_bandwidth,
-    grid_log_likelihood,
-    loo_log_likelihood,
-    lscv_at_scales,
-    parzen_log_likelihood,
-)
-from .selectors import (
-    SELECTORS,
-    SelectorError,
-    isj_bandwidth,
-    lscv_bandwidth,
-    plugin_bandwidth,
-    silverman_robust_bandwidth,
-    sj_bandwidth,
-)
-from .sharding import (
-    reduce_shards,
-    shard_state,
-    sharded_log_density,
-    sharded_log_density_whitened,
-)
-from .state import (
-    HostWhitening,
-    KDEState,
-    build_state,
-    host_whitening,
-    unwhiten,
-    unwhiten_host,
-    whiten,
-    whiten_queries,
-)
-from .sum_updating import (
-    SUM_UPDATING_KERNELS,
-    SortedData,
-    loo_log_sums,
-    sort_data,
-    sorted_log_density,
+from jaxkde.variants import (
+    abramson_log_factors,
+    adaptive,
+    class_log_density,
+    class_log_posterior,
+    mixture_log_density,
+    pilot_log_density,
+    sample_classes,
+    sample_classes_host,
 )
 
 __version__ = "0.1.0"
@@ -211,3 +232,7 @@ __all__ = [
     "whiten",
     "whiten_queries",
 ]
+
+from jaxkde import _compat  # last: the old module paths, aliased for one release
+
+_compat.install_aliases(sys.modules[__name__])

@@ -150,7 +150,7 @@ def check_data(
 def check_weights(sample_weight, n: int) -> np.ndarray | None:
     """Validate ``sample_weight`` of shape ``(n,)``: finite, non-negative, not all zero.
 
-    Returned in float64 (normalise with :func:`jaxkde.state.normalized_log_weights`, which
+    Returned in float64 (normalise with :func:`jaxkde.core.state.normalized_log_weights`, which
     neither underflows nor overflows).
     """
     if sample_weight is None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from jaxkde.datasets import load_mnist
+from jaxkde.apps.datasets import load_mnist
 
 # Tolerances on |relative error| of log densities against float64 brute force.
 RTOL = {"float32": 1e-5, "float64": 1e-10}

@@ -14,7 +14,8 @@ from scipy import stats
 from scipy.special import logsumexp
 
 import jaxkde
-from jaxkde.adaptive import MAX_LOG_FACTOR, abramson_log_factors
+from jaxkde.bandwidth.objectives import params_from_bandwidth
+from jaxkde.variants.adaptive import MAX_LOG_FACTOR, abramson_log_factors
 
 KERNELS = ["gaussian", "tophat", "epanechnikov", "exponential", "linear", "cosine"]
 
@@ -117,7 +118,7 @@ def test_loo_likelihood_with_factors_matches_brute_force():
         xc = x - x.mean(0)
         log_lam = rng.normal(scale=0.4, size=120)
         h = np.array([0.2, 0.3])
-        params = jaxkde.selection.params_from_bandwidth(h, "diagonal")
+        params = params_from_bandwidth(h, "diagonal")
         lw = jnp.full(120, -math.log(120))
         got = jaxkde.loo_log_likelihood(jnp.asarray(params), jnp.asarray(xc), lw,
                                         jnp.arange(120), None, jnp.asarray(log_lam),
@@ -145,7 +146,7 @@ def test_learned_bandwidth_is_optimal_with_the_factors_held_fixed():
     lw = jnp.full(400, -math.log(400), jnp.float32)
 
     def objective(h):
-        p = jnp.asarray(jaxkde.selection.params_from_bandwidth(np.atleast_1d(h), "scalar"))
+        p = jnp.asarray(params_from_bandwidth(np.atleast_1d(h), "scalar"))
         return float(jaxkde.loo_log_likelihood(p, xc, lw, jnp.arange(400), None,
                                                jnp.asarray(log_lam, jnp.float32)))  # fmt: skip
 

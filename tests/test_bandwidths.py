@@ -10,7 +10,7 @@ import pytest
 from scipy.stats import gaussian_kde
 
 import jaxkde
-from jaxkde.bandwidths import resolve_bandwidth
+from jaxkde.bandwidth.rules import resolve_bandwidth
 
 
 @pytest.fixture

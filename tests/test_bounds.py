@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 import jaxkde
-from jaxkde.bounds import fold
+from jaxkde.variants.bounds import fold
 
 KERNELS = ["gaussian", "tophat", "epanechnikov", "exponential", "linear", "cosine"]
 
@@ -85,7 +85,7 @@ def test_samples_stay_inside_with_the_right_law(boundary):
 
 def test_fold_is_the_law_of_all_images():
     y = np.array([[-0.3], [1.2], [2.5], [-1.7], [0.4]])
-    got = fold(y, jaxkde.bounds.check_bounds([(0.0, 1.0)], 1)).ravel()
+    got = fold(y, jaxkde.variants.bounds.check_bounds([(0.0, 1.0)], 1)).ravel()
     np.testing.assert_allclose(got, [0.3, 0.8, 0.5, 0.3, 0.4])
 
 

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 import jaxkde
-from jaxkde.cli import main
-from jaxkde.datasets import load_mnist
+from jaxkde.apps.cli import main
+from jaxkde.apps.datasets import load_mnist
 
 
 def test_sample_writes_a_png_grid_and_prints_log_densities(tmp_path, capsys):
@@ -157,7 +157,7 @@ def test_output_name_is_exactly_the_one_given(tmp_path, capsys):
 
 
 def test_ctrl_c_exits_130_quietly_without_partial_output(tmp_path, monkeypatch, capsys):
-    import jaxkde.cli as cli
+    import jaxkde.apps.cli as cli
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -171,7 +171,7 @@ def test_ctrl_c_exits_130_quietly_without_partial_output(tmp_path, monkeypatch, 
 
 
 def test_an_internal_error_is_one_line_not_a_traceback(monkeypatch, capsys):
-    import jaxkde.cli as cli
+    import jaxkde.apps.cli as cli
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
@@ -223,7 +223,7 @@ def test_parzen_refuses_archives_and_pixels_out_of_range(tmp_path, capsys):
 
 def test_inpaint_writes_completions_and_a_grid(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("JAXKDE_DATA_DIR", raising=False)
-    monkeypatch.setattr("jaxkde.cli.mnist_available", lambda split, data_dir=None: False)
+    monkeypatch.setattr("jaxkde.apps.cli.mnist_available", lambda split, data_dir=None: False)
     out = tmp_path / "inpaint.npy"
     assert main(["inpaint", "--digit", "4", "-n", "3", "--components", "20", "--out",
                  str(out)]) == 0  # fmt: skip

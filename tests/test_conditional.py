@@ -225,7 +225,7 @@ def test_label_columns_are_ravelled_and_nan_labels_refused():
 
 
 def test_shared_row_counts_pad_little_and_group_similar_sizes():
-    from jaxkde.state import shared_row_counts
+    from jaxkde.core.state import shared_row_counts
 
     sizes = [5421, 6742, 5958, 6131, 100, 105, 50, 6742]
     rows = shared_row_counts(sizes)
@@ -245,9 +245,9 @@ def test_classes_of_similar_size_share_one_compiled_program():
     clf = jaxkde.KDEClassifier(bandwidth=0.8, chunk_size=48, batch_size=32).fit(x, y)
     shapes = {s.points.shape for s in clf.kde_.state_.states}
     assert len(shapes) == 1
-    before = jaxkde.engine._first_pass_program._cache_size()
+    before = jaxkde.core.engine._first_pass_program._cache_size()
     got = clf.predict_log_proba(x[:32])
-    assert jaxkde.engine._first_pass_program._cache_size() - before == 1
+    assert jaxkde.core.engine._first_pass_program._cache_size() - before == 1
     # Padding changes nothing: each class against its own unpadded fit, in float64.
     ref = np.stack(
         [

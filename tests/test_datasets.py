@@ -7,7 +7,7 @@ import gzip
 import numpy as np
 import pytest
 
-from jaxkde.datasets import read_idx
+from jaxkde.apps.datasets import read_idx
 
 
 def _idx_bytes(arr: np.ndarray, code: int = 0x08) -> bytes:
@@ -183,7 +183,7 @@ def test_a_bit_flipped_gzip_is_the_documented_error_everywhere(tmp_path, monkeyp
         datasets.load_mnist("test")
     with pytest.raises(ValueError, match="corrupt gzip"):
         read_idx(tmp_path / "t10k-labels-idx1-ubyte.gz")
-    from jaxkde.cli import main
+    from jaxkde.apps.cli import main
 
     for argv in (["sample", "-n", "2"], ["score", "--train", "test", "--limit", "5"]):
         assert main(argv) == 1

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import jaxkde
-from jaxkde.datasets import load_mnist
-from jaxkde.digits import digit_pairs_grid, inpaint_digits, observed_mask, sample_digits
+from jaxkde.apps.datasets import load_mnist
+from jaxkde.apps.digits import digit_pairs_grid, inpaint_digits, observed_mask, sample_digits
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_grid_layout():
 
 
 def test_bad_arguments_are_named_not_a_bare_arithmetic_error():
-    from jaxkde.digits import digit_pairs_grid
+    from jaxkde.apps.digits import digit_pairs_grid
 
     tiles = np.zeros((2, 28, 28))
     with pytest.raises(ValueError, match="pairs_per_row must be a positive integer"):

@@ -142,8 +142,7 @@ def test_merged_moments_give_the_rules_of_the_whole_data(rule):
     """In one process the statistics are those of all rows (np.cov), and the rule built from
     them equals resolve_bandwidth's; the merge over processes is checked by the tests above."""
     from jaxkde import distributed
-    from jaxkde.bandwidths import resolve_bandwidth
-    from jaxkde.moments import rule_bandwidth
+    from jaxkde.bandwidth.rules import resolve_bandwidth, rule_bandwidth
 
     x, w, _ = dataset()
     x = x.astype(np.float64)

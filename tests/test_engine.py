@@ -13,8 +13,8 @@ from conftest import RTOL, brute_log_density
 from scipy.special import logsumexp
 
 import jaxkde
-from jaxkde.engine import pairwise_sq_distances
-from jaxkde.state import build_state
+from jaxkde.core.engine import pairwise_sq_distances
+from jaxkde.core.state import build_state
 
 
 def _bandwidth(kind: str, d: int, rng: np.random.Generator) -> np.ndarray:
@@ -243,7 +243,7 @@ def test_matrix_products_run_at_the_stated_precision(params):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         kde = jaxkde.KDE(**params).fit(x)
-    assert kde.state_.dim > jaxkde.engine.DIRECT_MAX_DIM  # the matrix-product path
+    assert kde.state_.dim > jaxkde.core.engine.DIRECT_MAX_DIM  # the matrix-product path
 
     def dots(precision):
         traced = jax.jit(lambda q: jaxkde.log_density(kde.state_, q, precision=precision))
@@ -382,7 +382,7 @@ def test_the_issues_examples():
 def test_well_scaled_high_dimensional_data_needs_no_recomputation(mnist_test_images):
     """MNIST pixels at sigma = 0.2 (W1): the error account passes without a recomputation, and
     the result is within the bound (the compensated largest term makes it 10x better)."""
-    from jaxkde.engine import _checked_gemm_logsumexp
+    from jaxkde.core.engine import _checked_gemm_logsumexp
 
     x = mnist_test_images[:2000] / 255.0
     q = mnist_test_images[2000:2128] / 255.0
@@ -479,7 +479,7 @@ def test_marked_queries_are_settled_by_the_cheapest_tier_that_can(dtype, copies,
     kde = jaxkde.KDE(bandwidth=1.0, chunk_size=64).fit(x)
     q_hi, q_lo = jaxkde.whiten_queries(kde.state_, q)
     codes, settled = _tier_counts(kde.state_, q_hi, q_lo)
-    assert codes[jaxkde.engine._REFINE] == len(q)  # every query marked by the first pass
+    assert codes[jaxkde.core.engine._REFINE] == len(q)  # every query marked by the first pass
     assert settled[tier] == len(q) and sum(settled) == len(q), settled
     got = kde.score_samples(q)
     want, scale = _brute_with_scale(x, q, 1.0)

@@ -362,7 +362,7 @@ def test_logsumexp_reference_sanity():
 
 
 def test_query_block_padding_shapes():
-    from jaxkde.kde import _query_block_rows
+    from jaxkde.estimator.kde import _query_block_rows
 
     shapes = {_query_block_rows(r, 1024) for r in range(1, 3000)}
     assert shapes == {8, 16, 32, 64, 128, 256, 384, 512, 640, 768, 896, 1024}

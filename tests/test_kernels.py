@@ -12,7 +12,7 @@ from conftest import RTOL, brute_univariate_log_density
 from scipy import integrate, stats
 
 import jaxkde
-from jaxkde.kernels import GaussianKernel, UnivariateGaussianKernel
+from jaxkde.core.kernels import GaussianKernel, UnivariateGaussianKernel
 
 
 @pytest.mark.parametrize("p", [1, 2, np.inf])
@@ -247,7 +247,7 @@ def test_kernel_names_accept_sklearn_and_seed_spellings():
 
 
 def test_cosine_normaliser_moment_against_quadrature():
-    from jaxkde.kernels import _cosine_moment
+    from jaxkde.core.kernels import _cosine_moment
 
     for d in (1, 2, 7, 50, 784):
         ref = integrate.quad(

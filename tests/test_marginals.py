@@ -58,7 +58,7 @@ def test_conditional_samples_have_the_conditional_mean():
     x, _ = _data(2)
     kde = jaxkde.KDE(bandwidth="scott_full").fit(x)
     cond = kde.conditional([0], [50.5])
-    parts = jaxkde.marginals.mixture_parts(cond.state_)
+    parts = jaxkde.stats.marginals.mixture_parts(cond.state_)
     mean = np.exp(parts.log_weights) @ parts.centres
     draws = cond.sample(20000, key=3)
     spread = np.sqrt(np.diag(np.cov(draws.T)) / 20000)

@@ -15,14 +15,14 @@ import pytest
 from PIL import Image
 
 import jaxkde
-from jaxkde.cli import main
+from jaxkde.apps.cli import main
 
 
 def test_density_curve_draws_the_grid_density():
     x = np.random.default_rng(0).standard_normal((500, 1))
     kde = jaxkde.KDE(bandwidth=0.3).fit(x)
     fig, ax = plt.subplots()
-    assert jaxkde.plot.density_curve(kde, ax, grid_size=200) is ax
+    assert jaxkde.apps.plot.density_curve(kde, ax, grid_size=200) is ax
     line = ax.get_lines()[0]
     res = kde.score_grid(200)
     assert np.allclose(line.get_xdata(), res.axes[0])
@@ -34,7 +34,7 @@ def test_density_contours_span_the_density():
     x = np.random.default_rng(1).standard_normal((500, 2)) * [1.0, 2.0]
     kde = jaxkde.KDE(bandwidth=0.4).fit(x)
     fig, ax = plt.subplots()
-    jaxkde.plot.density_contours(kde, ax, grid_size=64, levels=8)
+    jaxkde.apps.plot.density_contours(kde, ax, grid_size=64, levels=8)
     filled = ax.collections[0]
     peak = np.exp(kde.score_grid(64).log_density).max()
     assert filled.levels[0] <= 0.0 + 1e-12 and filled.levels[-1] >= peak
@@ -46,23 +46,23 @@ def test_density_contours_draw_the_probability_levels():
     x = np.random.default_rng(4).standard_normal((400, 2))
     kde = jaxkde.KDE(bandwidth=0.3).fit(x)
     fig, ax = plt.subplots()
-    jaxkde.plot.density_contours(kde, ax, grid_size=64, probs=[0.9, 0.5], n_samples=20_000)
+    jaxkde.apps.plot.density_contours(kde, ax, grid_size=64, probs=[0.9, 0.5], n_samples=20_000)
     lines = ax.collections[-1]
     want = kde.density_levels([0.9, 0.5], n_samples=20_000).levels
     np.testing.assert_allclose(lines.levels, want)  # increasing levels: 90% first
     labels = sorted(t.get_text() for t in ax.texts)
     assert labels and set(labels) <= {"50%", "90%"}
     with pytest.raises(ValueError, match="probs must lie in"):
-        jaxkde.plot.density_contours(kde, ax, grid_size=16, probs=[1.5])
+        jaxkde.apps.plot.density_contours(kde, ax, grid_size=16, probs=[1.5])
     plt.close(fig)
 
 
 def test_plots_refuse_the_wrong_dimension_and_unfitted_models():
     kde = jaxkde.KDE(bandwidth=0.4).fit(np.random.default_rng(2).standard_normal((50, 2)))
     with pytest.raises(ValueError, match="1-D data; got 2-D"):
-        jaxkde.plot.density_curve(kde)
+        jaxkde.apps.plot.density_curve(kde)
     with pytest.raises(jaxkde.NotFittedError):
-        jaxkde.plot.density_contours(jaxkde.KDE())
+        jaxkde.apps.plot.density_contours(jaxkde.KDE())
 
 
 def _picture(path):

@@ -270,7 +270,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match=r"lower\[1\] = 2.0 > upper\[1\] = 1.0"):
         jaxkde.KDE(bandwidth="scott_full").fit(x3).integrate_box([0, 2, 0], [1, 1, 1])
     with pytest.raises(ValueError, match="n_samples must be a positive"):
-        jaxkde.probability.log_cdf(jaxkde.KDE(bandwidth="scott_full").fit(x3).state_, x3[:1],
+        jaxkde.stats.probability.log_cdf(jaxkde.KDE(bandwidth="scott_full").fit(x3).state_, x3[:1],
                                    n_samples=0)  # fmt: skip
     with pytest.raises(ValueError, match="kernel 'epanechnikov'"):
         jaxkde.KDE("epanechnikov").fit(x2).integrate_box([0, 0], [1, 1])

@@ -15,7 +15,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import logsumexp
 
 import jaxkde
-from jaxkde.selection import bandwidth_from_params, params_from_bandwidth
+from jaxkde.bandwidth.learned import bandwidth_from_params, params_from_bandwidth
 
 
 def brute_loo(x, h_matrix, weights=None):
@@ -208,7 +208,7 @@ def test_objectives_that_are_minus_inf_at_the_start_are_left_for_finite_ones():
 
 
 def test_scale_search_reports_what_happened():
-    from jaxkde.scale_search import scale_search as _scale_search
+    from jaxkde.bandwidth.scale_search import scale_search as _scale_search
 
     status, _, _, _ = _scale_search(lambda s: np.full(len(s), -np.inf), 1e-3)
     assert status == "nonfinite"
@@ -298,7 +298,7 @@ def test_parzen_equals_numpy_reference():
 
 
 def test_parzen_command(tmp_path, capsys):
-    from jaxkde.cli import main
+    from jaxkde.apps.cli import main
 
     samples = tmp_path / "s.npy"
     assert main(["sample", "-n", "50", "--out", str(samples)]) == 0
@@ -318,7 +318,7 @@ def test_loo_gradient_through_the_exact_recomputation():
     """8-d pairs of points 0.5 apart, the pairs spread over 10^5 bandwidths: the matrix-product
     distances are 2e-7 wrong (x64), every row's account is exceeded and recomputed by direct
     differences; value and gradient match float64 brute force."""
-    from jaxkde.engine import DIRECT_MAX_DIM
+    from jaxkde.core.engine import DIRECT_MAX_DIM
 
     rng = np.random.default_rng(10)
     d = 8
@@ -406,7 +406,7 @@ def test_lscv_with_a_constant_column_ends_at_its_minimum():
 def test_scale_search_brackets_optima_at_every_window_edge(peak):
     # Optima on the edges of every window the search may lay, and between them: the search
     # brackets each within a bounded number of evaluations.
-    from jaxkde.scale_search import scale_search
+    from jaxkde.bandwidth.scale_search import scale_search
 
     calls = []
     target = peak * math.log(10.0)

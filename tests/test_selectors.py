@@ -344,7 +344,7 @@ def test_lscv_objective_matches_brute_force(dtype):
     x = rng.normal(size=(300, 2)) * np.array([1.0, 3.0])
     w = rng.uniform(0.5, 2.0, 300)
     h = np.array([[0.3, 0.1], [0.1, 0.9]])
-    fit_args = jaxkde.selection
+    fit_args = jaxkde.bandwidth.learned
     w64, log_w = fit_args.normalized_log_weights(w, 300)
     centred = x - w64 @ x
     params = fit_args.params_from_bandwidth(h, "full")

@@ -119,7 +119,7 @@ SCRIPT = textwrap.dedent(
         xs = jax.device_put(jnp.pad(xc, ((0, 21), (0, 0))), sharding)
         lws = jax.device_put(jnp.pad(lw, (0, 21), constant_values=-jnp.inf), sharding)
         for kind in ("diagonal", "full"):  # "scalar" is the diagonal with one parameter
-            p = jnp.asarray(jaxkde.selection.params_from_bandwidth(np.eye(4) * 0.3, kind))
+            p = jnp.asarray(params_from_bandwidth(np.eye(4) * 0.3, kind))
             f = lambda p, m, data, lws: jaxkde.loo_log_likelihood(
                 p, data, lws, rows, kind=kind, chunk_size=64, block_size=1003, mesh=m)
             va, ga = jax.value_and_grad(f)(p, mesh, xs, lws)

@@ -10,8 +10,8 @@ from scipy.special import logsumexp
 
 import jaxkde
 from jaxkde import selection, sum_updating
-from jaxkde.kernels import get_kernel
-from jaxkde.state import whiten_queries
+from jaxkde.core.kernels import get_kernel
+from jaxkde.core.state import whiten_queries
 
 KERNELS = sum_updating.SUM_UPDATING_KERNELS
 _NORM = {"tophat": 0.5, "epanechnikov": 0.75, "linear": 1.0, "cosine": np.pi / 4,

@@ -1,6 +1,10 @@
 """Write pickles of fitted estimators with jaxkde 0.1.0 before the layout pass (test data)."""
-import pickle, sys
+
+import pickle
+import sys
+
 import numpy as np
+
 import jaxkde
 from jaxkde import KDE, KDEClassifier
 

@@ -1,0 +1,53 @@
+"""Where rows live beyond one device: fits across processes and files streamed from disk."""
+
+from jaxkde.scale.distributed import (
+    allgather_float64,
+    class_moments,
+    gather_rows,
+    global_classes,
+    global_moments,
+    global_sample,
+    global_sample_classes,
+    global_state,
+    is_global,
+    like_rows,
+    local_rows,
+    process_rows,
+)
+from jaxkde.scale.streaming import (
+    RowFile,
+    StreamedState,
+    block_rows_for,
+    is_file_backed,
+    row_file,
+    should_stream,
+    streamed_log_density,
+    streamed_moments,
+    streamed_sample,
+    streamed_state,
+)
+
+__all__ = [
+    "RowFile",
+    "StreamedState",
+    "allgather_float64",
+    "block_rows_for",
+    "class_moments",
+    "gather_rows",
+    "global_classes",
+    "global_moments",
+    "global_sample",
+    "global_sample_classes",
+    "global_state",
+    "is_file_backed",
+    "is_global",
+    "like_rows",
+    "local_rows",
+    "process_rows",
+    "row_file",
+    "should_stream",
+    "streamed_log_density",
+    "streamed_moments",
+    "streamed_sample",
+    "streamed_state",
+]
