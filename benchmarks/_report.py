@@ -16,7 +16,7 @@ import numpy as np
 from jax import lax
 
 import jaxkde
-from jaxkde.estimator.kde import _query_block_rows
+from jaxkde.estimator.evaluation import query_block_rows
 
 
 class Summary(NamedTuple):
@@ -119,7 +119,7 @@ def kernel_sum_floor(kde, queries, repeats: int, precision: str = "highest") -> 
     blocks = []
     for start in range(0, zq.shape[0], block):  # jaxkde's blocks, the last padded as it pads
         part = zq[start : start + block]
-        rows = _query_block_rows(part.shape[0], block)
+        rows = query_block_rows(part.shape[0], block)
         blocks.append(jnp.pad(part, ((0, rows - part.shape[0]), (0, 0))))
     best = math.inf
     for fn in (exp_sum(False), exp_sum(True)):
@@ -175,7 +175,7 @@ def phase_breakdown(kde, queries: np.ndarray, repeats: int) -> dict:
         out = []
         for start in starts:
             part = check_data(x64[start : start + block], "X")[0]
-            rows = _query_block_rows(part.shape[0], block)
+            rows = query_block_rows(part.shape[0], block)
             part = np.concatenate([part, np.repeat(part[:1], rows - part.shape[0], axis=0)])
             out.append(split_double_word(_whiten64(part, hw), hw.dtype))
         return out

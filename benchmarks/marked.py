@@ -42,8 +42,8 @@ from jax import lax
 from scipy.special import logsumexp
 
 import jaxkde
-from jaxkde import engine
 from jaxkde.apps.datasets import read_idx
+from jaxkde.core import engine
 
 H = 0.2
 

@@ -38,7 +38,7 @@ from scipy.special import logsumexp
 
 import jaxkde
 from jaxkde.apps.datasets import read_idx
-from jaxkde.estimator.kde import _query_block_rows
+from jaxkde.estimator.evaluation import query_block_rows
 
 SIGMA = 0.2
 
@@ -159,7 +159,7 @@ def run(argv=None) -> tuple[str, list[Summary]]:
     bm_compile = time.perf_counter() - t0
     # Exactly jaxkde's query blocks: full blocks, and the final one padded as jaxkde pads it.
     shapes = [
-        _query_block_rows(min(args.batch_size, m - start), args.batch_size)
+        query_block_rows(min(args.batch_size, m - start), args.batch_size)
         for start in range(0, m, args.batch_size)
     ]
     block_inputs = [jnp.asarray(test[:rows]) for rows in shapes]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import jaxkde
-from jaxkde import distributed
+from jaxkde.scale import distributed
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 sys.path.insert(0, str(WORKER.parent))
@@ -141,8 +141,8 @@ def test_a_dead_process_is_an_error_not_a_hang(tmp_path):
 def test_merged_moments_give_the_rules_of_the_whole_data(rule):
     """In one process the statistics are those of all rows (np.cov), and the rule built from
     them equals resolve_bandwidth's; the merge over processes is checked by the tests above."""
-    from jaxkde import distributed
     from jaxkde.bandwidth.rules import resolve_bandwidth, rule_bandwidth
+    from jaxkde.scale import distributed
 
     x, w, _ = dataset()
     x = x.astype(np.float64)

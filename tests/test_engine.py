@@ -54,7 +54,7 @@ def test_cache_sized_sub_chunks_keep_masks_factors_and_grids(dtype, kernel, monk
     """On the CPU the direct path (1-3 dimensions) cuts each chunk into sub-chunks whose terms
     fit in cache: the leave-one-out masks, adaptive factors and bandwidth grids must still
     meet the right rows, as a float64 brute force says."""
-    from jaxkde import engine
+    from jaxkde.core import engine
 
     rng = np.random.default_rng(7)
     n, m, d = 300, 40, 2
@@ -450,7 +450,7 @@ def _near_equal_case(dtype, copies):
 
 def _tier_counts(state, q_hi, q_lo):
     """How many queries the first pass left to each tier, and how many each tier settled."""
-    from jaxkde import engine
+    from jaxkde.core import engine
 
     def run(state, q_hi, q_lo):
         lse, code, part = engine._checked_gemm_logsumexp(state, q_hi, q_lo, None, 0, False, None,

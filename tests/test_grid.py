@@ -12,7 +12,7 @@ import pytest
 from conftest import brute_log_density
 
 import jaxkde
-from jaxkde import grid
+from jaxkde.stats import grid
 
 KERNELS = ["gaussian", "tophat", "epanechnikov", "exponential", "linear", "cosine"]
 

@@ -362,14 +362,14 @@ def test_logsumexp_reference_sanity():
 
 
 def test_query_block_padding_shapes():
-    from jaxkde.estimator.kde import _query_block_rows
+    from jaxkde.estimator.evaluation import query_block_rows
 
-    shapes = {_query_block_rows(r, 1024) for r in range(1, 3000)}
+    shapes = {query_block_rows(r, 1024) for r in range(1, 3000)}
     assert shapes == {8, 16, 32, 64, 128, 256, 384, 512, 640, 768, 896, 1024}
     for r in range(1, 1025):
-        padded = _query_block_rows(r, 1024)
+        padded = query_block_rows(r, 1024)
         assert r <= padded and (padded - r < 128 or padded <= 2 * r)
-    assert _query_block_rows(5, 4) == 4
+    assert query_block_rows(5, 4) == 4
 
 
 def test_weights_of_any_scale_normalise_exactly():

@@ -104,7 +104,7 @@ def test_points_formed_on_the_device_only_where_their_rounding_is_negligible(
     """Well-scaled data are sampled on the device, within DEVICE_SAMPLING_TOL kernel standard
     deviations (along every coordinate) of the same draws formed in float64 on the host, and
     the stated bound holds; data far from the origin in bandwidths take the host route."""
-    from jaxkde import sampling
+    from jaxkde.core import sampling
 
     rng = np.random.default_rng(3)
     x = offset + rng.normal(size=(500, 4)) * [1.0, 2.0, 0.3, 1.0]

@@ -12,7 +12,7 @@ from numpy.polynomial.hermite_e import hermeval
 from scipy.optimize import brentq, minimize_scalar
 
 import jaxkde
-from jaxkde import selectors
+from jaxkde.bandwidth import selectors
 
 
 def _samples(name: str, n: int, seed: int = 0) -> np.ndarray:

@@ -16,7 +16,9 @@ from conftest import RTOL
 from scipy.special import logsumexp
 
 import jaxkde
-from jaxkde import moments, streaming
+from jaxkde.bandwidth.rules import rule_bandwidth
+from jaxkde.core import moments
+from jaxkde.scale import streaming
 
 KERNELS = ["gaussian", "epanechnikov", "tophat"]
 
@@ -87,7 +89,7 @@ def test_streamed_statistics_are_those_of_the_whole_file(tmp_path, small_blocks)
         assert stats.n_eff == pytest.approx(w.sum() ** 2 / (w @ w), rel=1e-12)
         np.testing.assert_array_equal(stats.low, x.min(axis=0))
     one = moments.moments(moments.part_statistics(x, w)[None], x.shape[1])
-    np.testing.assert_allclose(moments.rule_bandwidth("scott_full", one),
+    np.testing.assert_allclose(rule_bandwidth("scott_full", one),
                                jaxkde.KDE(bandwidth="scott_full").fit(x, sample_weight=w)
                                .bandwidth_, rtol=1e-6)  # fmt: skip
 

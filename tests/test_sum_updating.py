@@ -9,7 +9,8 @@ import pytest
 from scipy.special import logsumexp
 
 import jaxkde
-from jaxkde import selection, sum_updating
+from jaxkde.bandwidth import objectives
+from jaxkde.core import sum_updating
 from jaxkde.core.kernels import get_kernel
 from jaxkde.core.state import whiten_queries
 
@@ -141,7 +142,7 @@ def test_far_clusters_and_zero_weights(kernel):
     rows = jnp.arange(1001)  # the positive-weight rows, as fit_bandwidth evaluates
     args = (jnp.asarray(xc[:, None]), lw, rows, jnp.zeros((len(x), 1), jnp.float32))
     params = jnp.asarray([np.log(5.0)], jnp.float32)
-    value = selection.loo_log_likelihood(params, *args, kind="scalar", kernel=get_kernel(kernel))
+    value = objectives.loo_log_likelihood(params, *args, kind="scalar", kernel=get_kernel(kernel))
     assert np.isfinite(float(value))
 
 
@@ -201,7 +202,7 @@ def test_leave_one_out_matches_brute_force_and_its_gradient(kernel, offset, spre
         ww = w / w.sum()
         return np.sum(ww[rows] * np.log(kk @ ww / (1 - ww[rows]))) / np.sum(ww[rows])
 
-    value, grad = jax.value_and_grad(selection.loo_log_likelihood)(
+    value, grad = jax.value_and_grad(objectives.loo_log_likelihood)(
         jnp.asarray([np.log(h)], jnp.float32), *args, kind="scalar", kernel=k
     )
     step = 1e-6
@@ -218,9 +219,9 @@ def test_loo_scales_agree_with_single_evaluations():
     k = get_kernel("linear")
     p = jnp.asarray([np.log(0.2)], jnp.float32)
     scales = jnp.asarray([-1.0, 0.0, 1.0], jnp.float32)
-    many = selection._loo_at_scales(p, *args, scales, kind="scalar", kernel=k, chunk_size=2048,
+    many = objectives._loo_at_scales(p, *args, scales, kind="scalar", kernel=k, chunk_size=2048,
                                     block_size=256, precision="highest", mesh=None)  # fmt: skip
-    one = [float(selection.loo_log_likelihood(p + s, *args, kind="scalar", kernel=k))
+    one = [float(objectives.loo_log_likelihood(p + s, *args, kind="scalar", kernel=k))
            for s in scales]  # fmt: skip
     assert np.allclose(np.asarray(many), one, rtol=1e-6)
 
@@ -287,7 +288,7 @@ def test_data_beyond_the_exact_cell_range_use_the_engine():
     args = (jnp.asarray(hi[:, None]), jnp.full(5, -np.log(5.0), jnp.float32), jnp.arange(5),
             jnp.asarray((xc - hi).astype(np.float32)[:, None]))  # fmt: skip
     k = get_kernel("epanechnikov")
-    value = selection.loo_log_likelihood(jnp.asarray([0.0], jnp.float32), *args, kind="scalar",
+    value = objectives.loo_log_likelihood(jnp.asarray([0.0], jnp.float32), *args, kind="scalar",
                                          kernel=k)  # fmt: skip
     d = np.abs(xc[:, None] - xc[None, :])
     kk = np.clip(1 - d * d, 0, None) * 0.75

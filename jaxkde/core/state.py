@@ -37,6 +37,7 @@ __all__ = [
     "normalized_log_weights",
     "split_double_word",
     "state_header",
+    "state_points",
     "unwhiten",
     "unwhiten_host",
     "whiten",
@@ -230,6 +231,15 @@ def unwhiten_host(state: KDEState, z_hi, z_lo=None, whitening: HostWhitening | N
     if hw.basis is not None:
         u = u @ hw.basis.T
     return u + hw.centre
+
+
+def state_points(state: KDEState, whitening: HostWhitening | None = None) -> np.ndarray:
+    """The centres of positive weight of a state, in original coordinates ``(n, d)``, float64
+    (the padding of the last chunk dropped)."""
+    k = state.dim
+    lo = None if state.points_lo is None else np.asarray(state.points_lo).reshape(-1, k)
+    keep = np.isfinite(np.asarray(state.log_weights, np.float64).reshape(-1))
+    return unwhiten_host(state, np.asarray(state.points).reshape(-1, k), lo, whitening)[keep]
 
 
 def whiten(state: KDEState, x: jax.Array) -> jax.Array:
