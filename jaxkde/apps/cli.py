@@ -18,7 +18,9 @@ import tempfile
 import traceback
 import warnings
 
+import jax
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxkde.apps.datasets import MNIST_FILES, load_mnist, mnist_available
 from jaxkde.apps.digits import (
@@ -249,9 +251,6 @@ def _start_processes(args):
     if args.process_id is not None and not 0 <= args.process_id < args.num_processes:
         raise ValueError(f"--process-id must be in 0 .. {args.num_processes - 1}; got "
                          f"{args.process_id}.")  # fmt: skip
-    import jax
-    from jax.sharding import Mesh
-
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives only
     try:
         jax.distributed.initialize(*manual, initialization_timeout=120)
@@ -262,9 +261,6 @@ def _start_processes(args):
 
 def _my_share(rows: np.ndarray, mesh):
     """This process's consecutive share of ``rows`` as a global array on ``mesh``."""
-    import jax
-    from jax.sharding import NamedSharding, PartitionSpec
-
     part = np.array_split(np.arange(rows.shape[0]), jax.process_count())[jax.process_index()]
     sharding = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
     return jax.make_array_from_process_local_data(sharding, rows[part])
@@ -272,8 +268,6 @@ def _my_share(rows: np.ndarray, mesh):
 
 def _leader(mesh) -> bool:
     """Whether this process prints (process 0, or the only one)."""
-    import jax
-
     return mesh is None or jax.process_index() == 0
 
 

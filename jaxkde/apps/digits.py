@@ -90,10 +90,6 @@ def sample_digits(
         ``k`` in ``N(x_r, k H)``: smaller stays closer to the source image.
     n_components : int
         Number of principal components.
-
-    The defaults (30 components, Scott's rule, density sources from the denser half, k = 0.3)
-    were chosen with ``benchmarks/digit_quality.py``: over three seeds they gave a fidelity of
-    0.959-0.969 and a novelty of 0.774-0.788 on the shipped test split (see the README).
     source : {"density", "random"}
         How ``x_r`` is picked: uniformly among the ``source_quantile`` fraction of the digit's
         images with the highest density under its KDE (default), or uniformly among all.
@@ -103,6 +99,12 @@ def sample_digits(
     pca : PCAState, optional
         A PCA already fitted to these images (pixels in [0, 1]) with ``n_components`` axes, to
         reuse across calls; fitted here when omitted.
+
+    Notes
+    -----
+    The defaults (30 components, Scott's rule, density sources from the denser half, k = 0.3)
+    were chosen with ``benchmarks/digit_quality.py``: over three seeds they gave a fidelity of
+    0.959-0.969 and a novelty of 0.774-0.788 on the shipped test split (docs/benchmarks.md).
     """
     n_samples = check_sample_size(n_samples, 784, "n_samples")
     scaling_factor = check_real(scaling_factor, "scaling_factor", low=0.0)

@@ -43,7 +43,7 @@ def density_curve(kde, ax=None, *, grid_size: int = 1024, cut: float = 3.0,
     ax : matplotlib Axes, optional
         Where to draw (default: the current axes).
     grid_size, cut, method
-        Passed to :meth:`KDE.score_grid`.
+        Passed to :meth:`jaxkde.KDE.score_grid`.
     **line_kwargs
         Passed to ``ax.plot``.
 
@@ -72,7 +72,7 @@ def density_contours(kde, ax=None, *, grid_size: int = 256, levels: int = 10,
     ax : matplotlib Axes, optional
         Where to draw (default: the current axes).
     grid_size, cut, method
-        Passed to :meth:`KDE.score_grid` (``grid_size`` points per axis).
+        Passed to :meth:`jaxkde.KDE.score_grid` (``grid_size`` points per axis).
     levels : int or sequence of float
         Number of contour levels, or the density values of the levels.
     cmap : str
@@ -81,7 +81,7 @@ def density_contours(kde, ax=None, *, grid_size: int = 256, levels: int = 10,
         Add a colour bar labelled "density".
     probs : sequence of float in (0, 1), optional
         Also draw, as labelled black lines, the density levels whose superlevel sets hold
-        these probability masses (:meth:`KDE.density_levels`, from ``n_samples`` draws).
+        these probability masses (:meth:`jaxkde.KDE.density_levels`, from ``n_samples`` draws).
     **contour_kwargs
         Passed to ``ax.contourf``.
 

@@ -1,16 +1,14 @@
-"""Bandwidth selection: leave-one-out likelihood learned with optax, grid search, Parzen windows.
+"""Learned bandwidths: the objectives of :mod:`jaxkde.bandwidth.objectives`, optimised.
 
-* :func:`loo_log_likelihood`: the mean leave-one-out log-likelihood of the data as a pure,
-  jitted, differentiable function of unconstrained bandwidth parameters (``log h``, ``log h_i``
-  or a Cholesky factor with a log diagonal), computed by the engine's blocked log-sum-exp with
-  self-pairs excluded exactly and each scan step rematerialised in the backward pass (memory
-  bounded by the block sizes).
-* :func:`fit_bandwidth`: maximises it with optax (Adam by default), on minibatches of evaluation
-  points for large n (deterministic per key), until a tolerance or a step budget; returns the
-  trace of the objective.
-* :func:`grid_log_likelihood`: log densities for many scalar bandwidths at once, sharing one
-  distance computation per block (one pass over the data for the whole grid).
-* :func:`parzen_log_likelihood`: the Parzen-window protocol used to score generative models.
+* :func:`fit_bandwidth`: maximises the leave-one-out likelihood
+  (:func:`jaxkde.loo_log_likelihood`) or minimises least-squares cross-validation over
+  scalar, diagonal or full bandwidths: a bounded scale search
+  (:func:`jaxkde.bandwidth.scale_search.scale_search`), then L-BFGS (optax; any optax
+  transformation may be given) on minibatches of evaluation points for large n
+  (deterministic per key), until a tolerance or a step budget; returns the trace of the
+  objective and a status.
+* :func:`lscv_bandwidth`: least-squares cross-validation, on bins in 1-D
+  (:mod:`jaxkde.bandwidth.selectors`), by :func:`fit_bandwidth` in more.
 
 Gradients are defined for the gaussian and exponential kernels everywhere, and for the
 epanechnikov, linear and cosine kernels while every evaluation point keeps a neighbour inside
@@ -213,7 +211,7 @@ def fit_bandwidth(
 
     Two stages. First a **scale search**: the objective at ``c * L_init`` for 17 values of
     ``log c`` at a time (one shared distance computation per grid, as
-    :func:`grid_log_likelihood`), the window re-centred on the best point seen until that
+    :func:`jaxkde.grid_log_likelihood`), the window re-centred on the best point seen until that
     point is bracketed (from 1e-12 to 1e6 times the start; :func:`jaxkde.bandwidth.scale_search.
     scale_search`, bounded), then refined inside the bracket until it is narrower than ``xtol``
     in ``log h``. This reaches optima many decades
@@ -233,7 +231,7 @@ def fit_bandwidth(
     kind : {"scalar", "diagonal", "full"}
         Parameterisation: ``H = h^2 I``, ``diag(h_i^2)`` or ``L L^T``.
     objective : {"likelihood", "lscv"}
-        ``"likelihood"``: the mean leave-one-out log-likelihood (:func:`loo_log_likelihood`).
+        ``"likelihood"``: the mean leave-one-out log-likelihood (:func:`jaxkde.loo_log_likelihood`).
         ``"lscv"``: minus the least-squares cross-validation ``int f^2 - 2 mean f_{-i}(x_i)``
         (:func:`lscv_at_scales`, in units of its leave-one-out term at the scaled start), for
         the Gaussian kernel only (the one with ``int f^2`` in closed form).
@@ -259,7 +257,7 @@ def fit_bandwidth(
         one maximised (the returned ``objective`` is on all rows).
     key : JAX PRNG key or int
     mesh : jax.sharding.Mesh, optional
-        Shard the data by rows over the mesh's first axis (see :func:`loo_log_likelihood`);
+        Shard the data by rows over the mesh's first axis (see :func:`jaxkde.loo_log_likelihood`);
         the result equals the single-device one up to rounding.
     dtype : numpy dtype, optional
         Working dtype (default from ``X``: float32, or float64 under x64).
@@ -393,8 +391,8 @@ def _evaluation_rows(positive: np.ndarray, batch_size, key) -> np.ndarray:
 def _learn_across_processes(X, sample_weight, init, batch_size, key, dtype, learn):
     """:func:`fit_bandwidth` of a global ``X`` whose rows live in several processes
     (:mod:`jaxkde.scale.distributed`): each process centres and places its own rows; the
-    leave-one-out sums run on the sharded data (:func:`loo_log_likelihood` with a mesh), whose
-    evaluation rows XLA gathers by a masked local gather and a sum over devices."""
+    leave-one-out sums run on the sharded data (:func:`jaxkde.loo_log_likelihood` with a
+    mesh), whose evaluation rows XLA gathers by a masked local gather and a sum over devices."""
     mesh = learn.keywords["mesh"]
     if mesh is None:
         raise ValueError("X is a global jax.Array spread over processes: pass mesh=... with "
@@ -620,7 +618,7 @@ def lscv_bandwidth(data, weights=None, *, kind: str = "scalar", grid_size: int =
     ``int f_H^2 = sum_ij w_i w_j phi_{2H}(x_i - x_j)`` in closed form.
 
     * 1-D (any ``kind``): pair sums on ``grid_size`` linear bins, refined wherever they are
-      too coarse for the bandwidth (as :func:`sj_bandwidth`), ``O(n + M log M)``;
+      too coarse for the bandwidth (as :func:`jaxkde.sj_bandwidth`), ``O(n + M log M)``;
       the minimum is searched from the normal-scale rule by :func:`jaxkde.bandwidth.scale_search.
       scale_search` (1e-12 to 1e6 times the rule, bracketed, bounded) to 1e-7 in ``log h``.
     * ``d >= 2``: the exact objective learned with optax, ``H = h^2 I``, ``diag(h_i^2)`` or full

@@ -123,7 +123,7 @@ def _loo_log_sum(x_hi, x_lo, log_weights, q_hi, q_lo, rows, chol, log_norm, row_
     scales). ``log_factors`` ``(n,)``: adaptive bandwidths ``lambda_j^2 H`` of the data rows
     (held fixed). Built inside a trace: differentiable in ``chol``.
 
-    Distances follow the engine (:func:`jaxkde.core.engine._block_logsumexp`): matrix products of
+    Distances follow the engine (:func:`jaxkde.core.engine._logsumexp`): matrix products of
     the whitened points with an error account, or direct differences of the centred
     double-word coordinates whitened per pair (``L`` diagonal, or full up to
     ``DIRECT_MAX_DIM`` features; above that, of the whitened words).

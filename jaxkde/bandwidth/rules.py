@@ -276,7 +276,7 @@ def resolve_bandwidth(
         (``H = h^2 I``), one scale per
         dimension (``H = diag(h_i^2)``), or the matrix ``H``. ``h`` scales the kernel's radius,
         as scikit-learn's ``bandwidth`` does: it is the standard deviation of each coordinate for
-        the Gaussian kernel only (see :data:`jaxkde.core.kernels.KERNEL_STD`).
+        the Gaussian kernel only (see :meth:`jaxkde.Kernel.coordinate_variance`).
     zero_variance : {"floor", "subspace"}
         What a data rule does with dimensions of (near) zero variance, which would make ``H``
         singular. ``"floor"`` (default) raises each variance of ``H`` (each eigenvalue for the

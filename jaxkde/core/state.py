@@ -462,7 +462,7 @@ class LazyState:
     :func:`state_header`) and keeps the validated data; :attr:`state` whitens, splits into
     double words and chunks them (:func:`build_state`) the first time something needs the
     engine's layout, and caches it. Methods that work from the data themselves (the binned
-    grid, :mod:`jaxkde.stats.grid`) read :attr:`data` and :attr:`weights` and never pay for it.
+    grid, :mod:`jaxkde.stats.grid`) read ``data`` and ``weights`` and never pay for it.
 
     Parameters
     ----------

@@ -27,6 +27,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -113,8 +114,6 @@ def allgather_float64(values: np.ndarray) -> np.ndarray:
     values = np.ascontiguousarray(values, np.float64)
     if jax.process_count() == 1:
         return values[None]
-    from jax.experimental import multihost_utils
-
     words = values.reshape(-1).view(np.uint32)
     out = np.asarray(multihost_utils.process_allgather(words))
     return out.reshape(jax.process_count(), -1).view(np.float64).reshape(-1, *values.shape)

@@ -49,6 +49,7 @@ from jax.scipy.linalg import solve_triangular
 from jaxkde.core.engine import direct_sq_distances, log_density_whitened, settled
 from jaxkde.core.kernels import GaussianKernel
 from jaxkde.core.state import (
+    ClassConditionalState,
     KDEState,
     LazyState,
     host_whitening,
@@ -61,7 +62,6 @@ from jaxkde.core.sum_updating import (
     sorted_log_density,
     supports_sum_updating,
 )
-from jaxkde.variants.classes import ClassConditionalState
 
 __all__ = [
     "AUTO_EXACT_WORK",

@@ -17,14 +17,13 @@ from jax.sharding import Mesh
 from jaxkde._validation import check_data
 from jaxkde.core.engine import _check_precision, log_density_whitened, settled
 from jaxkde.core.sampling import _host_points, choose_by_weight, draw, sample_with_centres
-from jaxkde.core.sharding import sharded_log_density_whitened
+from jaxkde.core.sharding import replicate, sharded_log_density_whitened
 from jaxkde.core.state import (
     ClassConditionalState,
     HostWhitening,
     whiten_checked_queries,
     whiten_queries,
 )
-from jaxkde.scale.distributed import replicate
 
 __all__ = [
     "class_log_density",
