@@ -469,14 +469,19 @@ class KDE(Params):
         key = as_key(key)
         index = draw.class_index(getattr(self, "classes_", None),
                                  getattr(self, "class_prior_", None), label)  # fmt: skip
-        if isinstance(state, KDEState) and self.__dict__.get("_sampling_scales") is None:
-            self._sampling_scales = draw.device_scales(self._whitening, state.dtype)
+        parts = self.__dict__.get("_parts_weights")  # across processes
         codes, centres, samples = draw.draw(
             state, self._whitening, key, n_samples, scaling_factor, index=index, centres=centres,
-            parts_weights=self.__dict__.get("_parts_weights"),
-            class_prior=getattr(self, "class_prior_", None), bounds=self._bounds,
-            images=self._images, scales=self.__dict__.get("_sampling_scales"))  # fmt: skip
+            parts_weights=parts, class_prior=getattr(self, "class_prior_", None),
+            bounds=self._bounds, images=self._images,
+            scales=None if parts is not None else self._scales(state))  # fmt: skip
         return (None if codes is None else self.classes_[codes]), centres, samples
+
+    def _scales(self, state):
+        """The sampling scales of an in-memory, unlabelled fit, on the device (once per fit)."""
+        if isinstance(state, KDEState) and "_sampling_scales" not in self.__dict__:
+            self._sampling_scales = draw.device_scales(self._whitening, state.dtype)
+        return self.__dict__.get("_sampling_scales")
 
     def sample(
         self, n_samples: int = 1, key=None, scaling_factor: float = 1.0, label=None
