@@ -129,6 +129,7 @@ def test_module_entry_point_help():
     assert "--scaling-factor" in done.stdout
 
 
+@pytest.mark.slow
 def test_a_failed_write_keeps_the_previous_file(tmp_path, monkeypatch, capsys):
     """The output goes to a temporary file beside the target, renamed into place only once
     complete: a write that fails midway (disk full, a quota) leaves the old file readable."""
@@ -203,6 +204,7 @@ def test_sizes_that_cannot_be_allocated_are_refused_before_allocating(tmp_path, 
     assert "is too many" in err and not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_huge_scaling_factor_gives_images_not_an_error(tmp_path):
     out = tmp_path / "s.npy"
     assert main(["sample", "-n", "2", "--scaling-factor", "1e40", "--out", str(out)]) == 0

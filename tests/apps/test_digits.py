@@ -30,6 +30,7 @@ def test_same_key_same_images_and_sources_of_the_digit(mnist_subset):
     assert np.all(np.isfinite(a.log_density))
 
 
+@pytest.mark.slow
 def test_zero_scaling_factor_returns_the_sources_reconstruction(mnist_subset):
     images, labels = mnist_subset
     r = sample_digits(images, labels, digit=1, n_samples=4, scaling_factor=0.0, n_components=20)
@@ -111,6 +112,7 @@ def test_observed_mask_keeps_one_half(keep):
     assert mask[0, 0] if keep in ("top", "left") else mask[-1, -1]
 
 
+@pytest.mark.slow
 def test_inpainting_keeps_the_half_and_completes_the_other(mnist_test_images):
     images = mnist_test_images
     train, queries = images[:3000], images[3000:3020]

@@ -126,6 +126,7 @@ def test_diagonal_and_full_improve_on_anisotropic_data(data2d):
     np.testing.assert_allclose(full.matrix, full.matrix.T)
 
 
+@pytest.mark.slow
 def test_evaluation_subsets_are_deterministic_per_key():
     x = np.random.default_rng(4).normal(size=(3000, 3)) * [1.0, 2.0, 0.5]
     a = jaxkde.fit_bandwidth(x, kind="diagonal", batch_size=512, max_steps=30, key=5)
@@ -386,6 +387,7 @@ def test_cv_finds_an_optimum_at_the_search_grid_edge():
     assert math.sqrt(fit.matrix[0]) == pytest.approx(math.exp(res.x), rel=2e-3)
 
 
+@pytest.mark.slow
 def test_lscv_with_a_constant_column_ends_at_its_minimum():
     rng = np.random.default_rng(0)
     x = np.c_[rng.normal(size=300), np.full(300, 3.0)]

@@ -66,6 +66,7 @@ def test_two_dimensional_gaussian_density_integrates_to_one(bandwidth):
     assert total == pytest.approx(1.0, abs=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("p", [1, np.inf])
 def test_univariate_unit_sampler_radius_is_chi(p):
     """For density ~ exp(-||u||_p^2 / 2) in d dims, ||u||_p follows a chi law with d dof."""

@@ -69,6 +69,7 @@ def test_mean_shift_finds_the_three_modes_of_w3():
     assert np.all(dist < 0.5)
 
 
+@pytest.mark.slow
 def test_density_levels_hold_their_mass():
     rng = np.random.default_rng(1)
     kde = jaxkde.KDE().fit(mixture_2d(2000, rng))

@@ -89,6 +89,7 @@ def test_box_probabilities(dtype):
     assert corner == pytest.approx(want, abs=10 * tol)
 
 
+@pytest.mark.slow
 def test_full_bandwidth_2d_matches_scipy(dtype):
     rng = np.random.default_rng(6)
     x = rng.normal(size=(300, 2)) @ np.array([[1.0, 0.0], [0.8, 0.6]]) + [5.0, -2.0]
