@@ -22,8 +22,8 @@ def release():
         return pickle.load(f)
 
 
-def test_public_names_are_those_of_the_release(release):
-    assert sorted(jaxkde.__all__) == release["__all__"]
+def test_public_names_of_the_release_remain(release):
+    assert set(release["__all__"]) <= set(jaxkde.__all__)
     assert jaxkde.__version__ == release["__version__"]
     for name in jaxkde.__all__:
         assert getattr(jaxkde, name) is not None

@@ -24,7 +24,8 @@ RUNNABLE = [PAGES[0], *(pytest.param(p, marks=pytest.mark.slow) for p in PAGES[1
 
 
 @pytest.mark.parametrize("page", RUNNABLE, ids=lambda p: p.name)
-def test_python_blocks_run(page):
+def test_python_blocks_run(page, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # files a block writes land here
     for block in python_blocks(page.read_text()):
         if not block.startswith(SKETCH):
             exec(compile(block, str(page.relative_to(ROOT)), "exec"), {})

@@ -37,6 +37,7 @@ from jaxkde.apps.pca import (
     pca_transform,
 )
 from jaxkde.apps.plot import (
+    density_band,
     density_contours,
     density_curve,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "InpaintedDigits",
     "PCAState",
     "ParzenResult",
+    "density_band",
     "density_contours",
     "density_curve",
     "digit_grid",

@@ -1,6 +1,7 @@
-"""Pictures of a fitted KDE: a 1-D density curve and filled 2-D density contours.
+"""Pictures of a fitted KDE: a 1-D density curve, filled 2-D density contours, and a 1-D
+bootstrap band (:func:`jaxkde.bootstrap_band`).
 
-Both evaluate the density on a grid with :meth:`jaxkde.KDE.score_grid` (exact tails with
+The first two evaluate the density on a grid with :meth:`jaxkde.KDE.score_grid` (exact tails with
 ``method="auto"``) and draw it with matplotlib, which comes from the ``plot`` extra
 (``pip install 'jaxkde[plot]'``) and is imported only when a function here is called.
 """
@@ -9,9 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxkde.estimator.traced import BootstrapBand
 from jaxkde.stats.grid import GridDensity
 
-__all__ = ["density_contours", "density_curve"]
+__all__ = ["density_band", "density_contours", "density_curve"]
 
 
 def _pyplot():
@@ -106,4 +108,37 @@ def density_contours(kde, ax=None, *, grid_size: int = 256, levels: int = 10,
         names = {lv: f"{p:.0%}" for lv, p in zip(found.levels[order], found.probs[order],
                                                    strict=True)}  # fmt: skip
         ax.clabel(lines, fmt=names, fontsize=8)
+    return ax
+
+
+def density_band(band: BootstrapBand, ax=None, *, color: str = "C0", alpha: float = 0.3,
+                 label: str | None = None):  # fmt: skip
+    """Draw a 1-D bootstrap band: the density as a line, the band filled around it.
+
+    Parameters
+    ----------
+    band : BootstrapBand
+        From :func:`jaxkde.bootstrap_band` on 1-D points (sorted or not).
+    ax : matplotlib Axes, optional
+        Where to draw (default: the current axes).
+    color, alpha
+        Of the line and of the filled band.
+    label : str, optional
+        Legend label of the line; the band is labelled with its level.
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    if band.points.ndim != 2 or band.points.shape[1] != 1:
+        raise ValueError(f"density_band draws a band on 1-D points; got points of shape "
+                         f"{band.points.shape}.")  # fmt: skip
+    order = np.argsort(band.points[:, 0])
+    x = band.points[order, 0]
+    ax = _pyplot().gca() if ax is None else ax
+    ax.fill_between(x, band.lower[order], band.upper[order], color=color, alpha=alpha,
+                    linewidth=0, label=f"{band.level:.0%} bootstrap band")  # fmt: skip
+    ax.plot(x, band.density[order], color=color, label=label)
+    ax.set_ylabel("density")
+    ax.set_ylim(bottom=0.0)
     return ax

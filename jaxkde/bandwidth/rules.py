@@ -92,6 +92,9 @@ def weighted_mean_and_covariance(
 @jax.jit
 def _weighted_variance(data: jax.Array, weights: jax.Array | None = None) -> jax.Array:
     w = _normalised_weights(data, weights)
+    if weights is None:  # reductions: several times faster than products with 1/n
+        centred = data - jnp.mean(data, axis=0)
+        return jnp.sum(centred * centred, axis=0) / (data.shape[0] - 1)
     mean = jnp.matmul(w, data, precision=_HIGHEST)
     return jnp.matmul(w, (data - mean) ** 2, precision=_HIGHEST) / (1.0 - jnp.sum(w**2))
 

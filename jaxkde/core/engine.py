@@ -925,15 +925,20 @@ def log_density_program(
     state: KDEState,
     zq_hi: jax.Array,
     zq_lo: jax.Array | None,
+    query_rows: jax.Array | None = None,
     *,
     block_size: int | None = None,
     precision: str = "highest",
 ) -> jax.Array:
     """:func:`log_density_whitened` as one compiled program, the recomputation tiers inside:
     what runs within a trace (``jit``, ``grad``, ``vmap``). One per query count, block size and
-    precision, reused for every state of the same shapes."""
+    precision, reused for every state of the same shapes.
+
+    ``query_rows`` ``(m,)`` (ints, optional) makes query ``j`` the data row ``query_rows[j]``
+    of ``state`` (its position in the chunks, read row by row), whose own term is left out:
+    the leave-one-out sums, not renormalised (see :func:`jaxkde.loo_log_density`)."""
     _check_precision(precision)
-    lse = _logsumexp(state, zq_hi, zq_lo, precision, block_size=block_size)
+    lse = _logsumexp(state, zq_hi, zq_lo, precision, query_rows, block_size=block_size)
     return lse + state.log_normalizer
 
 

@@ -35,6 +35,7 @@ from jaxkde.core.state import (
     build_state,
     host_whitening,
     shared_row_counts,
+    state_points,
 )
 from jaxkde.scale import streaming
 from jaxkde.scale.distributed import (
@@ -59,6 +60,7 @@ from jaxkde.variants.bounds import (
 __all__ = [
     "FitParams",
     "Fitted",
+    "append_rows",
     "block_sizes",
     "check_params",
     "class_priors",
@@ -122,6 +124,8 @@ class Fitted:
     class_prior: np.ndarray | None = None
     class_count: np.ndarray | None = None
     parts_weights: Any = None
+    weight_totals: np.ndarray | None = None
+    weighted: bool = False
 
     def attributes(self) -> dict:
         """The estimator's fitted attributes (the class ones only with labels)."""
@@ -148,6 +152,8 @@ class Fitted:
                        class_count_=self.class_count)  # fmt: skip
         if self.parts_weights is not None:
             out["_parts_weights"] = self.parts_weights
+        if self.weight_totals is not None:
+            out.update(_weight_totals=self.weight_totals, _weighted=self.weighted)
         return out
 
 
@@ -403,8 +409,67 @@ def fit_in_memory(params: FitParams, X, y, sample_weight, kernel: Kernel, chunk_
     images = None
     if bounds is not None and params.boundary == "reflect":
         images = reflected_states(data, weights, state, bounds, chunk_size, dtype, params.mesh)
+    totals = np.array([data.shape[0] if weights is None else weights.sum()], np.float64)
     return Fitted(state, data.shape, state.bandwidth_matrix(), whitening, data_range,
-                  n_degenerate, fit, factors, bounds, images)  # fmt: skip
+                  n_degenerate, fit, factors, bounds, images, weight_totals=totals,
+                  weighted=weights is not None)  # fmt: skip
+
+
+def _rows_of(state) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of positive weight of a state in original coordinates, float64 ``(n, d)``, and
+    their normalised weights ``(n,)``: exact from a layout not yet built, else recovered from
+    the double-word points (to about 2^-48) and the log weights (to the working dtype)."""
+    if isinstance(state, LazyState) and not state.built:
+        w = np.full(len(state.data), 1.0 / len(state.data)) if state.weights is None else (
+            state.weights)  # fmt: skip
+        return state.data[w > 0], w[w > 0]
+    state = state.state if isinstance(state, LazyState) else state
+    log_w = np.asarray(state.log_weights, np.float64).reshape(-1)
+    return state_points(state), np.exp(log_w[np.isfinite(log_w)])
+
+
+def append_rows(params: FitParams, attributes: dict, X, y, sample_weight, kernel: Kernel,
+                chunk_size: int) -> Fitted:  # fmt: skip
+    """The fit of a fitted KDE's rows with the rows ``X`` (labels ``y``, weights
+    ``sample_weight``) appended: the rules recomputed in float64 from all of them, in the fit's
+    working dtype, so the result is the fit on every row (to the recovery of the fitted rows,
+    see :func:`_rows_of`; rows of weight 0 are not kept). ``attributes`` are the estimator's
+    fitted attributes: a fit in memory by ``fit`` or an earlier append."""
+    totals = attributes.get("_weight_totals")
+    state = attributes.get("_lazy_state", attributes.get("state_"))
+    if totals is None or state is None:
+        raise ValueError("partial_fit appends to a KDE fitted in memory by fit or partial_fit; "
+                         "this one was streamed from a file, fitted across processes, derived "
+                         "(marginal, conditional...) or loaded from jaxkde 0.1.0: fit it "
+                         "again on all the rows.")  # fmt: skip
+    if params.bounds is not None and params.boundary == "transform":
+        raise ValueError("partial_fit is not available with boundary='transform' (the fitted "
+                         "rows are kept transformed); fit again on all the rows.")  # fmt: skip
+    classes = attributes.get("classes_")
+    if (classes is None) != (y is None):
+        raise ValueError("y must be given to partial_fit exactly when the KDE was fitted with "
+                         f"labels; it was fitted {'without' if classes is None else 'with'} "
+                         "them.")  # fmt: skip
+    states = (state,) if classes is None else state.states
+    parts = [_rows_of(s) for s in states]
+    d = parts[0][0].shape[1]
+    new, _ = check_data(X, "X", n_features=d, owner="KDE")
+    new_w = check_weights(sample_weight, new.shape[0])
+    rows = np.concatenate([*(p[0] for p in parts), new])
+    weights = None
+    if attributes["_weighted"] or new_w is not None:
+        old = [w * t for (_, w), t in zip(parts, totals, strict=True)]
+        weights = np.concatenate([*old, np.ones(len(new)) if new_w is None else new_w])
+    labels = None
+    if classes is not None:
+        y = np.asarray(y).reshape(-1)
+        if y.shape[0] != new.shape[0]:
+            raise ValueError(f"y must have one label per row of X ({new.shape[0]}); got "
+                             f"{y.shape[0]}.")  # fmt: skip
+        old_labels = [np.repeat(classes[c : c + 1], len(p[0])) for c, p in enumerate(parts)]
+        labels = np.concatenate([*old_labels, y])
+    dtype = (state if classes is None else states[0]).dtype
+    return fit_in_memory(params, rows, labels, weights, kernel, chunk_size, dtype=dtype)
 
 
 def _fit_classes(job: _Job, y) -> Fitted:
@@ -431,6 +496,7 @@ def _fit_classes(job: _Job, y) -> Fitted:
         tuple(f[3] for f in fits), weighted_range(data, weights),
         sum(f[1] for f in fits), [f[2] for f in fits], factors,
         classes=classes, class_prior=priors, class_count=counts,
+        weight_totals=totals.astype(np.float64), weighted=weights is not None,
     )  # fmt: skip
 
 
@@ -492,6 +558,7 @@ def fit_mixture(params: FitParams, parts: MixtureParts, dtype) -> Fitted:
     # origin, a cast first would lose them.
     w = np.exp(parts.log_weights - parts.log_weights.max())
     fitted = fit_in_memory(params, parts.centres, None, w, kernel, chunk_size, dtype)
+    fitted.weight_totals = None  # its rows are a mixture's centres: nothing to append to
     if parts.log_factors is not None:  # the same adaptive factors, per centre
         state = build_state(parts.centres, w, fitted.bandwidth, kernel, chunk_size=chunk_size,
                             dtype=dtype, log_factors=parts.log_factors)  # fmt: skip

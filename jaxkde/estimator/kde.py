@@ -17,7 +17,7 @@ from jaxkde._validation import (
 from jaxkde.core.sampling import as_key, check_sample_size
 from jaxkde.core.sharding import sharded_log_density
 from jaxkde.core.state import ClassConditionalState, KDEState, state_points
-from jaxkde.estimator import draw, evaluation, fitting
+from jaxkde.estimator import draw, evaluation, files, fitting
 from jaxkde.estimator._params import Params
 from jaxkde.estimator.evaluation import check_local
 from jaxkde.scale import distributed, streaming
@@ -26,7 +26,7 @@ from jaxkde.stats import geometry, marginals, probability
 from jaxkde.stats.grid import GridDensity, default_axes, grid_log_density
 from jaxkde.variants.classes import class_log_density, class_log_posterior
 
-__all__ = ["KDE", "KDEClassifier"]
+__all__ = ["KDE", "KDEClassifier", "load"]
 
 
 class KDE(Params):
@@ -204,11 +204,28 @@ class KDE(Params):
             fitted = fitting.fit_in_memory(params, X, y, sample_weight, kernel, chunk_size)
         return self._store_fit(fitted)
 
+    def partial_fit(self, X, y=None, sample_weight=None) -> KDE:
+        """Append the rows ``X`` (with labels ``y`` and weights ``sample_weight`` as for
+        :meth:`fit`) to a fitted KDE: the rules are recomputed in float64 from all the rows,
+        so the result is the fit on every row so far (the fitted rows recovered from the state
+        to about 2^-48, their weights to the working dtype). Costs a fit of all the rows. An
+        unfitted KDE is fitted to ``X``. Not for KDEs streamed from a file, fitted across
+        processes, derived (``marginal``...), or with ``boundary="transform"``.
+        """
+        if not self.__sklearn_is_fitted__():
+            return self.fit(X, y, sample_weight)
+        params = self._params()
+        kernel, chunk_size = fitting.check_params(params, y)
+        fitted = fitting.append_rows(params, self.__dict__, X, y, sample_weight, kernel,
+                                     chunk_size)  # fmt: skip
+        return self._store_fit(fitted)
+
     def _store_fit(self, fitted: fitting.Fitted) -> KDE:
         """Replace the fitted attributes by those of ``fitted`` (labels' attributes dropped
         unless it has them)."""
         for name in ("state_", "_lazy_state", "classes_", "class_prior_", "class_count_",
-                     "_parts_weights", "_sampling_scales"):  # fmt: skip
+                     "_parts_weights", "_sampling_scales", "_weight_totals",
+                     "_weighted"):  # fmt: skip
             self.__dict__.pop(name, None)
         self.__dict__.update(fitted.attributes())
         self._fit_mesh = self.mesh
@@ -576,7 +593,15 @@ class KDEClassifier(Params):
         """Fit one KDE per class of ``y`` to the rows of ``X``; returns self."""
         if y is None:
             raise ValueError("KDEClassifier requires y to be passed, but the target y is None.")
-        kde = KDE(**self.get_params()).fit(X, y, sample_weight=sample_weight)
+        return self._store(KDE(**self.get_params()).fit(X, y, sample_weight=sample_weight))
+
+    def partial_fit(self, X, y, sample_weight=None) -> KDEClassifier:
+        """Append labelled rows to the fit (see :meth:`KDE.partial_fit`); returns self."""
+        if not hasattr(self, "kde_"):
+            return self.fit(X, y, sample_weight)
+        return self._store(self.kde_.partial_fit(X, y, sample_weight))
+
+    def _store(self, kde: KDE) -> KDEClassifier:
         self.kde_ = kde
         self.classes_ = kde.classes_
         self.class_prior_ = kde.class_prior_
@@ -607,3 +632,20 @@ class KDEClassifier(Params):
         truth[:] = list(y)
         hits = np.array([p == t for p, t in zip(self.predict(X).tolist(), truth, strict=True)])
         return float(np.average(hits, weights=sample_weight))
+
+
+def load(path) -> KDE | KDEClassifier:
+    """Read an estimator written by ``KDE.save`` or ``KDEClassifier.save``.
+
+    The file is read with ``allow_pickle=False`` and only jaxkde's own record types are
+    rebuilt from it (:mod:`jaxkde.estimator.files`): loading never runs code from the file.
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``path``.
+    jaxkde.ModelFileError
+        A pickle or another kind of file, a truncated or damaged one, one of a newer layout
+        version, or one whose layout this release cannot read.
+    """
+    return files.load_estimator(path, {"KDE": KDE, "KDEClassifier": KDEClassifier})

@@ -30,6 +30,28 @@ def test_density_curve_draws_the_grid_density():
     plt.close(fig)
 
 
+def test_density_band_draws_the_band_around_the_density():
+    band = jaxkde.BootstrapBand(
+        points=np.array([[1.0], [0.0], [2.0]]),
+        density=np.array([0.5, 0.2, 0.3]),
+        lower=np.array([0.4, 0.1, 0.2]),
+        upper=np.array([0.6, 0.3, 0.4]),
+        level=0.9,
+    )
+    fig, ax = plt.subplots()
+    assert jaxkde.apps.plot.density_band(band, ax) is ax
+    line = ax.get_lines()[0]
+    np.testing.assert_array_equal(line.get_xdata(), [0.0, 1.0, 2.0])  # sorted
+    np.testing.assert_array_equal(line.get_ydata(), [0.2, 0.5, 0.3])
+    (filled,) = ax.collections
+    ys = filled.get_paths()[0].vertices[:, 1]
+    assert ys.min() == pytest.approx(0.1) and ys.max() == pytest.approx(0.6)
+    assert filled.get_label() == "90% bootstrap band"
+    with pytest.raises(ValueError, match="1-D points"):
+        jaxkde.apps.plot.density_band(band._replace(points=np.zeros((3, 2))), ax)
+    plt.close(fig)
+
+
 def test_density_contours_span_the_density():
     x = np.random.default_rng(1).standard_normal((500, 2)) * [1.0, 2.0]
     kde = jaxkde.KDE(bandwidth=0.4).fit(x)
