@@ -84,8 +84,9 @@ def _check_host(x, weights) -> None:
             )
 
 
-def _bandwidth_matrix(bandwidth, u, weights, variance_floor, traced: bool) -> jax.Array:
-    """``H`` ``(d,)`` (diagonal) or ``(d, d)`` of a rule name or a user's ``h`` / ``H``."""
+def _bandwidth_matrix(bandwidth, u, weights, variance_floor) -> jax.Array:
+    """``H`` ``(d,)`` (diagonal) or ``(d, d)`` of a rule name or a user's ``h`` / ``H`` (checked
+    as by ``KDE`` unless it is traced)."""
     d = u.shape[1]
     if isinstance(bandwidth, str):
         if bandwidth not in TRACED_RULES:
@@ -102,7 +103,7 @@ def _bandwidth_matrix(bandwidth, u, weights, variance_floor, traced: bool) -> ja
         if h.ndim == 1:  # a constant feature: floored as the host fit does
             h = jnp.maximum(h, variance_floor * jnp.max(h))
         return h
-    if not traced:
+    if not _is_traced(bandwidth):
         return jnp.asarray(_check_user_bandwidth(bandwidth, d), u.dtype)
     h = jnp.asarray(bandwidth, u.dtype)
     if h.ndim == 0:
@@ -171,7 +172,6 @@ def fit_state(
     w = None if weights is None else jnp.asarray(weights, dtype)
     if w is not None and w.shape != (n,):
         raise ValueError(f"weights must have shape ({n},); got {w.shape}.")
-    traced = _is_traced(x, w, bandwidth)
     wn = None if w is None else w / jnp.sum(w)
 
     def average(a):
@@ -181,7 +181,7 @@ def fit_state(
     m0 = average(x)
     mean = m0 + average(x - m0)
     u = x - mean
-    h = _bandwidth_matrix(bandwidth, u, w, variance_floor, traced)
+    h = _bandwidth_matrix(bandwidth, u, w, variance_floor)
     z_lo = None
     if h.ndim == 1:
         chol = jnp.sqrt(h)
@@ -303,7 +303,7 @@ def bootstrap_log_density(
     kernel: str = "gaussian",
     p=2,
     weights=None,
-    batch: int = 50,
+    batch: int = 25,
     precision: str = "highest",
 ) -> jax.Array:
     """Log densities ``(n_resamples, m)`` at ``queries`` of KDEs fitted to bootstrap resamples.

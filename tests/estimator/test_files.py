@@ -22,19 +22,20 @@ def _data():
     return x, (x[:, 0] > 0).astype(int), rng.normal(size=(17, 3)).astype(np.float32)
 
 
-def _models():
-    x, y, _ = _data()
-    return {
-        "plain": KDE().fit(x),
-        "labelled": KDE(bandwidth="silverman", priors=[0.3, 0.7]).fit(x, y),
-        "bounded": KDE(bounds=[(0.0, None)] * 3).fit(np.abs(x)),
-        "adaptive": KDE(adaptive=True, kernel="epanechnikov").fit(x),
-        "learned": KDE(bandwidth="cv").fit(x),
-        "univariate": KDE(kernel="univariate_gaussian", univariate_bandwidth=0.5, p=1).fit(x),
-        "weighted_full": KDE(bandwidth="scott_full").fit(x, sample_weight=np.arange(1, 201)),
-        "marginal": KDE().fit(x).marginal([0, 2]),
-        "classifier": KDEClassifier(bandwidth={0: 0.5, 1: "scott"}).fit(x, y),
-    }
+# Estimators of every kind, each fitted by its test: (x, y) -> fitted estimator.
+MODELS = {
+    "plain": lambda x, y: KDE().fit(x),
+    "labelled": lambda x, y: KDE(bandwidth="silverman", priors=[0.3, 0.7]).fit(x, y),
+    "bounded": lambda x, y: KDE(bounds=[(0.0, None)] * 3).fit(np.abs(x)),
+    "adaptive": lambda x, y: KDE(adaptive=True, kernel="epanechnikov").fit(x),
+    "learned": lambda x, y: KDE(bandwidth="cv").fit(x),
+    "univariate": lambda x, y: KDE(kernel="univariate_gaussian", univariate_bandwidth=0.5,
+                                   p=1).fit(x),
+    "weighted_full": lambda x, y: KDE(bandwidth="scott_full").fit(
+        x, sample_weight=np.arange(1, 201)),
+    "marginal": lambda x, y: KDE().fit(x).marginal([0, 2]),
+    "classifier": lambda x, y: KDEClassifier(bandwidth={0: 0.5, 1: "scott"}).fit(x, y),
+}  # fmt: skip
 
 
 def _outputs(model, q):
@@ -45,10 +46,15 @@ def _outputs(model, q):
     return [model.score_samples(q), np.asarray(model.sample(5, key=key))]
 
 
-@pytest.mark.parametrize("kind", list(_models()))
+FAST = ("plain", "labelled", "classifier")
+
+
+@pytest.mark.parametrize(
+    "kind", [pytest.param(k, marks=() if k in FAST else pytest.mark.slow) for k in MODELS]
+)
 def test_round_trip_is_bit_for_bit(tmp_path, kind):
-    model = _models()[kind]
-    _, _, q = _data()
+    x, y, q = _data()
+    model = MODELS[kind](x, y)
     path = tmp_path / "model.npz"
     model.save(path)
     loaded = jaxkde.load(path)

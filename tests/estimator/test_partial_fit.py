@@ -24,7 +24,11 @@ def _data(dtype="float32"):
 
 
 @pytest.mark.parametrize("built", [False, True], ids=["lazy", "built"])
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize(
+    "case",
+    [pytest.param(c, marks=() if c in ("plain", "labelled-weighted") else pytest.mark.slow)
+     for c in CASES],
+)  # fmt: skip
 def test_appending_rows_equals_fitting_all_of_them(dtype, case, built):
     params, labelled, weighted = CASES[case]
     x, y, w, q = _data(dtype)

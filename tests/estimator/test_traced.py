@@ -48,17 +48,19 @@ def _gaussian_fast(kernels):
     return [pytest.param(k, marks=() if k == "gaussian" else pytest.mark.slow) for k in kernels]
 
 
-# Every bandwidth with the gaussian kernel in the fast tier; the other kernels in the slow one.
+# A rule, a full rule and a matrix with the gaussian kernel in 5-D in the fast tier; every
+# other kernel, bandwidth and dimension in the slow one.
 CASES = [
-    pytest.param(kernel, spec, marks=() if kernel == "gaussian" else pytest.mark.slow,
-                 id=f"{kernel}-{spec}")
+    pytest.param(kernel, spec, d, id=f"{kernel}-{spec}-{d}d",
+                 marks=() if kernel == "gaussian" and d == 5
+                 and spec in ("scott", "scott_full", "matrix") else pytest.mark.slow)
     for kernel in KERNELS
     for spec in BANDWIDTHS
+    for d in (1, 5)
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("kernel", "spec"), CASES)
-@pytest.mark.parametrize("d", [1, 5])
+@pytest.mark.parametrize(("kernel", "spec", "d"), CASES)
 def test_fit_state_under_jit_scores_as_the_host_fit(dtype, kernel, spec, d):
     rng = np.random.default_rng(d)
     x = rng.normal(size=(300, d)) + 3.0
@@ -124,9 +126,8 @@ def _problem(d, seed=0):
 
 
 @pytest.mark.parametrize("kernel", _gaussian_fast(SMOOTH))
-@pytest.mark.parametrize(
-    "d", [pytest.param(2, marks=pytest.mark.slow), 12]
-)  # direct; checked product
+# Direct differences (2-D), and the checked matrix product with its custom derivative (12-D).
+@pytest.mark.parametrize("d", [2, pytest.param(12, marks=pytest.mark.slow)])
 def test_gradients_equal_those_of_a_float64_brute_force(kernel, d):
     with jax.enable_x64(True):
         x, h, w, q = (jnp.asarray(a) for a in _problem(d))
