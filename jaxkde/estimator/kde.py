@@ -595,8 +595,17 @@ class KDEClassifier(Params):
             raise ValueError("KDEClassifier requires y to be passed, but the target y is None.")
         return self._store(KDE(**self.get_params()).fit(X, y, sample_weight=sample_weight))
 
-    def partial_fit(self, X, y, sample_weight=None) -> KDEClassifier:
-        """Append labelled rows to the fit (see :meth:`KDE.partial_fit`); returns self."""
+    def partial_fit(self, X, y, classes=None, sample_weight=None) -> KDEClassifier:
+        """Append labelled rows to the fit (see :meth:`KDE.partial_fit`); returns self.
+
+        ``classes`` (scikit-learn's protocol): every label the calls may bring; a label of
+        ``y`` outside it is refused. A class gets its KDE with its first rows.
+        """
+        if classes is not None:
+            unknown = set(np.asarray(y).reshape(-1).tolist()) - set(np.asarray(classes).tolist())
+            if unknown:
+                raise ValueError(f"y has labels {sorted(unknown, key=str)!r} that are not in "
+                                 f"classes {list(np.asarray(classes).tolist())!r}.")  # fmt: skip
         if not hasattr(self, "kde_"):
             return self.fit(X, y, sample_weight)
         return self._store(self.kde_.partial_fit(X, y, sample_weight))

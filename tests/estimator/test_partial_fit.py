@@ -57,6 +57,8 @@ def test_classifier_partial_fit():
     clf = KDEClassifier().partial_fit(x[:150], y[:150]).partial_fit(x[150:], y[150:])
     whole = KDEClassifier().fit(x, y)
     np.testing.assert_allclose(clf.predict_log_proba(q), whole.predict_log_proba(q), rtol=1e-5)
+    with pytest.raises(ValueError, match=r"labels \[2\] that are not in classes \[0, 1\]"):
+        clf.partial_fit(x[:3], [0, 2, 1], classes=[0, 1])
 
 
 def test_partial_fit_refuses_what_it_cannot_append():
