@@ -13,9 +13,18 @@ For each configuration, ``jaxkde.apps.digits.sample_digits`` (what ``jaxkde samp
 
 Writes a markdown table and a PNG plot of fidelity against novelty.
 
+``--samplers`` instead compares samplers the way ``jaxkde sample -n 2000 --seed S`` runs them
+(2,000 digits of any class from the KDE of all 10,000 test images), over seeds, on four
+measures: fidelity and novelty as above (novelty against 2,000 unseen training images), the
+**mid-grey share** (of the inked pixels, > 0.15, the share below 0.85) and the **Fréchet
+distance** between the samples and the 60,000 training images in the training images' top-50
+principal components (computed on their first 20,000), with the seconds per 2,000 digits and a
+picture of 16 digits per sampler (``digit_samplers.png``).
+
 Usage::
 
     python benchmarks/digit_quality.py ../shared/data/mnist --out-dir benchmarks/results
+    python benchmarks/digit_quality.py ../shared/data/mnist --samplers --out-dir benchmarks/results
 """
 
 from __future__ import annotations
@@ -26,11 +35,14 @@ import pathlib
 import sys
 import time
 
+import jax
 import numpy as np
+from scipy import linalg
 
 import jaxkde
 from jaxkde.apps.datasets import load_mnist
-from jaxkde.apps.digits import KEEP, inpaint_digits, sample_digits
+from jaxkde.apps.digits import INTENSITIES, KEEP, digit_grid, inpaint_digits, sample_digits
+from jaxkde.core.sampling import sample_host
 
 
 def nearest_distances(queries: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -39,6 +51,116 @@ def nearest_distances(queries: np.ndarray, reference: np.ndarray) -> np.ndarray:
     r = reference.astype(np.float64)
     d2 = (q**2).sum(1)[:, None] + (r**2).sum(1)[None, :] - 2 * q @ r.T
     return np.sqrt(np.maximum(d2.min(axis=1), 0))
+
+
+def mid_grey_share(pixels: np.ndarray) -> float:
+    """Of the inked pixels (> 0.15), the share that is mid-grey (below 0.85)."""
+    ink = pixels > 0.15
+    return float((ink & (pixels < 0.85)).sum() / ink.sum())
+
+
+class Frechet:
+    """Fréchet distance to reference images in their top-``k`` principal components."""
+
+    def __init__(self, reference: np.ndarray, k: int = 50, fit_rows: int = 20_000):
+        ref = reference.astype(np.float64)
+        self.mean = ref.mean(0)
+        self.axes = np.linalg.svd(ref[:fit_rows] - self.mean, full_matrices=False)[2][:k]
+        feats = (ref - self.mean) @ self.axes.T
+        self.mu, self.cov = feats.mean(0), np.cov(feats.T)
+
+    def __call__(self, pixels: np.ndarray) -> float:
+        feats = (pixels.astype(np.float64) - self.mean) @ self.axes.T
+        mu, cov = feats.mean(0), np.cov(feats.T)
+        root = linalg.sqrtm(self.cov @ cov).real
+        return float(((self.mu - mu) ** 2).sum() + np.trace(self.cov + cov - 2 * root))
+
+
+def tweedie_digits(images, n_samples, k, n_components, key, pca):
+    """A candidate: the seed's draw from N(x_r, k H) in PCA space, then one Tweedie step
+    ``y + k H grad log f(y)`` (the KDE's score) that removes the kernel noise's expected
+    part, mapped back and clipped."""
+    pixels = images.reshape(-1, 784).astype(np.float32) / 255
+    scores = np.asarray(jaxkde.pca_transform(pca, pixels))
+    kde = jaxkde.KDE().fit(scores)
+    order = np.argsort(-kde.score_samples(scores), kind="stable")
+    pool = order[: int(np.ceil(0.5 * len(order)))]
+    key_pick, key_draw = jax.random.split(jax.random.key(key))
+    picks = np.asarray(jax.random.choice(key_pick, pool, (n_samples,)))
+    _, _, drawn = sample_host(kde.state_, key_draw, n_samples, k, indices=picks)
+    h = np.asarray(kde.bandwidth_)
+    step = kde.score_function(drawn) * (k * (np.diag(h) if h.ndim == 2 else h))
+    recon = np.asarray(jaxkde.pca_inverse_transform(pca, drawn + step))
+    return np.clip(recon, 0.0, 1.0).astype(np.float32), picks
+
+
+def compare_samplers(args, clf, train_pixels, fit_images, fit_labels) -> int:
+    """The ``--samplers`` measurement (see the module docstring)."""
+    fit_pixels = fit_images.reshape(-1, 784).astype(np.float32) / 255
+    frechet = Frechet(train_pixels)
+    rng = np.random.default_rng(0)
+    unseen = train_pixels[rng.choice(len(train_pixels), 2000, replace=False)]
+    unseen_median = float(np.median(nearest_distances(unseen, fit_pixels)))
+    real = fit_pixels[rng.choice(len(fit_pixels), 2000, replace=False)]
+    print(f"real test digits: mid-grey {mid_grey_share(real):.3f}, Frechet {frechet(real):.2f}")
+    pcas = {c: jaxkde.pca_fit(fit_pixels, c) for c in (30, 45)}
+    samplers = {  # name -> (components, k, how)
+        "seed (PCA-30, k = 0.3, linear)": (30, 0.3, "linear"),
+        "Tweedie step (PCA-30, k = 0.3)": (30, 0.3, "tweedie"),
+        "PCA-45, k = 0.45, linear": (45, 0.45, "linear"),
+        "PCA-30, k = 0.3, calibrated": (30, 0.3, "calibrated"),
+        "default (PCA-45, k = 0.45, calibrated)": (45, 0.45, "calibrated"),
+    }
+    rows, pictures = [], []
+    for name, (comp, k, how) in samplers.items():
+        measures = []
+        for seed in args.seeds:
+            t0 = time.perf_counter()
+            if how == "tweedie":
+                flat, picks = tweedie_digits(fit_images, 2000, k, comp, seed, pcas[comp])
+            else:
+                r = sample_digits(fit_images, None, n_samples=2000, scaling_factor=k,
+                                  n_components=comp, intensity=how, key=seed,
+                                  pca=pcas[comp])  # fmt: skip
+                flat, picks = r.samples.reshape(2000, -1), r.source_indices
+            sec = time.perf_counter() - t0
+            fidelity = float((clf.predict(flat) == fit_labels[picks]).mean())
+            novelty = float(np.median(nearest_distances(flat, fit_pixels))) / unseen_median
+            measures.append((mid_grey_share(flat), frechet(flat), fidelity, novelty, sec))
+            print(f"{name:42s} seed {seed}: mid-grey {measures[-1][0]:.3f} Frechet "
+                  f"{measures[-1][1]:.2f} fidelity {fidelity:.3f} novelty {novelty:.3f} "
+                  f"({sec:.2f} s)", flush=True)  # fmt: skip
+            if seed == args.seeds[0]:
+                pictures.append(flat[:16].reshape(16, 28, 28))
+        rows.append((name, np.array(measures)))
+    lines = [
+        f"Samplers, 2,000 digits of any class from the KDE of the 10,000 test images, seeds "
+        f"{', '.join(map(str, args.seeds))} (min-max over seeds); real test digits: mid-grey "
+        f"{mid_grey_share(real):.3f}, Fréchet {frechet(real):.2f}; {datetime.date.today()}.",
+        "",
+        "| sampler | mid-grey share | Fréchet (top-50 PCA) | fidelity | novelty | seconds |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+
+    def span(col, fmt):
+        return f"{fmt.format(col.min())}-{fmt.format(col.max())}"
+
+    for name, m in rows:
+        lines.append(f"| {name} | {span(m[:, 0], '{:.3f}')} | {span(m[:, 1], '{:.2f}')} | "
+                     f"{span(m[:, 2], '{:.3f}')} | {span(m[:, 3], '{:.3f}')} | "
+                     f"{span(m[:, 4], '{:.2f}')} |")  # fmt: skip
+    table = "\n".join(lines)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "digit_samplers.md").write_text(table + "\n")
+    print()
+    print(table)
+    from PIL import Image
+
+    grid = np.concatenate([digit_grid([p], items_per_row=16, zoom=2) for p in pictures], axis=0)
+    Image.fromarray(grid).save(args.out_dir / "digit_samplers.png")
+    print(f"wrote {args.out_dir / 'digit_samplers.md'} and {args.out_dir / 'digit_samplers.png'}"
+          f" (rows: {', '.join(samplers)})")  # fmt: skip
+    return 0
 
 
 def inpaint_quality(args, clf, train_pixels, train_labels, test_pixels, test_labels) -> int:
@@ -104,10 +226,22 @@ def main(argv=None) -> int:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--intensity",
+        choices=INTENSITIES,
+        default="calibrated",
+        help="intensities of the per-digit sweep (calibrated)",
+    )
+    p.add_argument(
         "--inpaint",
         action="store_true",
         help="only the inpainting measurement (completion fidelity and pixel error)",
     )
+    p.add_argument(
+        "--samplers",
+        action="store_true",
+        help="only the comparison of samplers (mid-grey share, Frechet distance)",
+    )
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--inpaint-n", type=int, default=1000, help="test digits completed (1000)")
     p.add_argument("--inpaint-keep", default="top", choices=KEEP)
     p.add_argument("--out-dir", type=pathlib.Path, default=pathlib.Path("benchmarks/results"))
@@ -131,6 +265,8 @@ def main(argv=None) -> int:
 
     if args.inpaint:
         return inpaint_quality(args, clf, train_pixels, train_labels, fit_pixels, fit_labels)
+    if args.samplers:
+        return compare_samplers(args, clf, train_pixels, fit_images, fit_labels)
 
     # The reference for novelty: real digits the KDEs did not see.
     rng = np.random.default_rng(args.seed)
@@ -159,6 +295,7 @@ def main(argv=None) -> int:
                         fit_images, fit_labels, digit=digit, n_samples=args.per_digit,
                         scaling_factor=k, n_components=n_components, source=source,
                         source_quantile=quantile, key=args.seed * 1000 + digit, pca=pca,
+                        intensity=args.intensity,
                     )  # fmt: skip
                     flat = r.samples.reshape(args.per_digit, -1)
                     hits = int((clf.predict(flat) == digit).sum())

@@ -16,13 +16,17 @@ from jaxkde.apps.datasets import (
     read_idx,
 )
 from jaxkde.apps.digits import (
+    INTENSITIES,
     KEEP,
     SOURCES,
     DigitSamples,
     InpaintedDigits,
+    IntensityMap,
+    apply_intensity_map,
     digit_grid,
     digit_pairs_grid,
     inpaint_digits,
+    intensity_map,
     observed_mask,
     sample_digits,
 )
@@ -44,6 +48,7 @@ from jaxkde.apps.plot import (
 
 __all__ = [
     "DATA_DIR_ENV",
+    "INTENSITIES",
     "KEEP",
     "MNIST_FILES",
     "MNIST_MIRRORS",
@@ -51,14 +56,17 @@ __all__ = [
     "DatasetError",
     "DigitSamples",
     "InpaintedDigits",
+    "IntensityMap",
     "PCAState",
     "ParzenResult",
+    "apply_intensity_map",
     "density_band",
     "density_contours",
     "density_curve",
     "digit_grid",
     "digit_pairs_grid",
     "inpaint_digits",
+    "intensity_map",
     "load_mnist",
     "main",
     "mnist_available",

@@ -24,6 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxkde.apps.datasets import MNIST_FILES, load_mnist, mnist_available
 from jaxkde.apps.digits import (
+    INTENSITIES,
     KEEP,
     SOURCES,
     digit_grid,
@@ -121,10 +122,17 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--scaling-factor",
         type=_non_negative_float,
-        default=0.3,
-        help="k in N(x_r, k H): smaller stays closer to the source (0.3)",
+        default=0.45,
+        help="k in N(x_r, k H): smaller stays closer to the source (0.45)",
     )
-    s.add_argument("--components", type=_positive_int, default=30, help="PCA components (30)")
+    s.add_argument("--components", type=_positive_int, default=45, help="PCA components (45)")
+    s.add_argument(
+        "--intensity",
+        choices=INTENSITIES,
+        default="calibrated",
+        help="calibrated: give the reconstruction the digits' ink distribution; linear: as the "
+        "seed, clipped (calibrated)",
+    )
     s.add_argument(
         "--source",
         choices=SOURCES,
@@ -348,13 +356,15 @@ def _cmd_sample(args) -> int:
         scaling_factor=args.scaling_factor,
         n_components=args.components,
         source=args.source,
+        intensity=args.intensity,
         key=args.seed,
     )
     _write_digits(out, result.samples, lambda: digit_pairs_grid(result.sources, result.samples))
     what = "any digit" if args.digit is None else f"digit {args.digit}"
     print(
         f"{args.n_samples} samples of {what} (k={args.scaling_factor}, "
-        f"{args.components} PCA components, bandwidth {args.bandwidth!r}) -> {out}"
+        f"{args.components} PCA components, bandwidth {args.bandwidth!r}, "
+        f"{args.intensity} intensities) -> {out}"
     )  # the name written is exactly --out, whatever its suffix's case
     print("log density of each sample (nats, in PCA space):")
     for i, (src, ld) in enumerate(zip(result.source_indices, result.log_density, strict=True)):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -15,18 +16,77 @@ from jaxkde.core.sampling import as_key, check_sample_size, sample_host
 from jaxkde.estimator.kde import KDE
 
 __all__ = [
+    "INTENSITIES",
     "KEEP",
     "SOURCES",
     "DigitSamples",
     "InpaintedDigits",
+    "IntensityMap",
+    "apply_intensity_map",
     "digit_grid",
     "digit_pairs_grid",
     "inpaint_digits",
+    "intensity_map",
     "observed_mask",
     "sample_digits",
 ]
 
 SOURCES = ("density", "random")
+INTENSITIES = ("calibrated", "linear")
+
+
+class IntensityMap(NamedTuple):
+    """A monotone map of pixel intensities, by quantiles: ``recon[j] -> pixels[j]``.
+
+    Attributes
+    ----------
+    recon : np.ndarray, shape (q,)
+        Quantiles of the pixels of the images' PCA reconstructions (clipped to [0, 1]).
+    pixels : np.ndarray, shape (q,)
+        The same quantiles of the images' own pixels.
+    """
+
+    recon: np.ndarray
+    pixels: np.ndarray
+
+
+def intensity_map(pca: PCAState, pixels: np.ndarray, *, n_quantiles: int = 256,
+                  max_rows: int = 2000) -> IntensityMap:  # fmt: skip
+    """The quantile map that gives the PCA reconstructions of ``pixels`` the intensity
+    distribution of ``pixels`` themselves.
+
+    A map back from a few principal components spreads each stroke's ink over mid-grey
+    pixels: 85% of the inked pixels of PCA-30 reconstructions of MNIST digits are mid-grey
+    (0.15-0.85), 46% of the digits' own. Mapping each reconstructed intensity to the image
+    intensity of the same quantile (one monotone curve for all pixels, fitted once from the
+    images and their reconstructions) restores that distribution; it is not a threshold: the
+    order of intensities is kept and the curve is learnt from the data.
+
+    Parameters
+    ----------
+    pca : PCAState
+    pixels : np.ndarray, shape (n, p)
+        Images in [0, 1] (at most ``max_rows`` of them, evenly spaced, are used).
+    n_quantiles : int
+    max_rows : int
+    """
+    n_quantiles = check_positive_int(n_quantiles, "n_quantiles")
+    max_rows = check_positive_int(max_rows, "max_rows")
+    rows = np.linspace(0, pixels.shape[0] - 1, min(max_rows, pixels.shape[0])).astype(int)
+    sub = np.asarray(pixels[rows], np.float32)
+    recon = np.clip(np.asarray(pca_inverse_transform(pca, pca_transform(pca, sub))), 0.0, 1.0)
+    probs = np.linspace(0.0, 1.0, n_quantiles)
+    return IntensityMap(np.quantile(recon, probs), np.quantile(sub, probs))
+
+
+def apply_intensity_map(x: np.ndarray, mapping: IntensityMap) -> np.ndarray:
+    """``x`` (pixels in [0, 1]) through the monotone map, piecewise linear between quantiles
+    (a run of equal reconstruction quantiles, e.g. the zeros of the background, maps to the
+    first of its image quantiles). Same shape and dtype as ``x``."""
+    recon, index = np.unique(mapping.recon, return_index=True)
+    if recon.size < 2:  # a constant reconstruction: nothing to map
+        return x
+    return np.interp(x, recon, mapping.pixels[index]).astype(x.dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +98,8 @@ class DigitSamples:
     sources : np.ndarray, float32, shape (n, 28, 28)
         The training image ``x_r`` each sample was drawn around, pixels in [0, 1].
     samples : np.ndarray, float32, shape (n, 28, 28)
-        The generated images, mapped back from PCA space and clipped to [0, 1].
+        The generated images, mapped back from PCA space, clipped to [0, 1] and, with
+        calibrated intensities, through :func:`intensity_map`.
     source_indices : np.ndarray, int, shape (n,)
         Row of each source in the images passed in.
     log_density : np.ndarray, shape (n,)
@@ -61,10 +122,11 @@ def sample_digits(
     digit: int | None = None,
     n_samples: int = 16,
     bandwidth="scott",
-    scaling_factor: float = 0.3,
-    n_components: int = 30,
+    scaling_factor: float = 0.45,
+    n_components: int = 45,
     source: str = "density",
     source_quantile: float = 0.5,
+    intensity: str = "calibrated",
     key=0,
     pca: PCAState | None = None,
 ) -> DigitSamples:
@@ -73,7 +135,9 @@ def sample_digits(
     The images are flattened to pixels in [0, 1] and reduced by a PCA fitted on all of them;
     a Gaussian KDE is fitted to the PCA scores of the requested digit (of all images when
     ``digit`` is None); each sample is drawn from ``N(x_r, scaling_factor * H)`` around a source
-    image ``x_r`` and mapped back to pixels, clipped to [0, 1].
+    image ``x_r`` and mapped back to pixels, clipped to [0, 1], then (by default) through the
+    intensity map of :func:`intensity_map`, which gives the blurred reconstruction the ink of
+    real strokes.
 
     Parameters
     ----------
@@ -94,6 +158,10 @@ def sample_digits(
         How ``x_r`` is picked: uniformly among the ``source_quantile`` fraction of the digit's
         images with the highest density under its KDE (default), or uniformly among all.
     source_quantile : float in (0, 1]
+    intensity : {"calibrated", "linear"}
+        ``"calibrated"`` (default): pixel intensities through :func:`intensity_map` of the
+        digit's images; ``"linear"``: the reconstruction as it is, clipped (the seed's; with
+        ``n_components=30, scaling_factor=0.3``, this release's former defaults).
     key : JAX PRNG key or int
         The same key (and inputs) gives the same images.
     pca : PCAState, optional
@@ -102,14 +170,16 @@ def sample_digits(
 
     Notes
     -----
-    The defaults (30 components, Scott's rule, density sources from the denser half, k = 0.3)
-    were chosen with ``benchmarks/digit_quality.py``: over three seeds they gave a fidelity of
-    0.959-0.969 and a novelty of 0.774-0.788 on the shipped test split (docs/benchmarks.md).
+    The defaults (45 components, Scott's rule, density sources from the denser half,
+    k = 0.45, calibrated intensities) were chosen with ``benchmarks/digit_quality.py``
+    (docs/benchmarks.md, "Digit quality").
     """
     n_samples = check_sample_size(n_samples, 784, "n_samples")
     scaling_factor = check_real(scaling_factor, "scaling_factor", low=0.0)
     if source not in SOURCES:
         raise ValueError(f"source must be one of {list(SOURCES)}; got {source!r}.")
+    if intensity not in INTENSITIES:
+        raise ValueError(f"intensity must be one of {list(INTENSITIES)}; got {intensity!r}.")
     check_real(source_quantile, "source_quantile", low=0.0, high=1.0, low_open=True)
     pixels = _as_pixels(images, "images")
     side = math.isqrt(pixels.shape[1])
@@ -144,6 +214,8 @@ def sample_digits(
     _, _, drawn = sample_host(kde.state_, key_draw, n_samples, scaling_factor, indices=picks)
     log_density = kde.score_samples(drawn)
     recon = np.clip(np.asarray(pca_inverse_transform(pca, drawn)), 0.0, 1.0)
+    if intensity == "calibrated":
+        recon = apply_intensity_map(recon, intensity_map(pca, pixels[rows]))
     return DigitSamples(
         sources=pixels[rows[picks]].reshape(-1, side, side),
         samples=recon.astype(np.float32).reshape(-1, side, side),

@@ -17,6 +17,7 @@ from PIL import Image
 import jaxkde
 from jaxkde.apps.cli import main
 from jaxkde.apps.datasets import load_mnist
+from jaxkde.apps.digits import sample_digits
 
 
 def test_sample_writes_a_png_grid_and_prints_log_densities(tmp_path, capsys):
@@ -148,6 +149,26 @@ def test_a_failed_write_keeps_the_previous_file(tmp_path, monkeypatch, capsys):
     assert ".part" not in err
     np.testing.assert_array_equal(np.load(out), before)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.npy"]  # no temporary left
+
+
+def test_sample_intensity_option_reaches_the_sampler(tmp_path, monkeypatch, capsys):
+    import jaxkde.apps.cli as cli
+
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return sample_digits(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "sample_digits", spy)
+    out = tmp_path / "s.npy"
+    assert main(["sample", "-n", "2", "--out", str(out)]) == 0
+    assert main(["sample", "-n", "2", "--intensity", "linear", "--out", str(out)]) == 0
+    assert [kw["intensity"] for kw in seen] == ["calibrated", "linear"]
+    assert (seen[0]["n_components"], seen[0]["scaling_factor"]) == (45, 0.45)
+    assert "linear intensities" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["sample", "--intensity", "sharp"])
 
 
 def test_output_name_is_exactly_the_one_given(tmp_path, capsys):

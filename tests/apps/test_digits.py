@@ -7,7 +7,14 @@ import pytest
 
 import jaxkde
 from jaxkde.apps.datasets import load_mnist
-from jaxkde.apps.digits import digit_pairs_grid, inpaint_digits, observed_mask, sample_digits
+from jaxkde.apps.digits import (
+    apply_intensity_map,
+    digit_pairs_grid,
+    inpaint_digits,
+    intensity_map,
+    observed_mask,
+    sample_digits,
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +40,39 @@ def test_same_key_same_images_and_sources_of_the_digit(mnist_subset):
 @pytest.mark.slow
 def test_zero_scaling_factor_returns_the_sources_reconstruction(mnist_subset):
     images, labels = mnist_subset
-    r = sample_digits(images, labels, digit=1, n_samples=4, scaling_factor=0.0, n_components=20)
+    kwargs = {"n_samples": 4, "scaling_factor": 0.0, "n_components": 20, "key": 5}
+    r = sample_digits(images, labels, digit=1, intensity="linear", **kwargs)
     pixels = images.reshape(-1, 784).astype(np.float32) / 255
     pca = jaxkde.pca_fit(pixels, 20)
     recon = jaxkde.pca_inverse_transform(pca, jaxkde.pca_transform(pca, pixels[r.source_indices]))
     np.testing.assert_allclose(r.samples.reshape(4, -1), np.clip(recon, 0, 1), atol=1e-4)
+    calibrated = sample_digits(images, labels, digit=1, **kwargs)  # the default intensities
+    mapping = intensity_map(pca, pixels[labels == 1])
+    np.testing.assert_allclose(calibrated.samples, apply_intensity_map(r.samples, mapping),
+                               atol=1e-4)  # fmt: skip
+
+
+def test_the_intensity_map_gives_reconstructions_the_images_ink(mnist_subset):
+    images, _ = mnist_subset
+    pixels = images.reshape(-1, 784).astype(np.float32) / 255
+    pca = jaxkde.pca_fit(pixels, 30)
+    mapping = intensity_map(pca, pixels)
+    assert np.all(np.diff(mapping.recon) >= 0) and np.all(np.diff(mapping.pixels) >= 0)
+    recon = np.clip(np.asarray(jaxkde.pca_inverse_transform(
+        pca, jaxkde.pca_transform(pca, pixels[:500]))), 0, 1)  # fmt: skip
+    mapped = apply_intensity_map(recon, mapping)
+    assert mapped.dtype == recon.dtype and mapped.shape == recon.shape
+
+    def mid_grey_share(x):
+        return ((x > 0.15) & (x < 0.85)).sum() / (x > 0.15).sum()
+
+    real = mid_grey_share(pixels[:500])
+    assert mid_grey_share(recon) > real + 0.25  # the blur of 30 components
+    assert abs(mid_grey_share(mapped) - real) < 0.05  # restored, by a monotone map
+    order = np.argsort(recon.reshape(-1), kind="stable")
+    assert np.all(np.diff(mapped.reshape(-1)[order]) >= 0)  # the order of intensities kept
+    with pytest.raises(ValueError, match="n_quantiles"):
+        intensity_map(pca, pixels, n_quantiles=0)
 
 
 @pytest.mark.slow
@@ -66,6 +101,7 @@ def test_any_digit_without_labels(mnist_subset):
         ({"digit": 3, "labels": None}, "labels are required"),
         ({"digit": 12}, "digit 12 has 0 images"),
         ({"source": "best"}, "source must be one of"),
+        ({"intensity": "sharp"}, "intensity must be one of"),
         ({"source_quantile": 0.0}, "source_quantile"),
         ({"n_samples": 0}, "n_samples"),
     ],
