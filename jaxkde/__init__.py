@@ -105,6 +105,7 @@ from jaxkde.core import (
     unwhiten,
     unwhiten_host,
     whiten,
+    whiten_on_device,
     whiten_queries,
 )
 from jaxkde.estimator import (
@@ -248,6 +249,7 @@ __all__ = [
     "unwhiten_host",
     "weighted_mean_and_covariance",
     "whiten",
+    "whiten_on_device",
     "whiten_queries",
 ]
 

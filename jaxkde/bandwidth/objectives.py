@@ -36,6 +36,7 @@ from jaxkde.core.state import (
     KDEState,
     build_state,
     chunk_layout,
+    chunk_rows,
     normalized_log_weights,
     whiten_queries,
 )
@@ -130,11 +131,7 @@ def _loo_log_sum(x_hi, x_lo, log_weights, q_hi, q_lo, rows, chol, log_norm, row_
     """
     n, d = x_hi.shape
     n_chunks, size = chunk_layout(n, chunk_size)
-    pad = n_chunks * size - n
-
-    def chunks(a, fill=0.0):
-        a = jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1), constant_values=fill)
-        return a.reshape((n_chunks, size, *a.shape[1:]))
+    chunks = functools.partial(chunk_rows, n_chunks=n_chunks, size=size)
 
     z_hi, _ = _whiten_rows(x_hi, chol)
     z_lo = None if x_lo is None else _whiten_rows(x_lo, chol)[0]
@@ -144,7 +141,7 @@ def _loo_log_sum(x_hi, x_lo, log_weights, q_hi, q_lo, rows, chol, log_norm, row_
         points=chunks(z_hi),
         points_lo=None if z_lo is None else chunks(z_lo),
         sq_norms=chunks(jnp.sum(z_hi * z_hi, axis=1)),
-        log_weights=chunks(log_weights, -jnp.inf),
+        log_weights=chunks(log_weights, fill=-jnp.inf),
         mean=jnp.zeros((d,), x_hi.dtype),
         chol=chol,
         basis=None,

@@ -69,6 +69,7 @@ from jaxkde.core.state import (
     LazyState,
     build_state,
     chunk_layout,
+    chunk_rows,
     data_centre,
     host_whitening,
     normalized_log_weights,
@@ -77,6 +78,7 @@ from jaxkde.core.state import (
     unwhiten,
     unwhiten_host,
     whiten,
+    whiten_on_device,
     whiten_queries,
 )
 from jaxkde.core.sum_updating import (
@@ -123,6 +125,7 @@ __all__ = [
     "check_sample_size",
     "choose_by_weight",
     "chunk_layout",
+    "chunk_rows",
     "combine_log_sums",
     "data_centre",
     "default_block_sizes",
@@ -162,5 +165,6 @@ __all__ = [
     "unwhiten",
     "unwhiten_host",
     "whiten",
+    "whiten_on_device",
     "whiten_queries",
 ]

@@ -32,6 +32,7 @@ __all__ = [
     "LazyState",
     "build_state",
     "chunk_layout",
+    "chunk_rows",
     "data_centre",
     "host_whitening",
     "normalized_log_weights",
@@ -41,6 +42,7 @@ __all__ = [
     "unwhiten",
     "unwhiten_host",
     "whiten",
+    "whiten_on_device",
     "whiten_queries",
 ]
 
@@ -189,20 +191,27 @@ def whiten_queries(
     """Whitened double-word coordinates ``(hi, lo)`` of ``queries`` ``(m, d)``, each ``(m, k)``.
 
     Host data (NumPy arrays, lists, concrete JAX arrays) are centred and whitened in float64 on
-    the host and split into words; inside a JAX trace (``jit``, ``grad``) the queries are
-    whitened on the device in the working dtype (``lo = 0``). A query whose whitened
+    the host and split into words; inside a JAX trace (``jit``, ``grad``: traced queries, or a
+    traced state such as one built by :func:`jaxkde.fit_state`) they are whitened on the device
+    in the working dtype (:func:`whiten_on_device`). A query whose whitened
     coordinates overflow the working dtype is mapped to ``inf``: the engine returns ``-inf``
     for it (its squared distance to every point overflows too).
     """
-    if isinstance(queries, jax.core.Tracer):
-        if queries.ndim != 2 or queries.shape[1] != state.n_features:
-            raise ValueError(
-                f"queries must have shape (m, {state.n_features}); got {queries.shape}."
-            )
-        hi = whiten(state, jnp.asarray(queries, state.dtype))
-        return hi, None if state.points_lo is None else jnp.zeros_like(hi)
+    leaves = jax.tree.leaves((state, queries))
+    if any(isinstance(a, jax.core.Tracer) for a in leaves):
+        return whiten_on_device(state, queries)
     data, _ = check_data(queries, "queries", n_features=state.n_features, owner="the state")
     return whiten_checked_queries(state, data, whitening)
+
+
+def whiten_on_device(state: KDEState, queries) -> tuple[jax.Array, jax.Array | None]:
+    """Whitened coordinates ``(hi, lo)`` of ``queries`` ``(m, d)`` computed on the device in
+    the working dtype (``lo`` zero in float32, ``None`` in float64): what runs inside a trace."""
+    q = jnp.asarray(queries, state.dtype)
+    if q.ndim != 2 or q.shape[1] != state.n_features:
+        raise ValueError(f"queries must have shape (m, {state.n_features}); got {q.shape}.")
+    hi = whiten(state, q)
+    return hi, None if state.points_lo is None else jnp.zeros_like(hi)
 
 
 def whiten_checked_queries(
@@ -272,6 +281,14 @@ def chunk_layout(n: int, max_chunk: int) -> tuple[int, int]:
     size = min(max_chunk, 8 * math.ceil(size / 8)) if max_chunk >= 8 else size
     n_chunks = math.ceil(n / size)
     return n_chunks, size
+
+
+def chunk_rows(a: jax.Array, n_chunks: int, size: int, fill: float = 0.0) -> jax.Array:
+    """Rows ``(n, ...)`` laid out as ``(n_chunks, size, ...)``, the last chunk padded with
+    ``fill`` (on the device, traceable; :func:`chunk_layout` gives the shape)."""
+    pad = n_chunks * size - a.shape[0]
+    a = jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1), constant_values=fill)
+    return a.reshape((n_chunks, size, *a.shape[1:]))
 
 
 def shared_row_counts(sizes, ratio: float = 1.1) -> list[int]:

@@ -45,7 +45,7 @@ from jaxkde._validation import check_positive_int, check_real, working_dtype
 from jaxkde.bandwidth.rules import RULES, _check_user_bandwidth
 from jaxkde.core.engine import default_block_sizes, log_density_program
 from jaxkde.core.kernels import Kernel, get_kernel
-from jaxkde.core.state import KDEState, chunk_layout, whiten
+from jaxkde.core.state import KDEState, chunk_layout, chunk_rows, whiten_on_device
 
 __all__ = [
     "TRACED_RULES",
@@ -196,11 +196,7 @@ def fit_state(
         diag = jnp.diag(chol)
     log_w = jnp.full((n,), -math.log(n), dtype) if w is None else jnp.log(wn)
     n_chunks, size = chunk_layout(n, chunk)
-    pad = n_chunks * size - n
-
-    def chunked(a, fill=0.0):
-        a = jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1), constant_values=fill)
-        return a.reshape((n_chunks, size, *a.shape[1:]))
+    chunked = functools.partial(chunk_rows, n_chunks=n_chunks, size=size)
 
     points = chunked(z)
     if dtype == np.float64:
@@ -213,7 +209,7 @@ def fit_state(
         points=points,
         points_lo=points_lo,
         sq_norms=chunked(sq),
-        log_weights=chunked(log_w, -jnp.inf),
+        log_weights=chunked(log_w, fill=-jnp.inf),
         mean=mean,
         chol=chol,
         basis=None,
@@ -255,20 +251,15 @@ def _whiten_double_word(x, mean, scale) -> tuple[jax.Array, jax.Array]:
     return hi, rest / scale
 
 
-def _whitened(state: KDEState, queries) -> tuple[jax.Array, jax.Array | None]:
-    q = jnp.asarray(queries, state.dtype)
-    if q.ndim != 2 or q.shape[1] != state.n_features:
-        raise ValueError(f"queries must have shape (m, {state.n_features}); got {q.shape}.")
-    zq = whiten(state, q)
-    return zq, None if state.points_lo is None else jnp.zeros_like(zq)
-
-
 def traced_log_density(
     state: KDEState, queries, *, block_size: int | None = None, precision: str = "highest"
 ) -> jax.Array:
-    """``log f(queries)`` ``(m,)`` of a state, whitened on the device: the traceable scoring
-    that pairs with :func:`fit_state` (the exact engine, its error account included)."""
-    zq_hi, zq_lo = _whitened(state, queries)
+    """``log f(queries)`` ``(m,)`` of a state, the queries always whitened on the device in
+    the working dtype (:func:`jaxkde.whiten_on_device`), the exact engine and its error account
+    as :func:`jaxkde.log_density`. Inside a trace the two are the same; outside, with concrete
+    arrays, :func:`jaxkde.log_density` whitens host queries in float64 (more exact), while this
+    gives the values whose gradient a traced program takes."""
+    zq_hi, zq_lo = whiten_on_device(state, queries)
     return log_density_program(state, zq_hi, zq_lo, block_size=block_size, precision=precision)
 
 
@@ -279,7 +270,7 @@ def loo_log_density(
     fitted to (by :func:`fit_state`, in order): each row's own term left out and the weights
     renormalised, ``log sum_{j != i} w_j K_H(x_i - x_j) - log(1 - w_i)``. Traceable, and
     differentiable in the state (hence in the data, weights and bandwidth of the fit)."""
-    zq_hi, zq_lo = _whitened(state, X)
+    zq_hi, zq_lo = whiten_on_device(state, X)
     n = zq_hi.shape[0]
     if n > state.log_weights.size:
         raise ValueError(f"X has {n} rows but the state holds {state.log_weights.size}.")

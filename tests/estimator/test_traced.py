@@ -324,6 +324,17 @@ def test_bootstrap_band_brackets_the_density():
         bootstrap_band(x, grid, level=1.0)
 
 
+def test_log_density_of_a_traced_state_whitens_on_the_device():
+    """``jaxkde.log_density`` takes the device path when the state is traced, even for host
+    queries (it used to read the traced state back to the host and fail)."""
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(300, 2)).astype(np.float32)
+    q = x[:5] + 0.1
+    got = jax.jit(lambda x: jaxkde.log_density(fit_state(x), q))(x)
+    np.testing.assert_allclose(got, traced_log_density(fit_state(x), q), rtol=1e-6)
+    np.testing.assert_allclose(got, KDE().fit(x).score_samples(q), rtol=1e-5)
+
+
 def test_sampling_a_traced_fit_under_jit():
     rng = np.random.default_rng(11)
     x = (rng.normal(size=(1000, 2)) * [1.0, 3.0] + [5.0, 0.0]).astype(np.float32)
