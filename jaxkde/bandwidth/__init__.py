@@ -24,6 +24,8 @@ from jaxkde.bandwidth.objectives import (
 from jaxkde.bandwidth.rules import (
     RULES,
     BandwidthChoice,
+    BandwidthContext,
+    CovarianceFactor,
     effective_sample_size,
     identity_bandwidth,
     moments_bandwidth,
@@ -66,7 +68,9 @@ __all__ = [
     "SCALE_LIMITS",
     "SELECTORS",
     "BandwidthChoice",
+    "BandwidthContext",
     "BandwidthFit",
+    "CovarianceFactor",
     "SelectorError",
     "bandwidth_from_params",
     "effective_sample_size",

@@ -277,10 +277,10 @@ def fit_bandwidth(
     if not isinstance(objective, str) or objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {list(OBJECTIVES)}; got {objective!r}.")
     kern = _check_kernel(kernel)
-    if objective == "lscv" and kern.name != "gaussian":
+    if objective == "lscv" and (kern.name != "gaussian" or kern.norm != 2.0):
         raise ValueError(
-            f"objective='lscv' needs the gaussian kernel (int f^2 in closed form); got kernel "
-            f"{kern.name!r}."
+            f"objective='lscv' needs the gaussian kernel with p = 2 (int f^2 in closed form); "
+            f"got kernel {kern.name!r}, p = {kern.norm:g}."
         )
     max_steps = check_positive_int(max_steps, "max_steps")
     patience = check_positive_int(patience, "patience")

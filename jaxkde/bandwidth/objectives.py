@@ -95,7 +95,7 @@ def _check_kernel(kernel: str | Kernel) -> Kernel:
     if isinstance(kern, (TophatKernel, UnivariateGaussianKernel)):
         raise ValueError(
             f"kernel {kern.name!r} has no useful likelihood gradient; learned bandwidths support "
-            "gaussian, exponential, epanechnikov, linear and cosine."
+            "every normalised kernel but tophat."
         )
     return kern
 
@@ -396,7 +396,7 @@ def grid_log_likelihood(
     """
     kern = get_kernel(kernel) if isinstance(kernel, str) else kernel
     if kern.norm != 2.0 or isinstance(kern, UnivariateGaussianKernel):
-        raise ValueError("grid_log_likelihood supports the six normalised kernels.")
+        raise ValueError("grid_log_likelihood supports the normalised kernels with p = 2.")
     data, dtype = check_data(X, "X")
     n, d = data.shape
     try:

@@ -36,6 +36,8 @@ from jaxkde.core.state import normalized_log_weights
 __all__ = [
     "RULES",
     "BandwidthChoice",
+    "BandwidthContext",
+    "CovarianceFactor",
     "effective_sample_size",
     "identity_bandwidth",
     "moments_bandwidth",
@@ -161,13 +163,17 @@ ZERO_VARIANCE_MODES = ("floor", "subspace")
 _FACTORS = {"scott": scott_factor, "silverman": silverman_factor}
 
 
-def _host_rule(name: str, centred: np.ndarray, w: np.ndarray) -> np.ndarray:
+def _host_rule(name, centred: np.ndarray, w: np.ndarray) -> np.ndarray:
     """The rule ``name`` in float64 on the host, from centred data and normalised weights.
 
     The same formulas as the JAX functions of ``RULES`` (weighted, bias-corrected statistics;
-    Kish's effective sample size), computed before any cast to the working dtype.
+    Kish's effective sample size), computed before any cast to the working dtype; a
+    :class:`CovarianceFactor` scales the full covariance.
     """
     scale = 1.0 - np.sum(w**2)
+    if isinstance(name, CovarianceFactor):
+        cov = (centred * w[:, None]).T @ centred / scale
+        return name.factor**2 * (cov + cov.T) / 2
     if name.endswith("_full"):
         spread = (centred * w[:, None]).T @ centred / scale
     else:
@@ -183,6 +189,50 @@ def rule_from_statistics(name: str, spread: np.ndarray, n_eff: float) -> np.ndar
     if name.endswith("_full"):
         return factor**2 * (spread + spread.T) / 2
     return factor**2 * spread
+
+
+class CovarianceFactor(NamedTuple):
+    """SciPy's scalar ``bw_method``: ``H = factor^2 Cov``, with ``Cov`` the data's weighted,
+    bias-corrected covariance matrix (full), as ``scipy.stats.gaussian_kde`` builds it.
+
+    ``KDE(bandwidth=CovarianceFactor(0.3))`` is ``gaussian_kde(X, bw_method=0.3)``; a bare
+    number is jaxkde's (and scikit-learn's) isotropic scale ``h`` instead.
+    """
+
+    factor: float
+
+
+class BandwidthContext(NamedTuple):
+    """What a callable ``bandwidth`` is called with (SciPy passes its ``gaussian_kde``, whose
+    ``n``, ``d`` and ``neff`` these are): it returns the factor of :class:`CovarianceFactor`.
+
+    Attributes
+    ----------
+    n : int
+        Rows fitted (of the class, with labels).
+    d : int
+        Features.
+    neff : float
+        Kish's effective sample size ``(sum w)^2 / sum w^2`` (``n`` without weights).
+    """
+
+    n: int
+    d: int
+    neff: float
+
+
+def _covariance_factor(bandwidth, n: int, d: int, w64: np.ndarray) -> CovarianceFactor:
+    """A checked :class:`CovarianceFactor` from one, or from a callable's value."""
+    factor = bandwidth.factor if isinstance(bandwidth, CovarianceFactor) else bandwidth(
+        BandwidthContext(n, d, float(1.0 / np.sum(w64**2))))  # fmt: skip
+    what = "the factor of CovarianceFactor" if isinstance(bandwidth, CovarianceFactor) else (
+        "the value of the callable bandwidth")  # fmt: skip
+    if isinstance(factor, (bool, np.bool_)) or not isinstance(factor, (int, float, np.integer,
+                                                                      np.floating)):  # fmt: skip
+        raise TypeError(f"{what} must be a positive number; got {factor!r}.")
+    if not (np.isfinite(factor) and factor > 0):
+        raise ValueError(f"{what} must be a positive finite number; got {factor!r}.")
+    return CovarianceFactor(float(factor))
 
 
 class BandwidthChoice(NamedTuple):
@@ -272,11 +322,13 @@ def resolve_bandwidth(
     data : array-like, shape (n, d)
         Read in float64: the rules are computed on the host, from data centred there.
     weights : array-like of shape (n,), or None
-    bandwidth : str, float, array of shape (d,) or (d, d)
+    bandwidth : str, float, array of shape (d,) or (d, d), CovarianceFactor or callable
         A rule name from ``RULES`` or a selector from :data:`jaxkde.bandwidth.selectors.SELECTORS`
         (``"silverman_robust"``, ``"isj"``, ``"sj"``, ``"plugin"``; one that finds no bandwidth
-        falls back to ``"silverman_robust"`` with a warning), the isotropic scale ``h``
-        (``H = h^2 I``), one scale per
+        falls back to ``"silverman_robust"`` with a warning), SciPy's scalar factor as
+        :class:`CovarianceFactor` (``H = factor^2 Cov``), a callable taking a
+        :class:`BandwidthContext` and returning that factor (SciPy's callable ``bw_method``),
+        the isotropic scale ``h`` (``H = h^2 I``), one scale per
         dimension (``H = diag(h_i^2)``), or the matrix ``H``. ``h`` scales the kernel's radius,
         as scikit-learn's ``bandwidth`` does: it is the standard deviation of each coordinate for
         the Gaussian kernel only (see :meth:`jaxkde.Kernel.coordinate_variance`).
@@ -301,9 +353,11 @@ def resolve_bandwidth(
     check_real(variance_floor, "variance_floor", low=0.0, high=1.0, low_open=True)
     if variance_floor == 1.0:
         raise ValueError(f"variance_floor must be in (0, 1); got {variance_floor!r}.")
-    if not isinstance(bandwidth, str):
+    factor = callable(bandwidth) or isinstance(bandwidth, CovarianceFactor)
+    if not isinstance(bandwidth, str) and not factor:
         return BandwidthChoice(_check_user_bandwidth(bandwidth, dim), None, 0)
-    _check_rule_name(bandwidth)
+    if not factor:
+        _check_rule_name(bandwidth)
     if bandwidth == "identity":
         return BandwidthChoice(np.ones((dim,)), None, 0)
     if data.shape[0] < 2:
@@ -311,11 +365,13 @@ def resolve_bandwidth(
             f"bandwidth rule {bandwidth!r} needs at least 2 samples (rows of X) to estimate a "
             f"variance; got {data.shape[0]} sample."
         )
-    full = bandwidth.endswith("_full") or bandwidth in FULL_SELECTORS
+    full = factor or bandwidth.endswith("_full") or bandwidth in FULL_SELECTORS
     # Statistics and rules in float64 on the host, from data centred there: the offset of the
     # data never meets the working dtype's rounding.
     x64 = _as_float64(data)
     w64, _ = normalized_log_weights(None if weights is None else _as_float64(weights), len(x64))
+    if factor:
+        bandwidth = _covariance_factor(bandwidth, len(x64), dim, w64)
     centred = x64 - w64 @ x64
     scale = 1.0 - np.sum(w64**2)
     if not scale > 0:
@@ -344,7 +400,7 @@ def resolve_bandwidth(
     n_degenerate = int(degenerate.sum())
 
     def rule(coords: np.ndarray) -> np.ndarray:
-        if bandwidth in SELECTORS:
+        if not factor and bandwidth in SELECTORS:
             return select_with_fallback(bandwidth, coords, weights)
         return _host_rule(bandwidth, coords, w64)
 
@@ -360,7 +416,7 @@ def resolve_bandwidth(
             RuntimeWarning,
             stacklevel=3,
         )
-        if bandwidth in RULES:  # the rule's own value on every feature, then floored
+        if factor or bandwidth in RULES:  # the rule's own value on every feature, floored
             matrix = _host_rule(bandwidth, centred, w64)
         else:  # selectors need spread: selected on the span of the data, then floored
             basis = eigvec[:, ~degenerate] if full else np.eye(dim)[:, ~degenerate]

@@ -24,6 +24,7 @@ from jaxkde.core.engine import (
 )
 from jaxkde.core.kernels import (
     KERNEL_NAMES,
+    BiweightKernel,
     CosineKernel,
     EpanechnikovKernel,
     ExponentialKernel,
@@ -31,6 +32,8 @@ from jaxkde.core.kernels import (
     Kernel,
     LinearKernel,
     TophatKernel,
+    TricubeKernel,
+    TriweightKernel,
     UnivariateGaussianKernel,
     get_kernel,
     log_unit_ball_volume,
@@ -104,6 +107,7 @@ __all__ = [
     "SUM_UPDATING_BLOCK",
     "SUM_UPDATING_KERNELS",
     "TIERS",
+    "BiweightKernel",
     "ClassConditionalState",
     "CosineKernel",
     "EpanechnikovKernel",
@@ -119,6 +123,8 @@ __all__ = [
     "SamplingScales",
     "SortedData",
     "TophatKernel",
+    "TricubeKernel",
+    "TriweightKernel",
     "UnivariateGaussianKernel",
     "as_key",
     "build_state",

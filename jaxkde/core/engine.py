@@ -175,6 +175,9 @@ def direct_sq_distances(
 ) -> jax.Array:
     """Squared p-norm distances ``(b, c)`` by direct differences of double-word coordinates.
 
+    p = 2, 1 and infinity are sums and maxima; any other p is taken relative to the largest
+    difference, ``max_j |a_j| (sum_j (|a_j| / max_j |a_j|)^p)^(1/p)``, so no power overflows.
+
     ``(q_hi - z_hi) + (q_lo - z_lo)`` is the difference of the two float64 values to about
     2^-48 of the coordinates (the first subtraction is exact for nearby points), so each
     squared distance is right to a few roundings of itself. ``scale`` whitens each difference
@@ -201,8 +204,12 @@ def direct_sq_distances(
         if norm == 2.0:
             return functools.reduce(jnp.add, [d * d for d in diffs])
         parts = [jnp.abs(d) for d in diffs]
-        r = functools.reduce(jnp.maximum if norm == math.inf else jnp.add, parts)
-        return r * r
+        if norm in (1.0, math.inf):
+            r = functools.reduce(jnp.maximum if norm == math.inf else jnp.add, parts)
+            return r * r
+        top = functools.reduce(jnp.maximum, parts)
+        powers = [(a / _nonzero(top)) ** norm for a in parts]
+        return _scaled_p_norm_sq(top, functools.reduce(jnp.add, powers), norm)
     if scale is not None and scale.ndim != 1:
         raise ValueError("a full L is solved per pair only up to DIRECT_MAX_DIM features.")
     diff = q_hi[:, None, :] - z_hi[None, :, :]
@@ -212,7 +219,22 @@ def direct_sq_distances(
         diff = diff / scale
     if norm == 2.0:
         return jnp.sum(diff * diff, axis=-1)
-    r = jnp.sum(jnp.abs(diff), axis=-1) if norm == 1.0 else jnp.max(jnp.abs(diff), axis=-1)
+    a = jnp.abs(diff)
+    if norm in (1.0, math.inf):
+        r = jnp.sum(a, axis=-1) if norm == 1.0 else jnp.max(a, axis=-1)
+        return r * r
+    top = jnp.max(a, axis=-1)
+    return _scaled_p_norm_sq(top, jnp.sum((a / _nonzero(top)[..., None]) ** norm, axis=-1), norm)
+
+
+def _nonzero(top: jax.Array) -> jax.Array:
+    return jnp.where(top > 0, top, 1.0)
+
+
+def _scaled_p_norm_sq(top: jax.Array, power_sum: jax.Array, norm: float) -> jax.Array:
+    """``||a||_p^2`` from ``top = max |a_j|`` and ``sum (|a_j| / top)^p`` (in [1, k]): no
+    overflow or underflow of ``|a_j|^p`` whatever p and the scale of ``a``."""
+    r = top * power_sum ** (1.0 / norm)
     return r * r
 
 

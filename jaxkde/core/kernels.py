@@ -8,8 +8,9 @@ Every kernel is evaluated on *whitened* differences ``u = L^{-1} (x - x_i)``, wh
 * ``log_normalizer(dim, log_det_chol)``: the log of the constant that makes the kernel a
   density (``log_det_chol = log |det L|``);
 * ``sample_unit(key, shape, dtype)``: draws from the normalised kernel in whitened space;
-* ``norm``: the p of the p-norm in which distances are measured (2 for every kernel except
-  the seed's extended univariate Gaussian, which also takes 1 and infinity);
+* ``norm``: the p of the p-norm in which whitened distances are measured, any ``p >= 1`` or
+  infinity (2 by default); the normaliser uses the volume of the unit p-ball and the sampler a
+  direction from the p-sphere's cone measure, so every kernel is a density in every p-norm;
 * ``distance_error(sq_dist, delta)``: how far a term can move when its squared distance is off
   by at most ``delta`` (the engine's rounding-error account, see :mod:`jaxkde.core.engine`): in log
   space for kernels with full support, in the kernel's value (its peak is 1) for compact ones.
@@ -25,9 +26,11 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = [
     "KERNEL_NAMES",
+    "BiweightKernel",
     "CosineKernel",
     "EpanechnikovKernel",
     "ExponentialKernel",
@@ -35,6 +38,8 @@ __all__ = [
     "Kernel",
     "LinearKernel",
     "TophatKernel",
+    "TricubeKernel",
+    "TriweightKernel",
     "UnivariateGaussianKernel",
     "get_kernel",
     "log_unit_ball_volume",
@@ -43,19 +48,60 @@ __all__ = [
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-def log_unit_ball_volume(dim: int) -> float:
-    """``log V_d`` with ``V_d = pi^{d/2} / Gamma(d/2 + 1)`` the volume of the unit d-ball."""
-    return 0.5 * dim * math.log(math.pi) - math.lgamma(0.5 * dim + 1.0)
+def log_unit_ball_volume(dim: int, p: float = 2.0) -> float:
+    """``log V_{d,p}``: the volume of the unit ball of the p-norm in ``dim`` dimensions,
+    ``(2 Gamma(1 + 1/p))^d / Gamma(1 + d/p)`` (``pi^{d/2} / Gamma(d/2 + 1)`` for p = 2, ``2^d``
+    for p = infinity)."""
+    if p == 2.0:
+        return 0.5 * dim * math.log(math.pi) - math.lgamma(0.5 * dim + 1.0)
+    if math.isinf(p):
+        return dim * math.log(2.0)
+    return dim * (math.log(2.0) + math.lgamma(1.0 + 1.0 / p)) - math.lgamma(1.0 + dim / p)
 
 
-def _log_radial_mass(dim: int, log_moment: float) -> float:
-    """``log(S_{d-1} M)`` with ``S_{d-1} = d V_d`` and ``M = int k(r) r^{d-1} dr``."""
-    return math.log(dim) + log_unit_ball_volume(dim) + log_moment
+def _log_radial_mass(dim: int, log_moment: float, p: float = 2.0) -> float:
+    """``log(d V_{d,p} M)`` with ``M = int k(r) r^{d-1} dr``: the integral of ``k(||u||_p)``."""
+    return math.log(dim) + log_unit_ball_volume(dim, p) + log_moment
 
 
-def _uniform_direction(key: jax.Array, shape: tuple[int, int], dtype) -> jax.Array:
-    g = jax.random.normal(key, shape, dtype)
-    return g / jnp.linalg.norm(g, axis=-1, keepdims=True)
+def _direction_second_moment(dim: int, p: float) -> float:
+    """``d E[theta_j^2]`` for ``theta`` from the cone measure of the unit p-sphere (1 for p = 2).
+
+    With ``G_j`` i.i.d. of density ``~ exp(-|g|^p)``, ``theta = G / ||G||_p`` is independent of
+    ``||G||_p`` (Schechtman and Zinn 1990), so ``E theta_j^2 = E G_j^2 / E ||G||_p^2``
+    ``= Gamma(3/p) Gamma(d/p) / (Gamma(1/p) Gamma((d+2)/p))``.
+    """
+    if p == 2.0:
+        return 1.0
+    if math.isinf(p):
+        return (dim + 2.0) / 3.0
+    log = (math.lgamma(3.0 / p) + math.lgamma(dim / p) - math.lgamma(1.0 / p)
+           - math.lgamma((dim + 2.0) / p))  # fmt: skip
+    return dim * math.exp(log)
+
+
+def _cone_direction(key: jax.Array, shape: tuple[int, int], dtype, p: float) -> jax.Array:
+    """Directions ``(..., d)`` on the unit p-sphere, distributed by its cone measure.
+
+    ``G / ||G||_p`` with ``G_j`` of density ``~ exp(-|g|^p)``: normal for p = 2, Laplace for
+    p = 1, uniform on ``[-1, 1]`` for p = infinity, ``sign * Gamma(1/p)^{1/p}`` otherwise.
+    """
+    if p == 2.0:
+        g = jax.random.normal(key, shape, dtype)
+        return g / jnp.linalg.norm(g, axis=-1, keepdims=True)
+    if p == 1.0:
+        g = jax.random.laplace(key, shape, dtype)
+        return g / jnp.sum(jnp.abs(g), axis=-1, keepdims=True)
+    if math.isinf(p):
+        g = jax.random.uniform(key, shape, dtype, minval=-1.0, maxval=1.0)
+        return g / jnp.max(jnp.abs(g), axis=-1, keepdims=True)
+    key_sign, key_mag = jax.random.split(key)
+    magnitude = jax.random.gamma(key_mag, 1.0 / p, shape, dtype) ** (1.0 / p)
+    g = jnp.where(jax.random.bernoulli(key_sign, 0.5, shape), magnitude, -magnitude)
+    scale = jnp.max(jnp.abs(g), axis=-1, keepdims=True)  # ||g||_p without overflow
+    scale = jnp.where(scale > 0, scale, 1.0)
+    norm = scale * jnp.sum((jnp.abs(g) / scale) ** p, axis=-1, keepdims=True) ** (1.0 / p)
+    return g / norm
 
 
 def _safe_sqrt(x: jax.Array) -> jax.Array:
@@ -64,16 +110,24 @@ def _safe_sqrt(x: jax.Array) -> jax.Array:
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
 
 
-def _radial_sample(key, shape, dtype, radius_fn) -> jax.Array:
-    """A radius from ``radius_fn(key, batch_shape, dim, dtype)`` times a uniform direction."""
+def _radial_sample(key, shape, dtype, radius_fn, p: float = 2.0) -> jax.Array:
+    """A radius from ``radius_fn(key, batch_shape, dim, dtype)`` times a direction from the
+    p-sphere's cone measure: a draw from the density ``~ k(||u||_p)`` whose radius
+    ``||u||_p`` has the density ``~ k(r) r^{d-1}`` in every p-norm."""
     key_dir, key_rad = jax.random.split(key)
     radius = radius_fn(key_rad, shape[:-1], shape[-1], dtype)
-    return radius[..., None] * _uniform_direction(key_dir, shape, dtype)
+    return radius[..., None] * _cone_direction(key_dir, shape, dtype, p)
 
 
 @dataclasses.dataclass(frozen=True)
 class Kernel:
-    """Base class of a radial kernel evaluated on whitened differences."""
+    """Base class of a radial kernel ``k(||u||_p)`` evaluated on whitened differences ``u``.
+
+    A subclass gives its log profile, :meth:`log_radial_moment` (``log int_0^R k(r) r^{d-1}
+    dr``), :meth:`sample_radius` (a draw from the density ``~ k(r) r^{d-1}``) and
+    :meth:`lower_log_cdf` (its 1-D CDF); the normaliser, the coordinates' variance and the
+    sampler in any p-norm follow from these.
+    """
 
     name: str = "kernel"
     norm: float = 2.0
@@ -81,24 +135,38 @@ class Kernel:
     compact: bool = False
 
     def log_profile(self, sq_dist: jax.Array) -> jax.Array:  # pragma: no cover - abstract
+        """``log k(r)`` as a function of ``r^2 = ||u||_p^2`` (elementwise)."""
         raise NotImplementedError
 
-    def log_normalizer(self, dim: int, log_det_chol: jax.Array) -> jax.Array:  # pragma: no cover
+    def log_radial_moment(self, dim: int) -> float:  # pragma: no cover - abstract
+        """``log int_0^R k(r) r^{dim-1} dr`` (``R`` = 1 for compact kernels, else infinity)."""
         raise NotImplementedError
 
-    def sample_unit(
-        self, key: jax.Array, shape: tuple[int, int], dtype
+    def sample_radius(
+        self, key: jax.Array, shape, dim: int, dtype
     ) -> jax.Array:  # pragma: no cover
+        """Radii of shape ``shape`` from the density ``~ k(r) r^{dim-1}``."""
         raise NotImplementedError
 
-    def coordinate_variance(self, dim: int) -> float:  # pragma: no cover - abstract
+    def log_normalizer(self, dim: int, log_det_chol: jax.Array) -> jax.Array:
+        """``-log int k(||L^{-1} x||_p) dx``: the log of the constant that makes the kernel a
+        density (``log_det_chol = log |det L|``)."""
+        mass = _log_radial_mass(dim, self.log_radial_moment(dim), self.norm)
+        return -mass - log_det_chol
+
+    def sample_unit(self, key: jax.Array, shape: tuple[int, int], dtype) -> jax.Array:
+        """Draws ``shape = (..., d)`` from the normalised kernel with ``H = I``."""
+        return _radial_sample(key, shape, dtype, self.sample_radius, self.norm)
+
+    def coordinate_variance(self, dim: int) -> float:
         """Variance of each coordinate of the unit kernel in ``dim`` dimensions (``H = I``).
 
         With a scalar bandwidth ``h`` a coordinate's standard deviation is
         ``h * sqrt(coordinate_variance(dim))``: ``h`` scales the kernel's radius, and is the
-        standard deviation for the Gaussian kernel only.
+        standard deviation for the Gaussian kernel (p = 2) only.
         """
-        raise NotImplementedError
+        radius_sq = math.exp(self.log_radial_moment(dim + 2) - self.log_radial_moment(dim))
+        return radius_sq / dim * _direction_second_moment(dim, self.norm)
 
     def distance_error(self, sq_dist: jax.Array, delta: jax.Array) -> jax.Array:
         """Bound on a term's change when its squared distance moves by at most ``delta``.
@@ -134,11 +202,29 @@ def _sqrt_error(sq_dist, delta):
     return jnp.minimum(jnp.sqrt(delta), delta / jnp.sqrt(jnp.maximum(sq_dist, 1e-30)))
 
 
+def _log_beta_half(dim: int, b: float) -> float:
+    """``log int_0^1 (1 - r^2)^(b-1) r^{d-1} dr = log B(d/2, b) - log 2``."""
+    return (math.lgamma(0.5 * dim) + math.lgamma(b) - math.lgamma(0.5 * dim + b)
+            - math.log(2.0))  # fmt: skip
+
+
+def _beta_sq_radius(b: float):
+    """Radii with ``r^2 ~ Beta(d/2, b)``: the density ``~ (1 - r^2)^(b-1) r^{d-1}`` on [0, 1]."""
+    return lambda k, s, d, t: jnp.sqrt(jax.random.beta(k, d / 2.0, b, s, t))
+
+
+def _compact_log_profile(sq_dist, log_inside):
+    """``log_inside(r^2)`` for ``r^2 < 1``, -inf outside, with finite gradients at the edge."""
+    inside = sq_dist < 1.0
+    return jnp.where(inside, log_inside(jnp.where(inside, sq_dist, 0.0)), -jnp.inf)
+
+
 @dataclasses.dataclass(frozen=True)
 class GaussianKernel(Kernel):
     """Multivariate Gaussian kernel ``K_H(u) = (2 pi)^{-d/2} |H|^{-1/2} exp(-u^T H^{-1} u / 2)``.
 
-    The bandwidth matrix ``H`` may be isotropic (``h^2 I``), diagonal or full.
+    The bandwidth matrix ``H`` may be isotropic (``h^2 I``), diagonal or full. In another
+    p-norm the profile is ``exp(-||u||_p^2 / 2)``, normalised in that norm.
     """
 
     name: str = "gaussian"
@@ -147,13 +233,24 @@ class GaussianKernel(Kernel):
     def log_profile(self, sq_dist: jax.Array) -> jax.Array:
         return -0.5 * sq_dist
 
+    def log_radial_moment(self, dim):
+        # int exp(-r^2 / 2) r^{d-1} dr = 2^{d/2 - 1} Gamma(d/2)
+        return (0.5 * dim - 1.0) * math.log(2.0) + math.lgamma(0.5 * dim)
+
+    def sample_radius(self, key, shape, dim, dtype):  # chi_d
+        return jnp.sqrt(2.0 * jax.random.gamma(key, dim / 2.0, shape, dtype))
+
     def log_normalizer(self, dim: int, log_det_chol: jax.Array) -> jax.Array:
+        if self.norm != 2.0:
+            return super().log_normalizer(dim, log_det_chol)
         return -0.5 * dim * _LOG_2PI - log_det_chol
 
     def coordinate_variance(self, dim: int) -> float:
-        return 1.0
+        return _direction_second_moment(dim, self.norm)
 
     def sample_unit(self, key: jax.Array, shape: tuple[int, int], dtype) -> jax.Array:
+        if self.norm != 2.0:
+            return super().sample_unit(key, shape, dtype)
         return jax.random.normal(key, shape, dtype)
 
     def lower_log_cdf(self, u):
@@ -174,20 +271,14 @@ class TophatKernel(Kernel):
         # A term flips in or out of the ball only within delta of its edge.
         return jnp.where(jnp.abs(sq_dist - 1.0) <= delta, 1.0, 0.0).astype(sq_dist.dtype)
 
-    def log_normalizer(self, dim, log_det_chol):
-        return -log_unit_ball_volume(dim) - log_det_chol
+    def log_radial_moment(self, dim):
+        return -math.log(dim)
 
-    def coordinate_variance(self, dim):
-        return 1.0 / (dim + 2.0)  # E r^2 = d / (d + 2)
+    def sample_radius(self, key, shape, dim, dtype):  # density r^{d-1} on [0, 1): U^{1/d}
+        return jax.random.uniform(key, shape, dtype) ** (1.0 / dim)
 
     def lower_log_cdf(self, u):  # (1 + u) / 2 on [-1, 0]
         return _log_where(u > -1.0, lambda v: jnp.log1p(v) - math.log(2.0), u)
-
-    def sample_unit(self, key, shape, dtype):
-        # density r^{d-1} on [0, 1): r = U^{1/d}
-        return _radial_sample(
-            key, shape, dtype, lambda k, s, d, t: jax.random.uniform(k, s, t) ** (1.0 / d)
-        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,30 +289,123 @@ class EpanechnikovKernel(Kernel):
     compact: bool = True
 
     def log_profile(self, sq_dist):
-        inside = sq_dist < 1.0
         # The inner where keeps log1p away from -1, so gradients stay finite (no 0 * inf).
-        return jnp.where(inside, jnp.log1p(-jnp.where(inside, sq_dist, 0.0)), -jnp.inf)
+        return _compact_log_profile(sq_dist, lambda s: jnp.log1p(-s))
 
     def distance_error(self, sq_dist, delta):
         return jnp.where(sq_dist < 1.0 + delta, delta, 0.0)  # |dk / dr^2| = 1
 
-    def log_normalizer(self, dim, log_det_chol):
-        # int_0^1 (1 - r^2) r^{d-1} dr = 2 / (d (d + 2))
-        return -_log_radial_mass(dim, math.log(2.0 / (dim * (dim + 2.0)))) - log_det_chol
+    def log_radial_moment(self, dim):  # 2 / (d (d + 2))
+        return _log_beta_half(dim, 2.0)
 
-    def coordinate_variance(self, dim):
-        return 1.0 / (dim + 4.0)  # r^2 ~ Beta(d/2, 2)
+    def sample_radius(self, key, shape, dim, dtype):  # r^2 ~ Beta(d/2, 2)
+        return _beta_sq_radius(2.0)(key, shape, dim, dtype)
 
     def lower_log_cdf(self, u):  # (1 + u)^2 (2 - u) / 4 on [-1, 0]
         return _log_where(u > -1.0, lambda v: 2.0 * jnp.log1p(v) + jnp.log(2.0 - v)
                           - math.log(4.0), u)  # fmt: skip
 
-    def sample_unit(self, key, shape, dtype):
-        # r^2 ~ Beta(d/2, 2)
-        return _radial_sample(
-            key, shape, dtype,
-            lambda k, s, d, t: jnp.sqrt(jax.random.beta(k, d / 2.0, 2.0, s, t)),
-        )  # fmt: skip
+
+@dataclasses.dataclass(frozen=True)
+class BiweightKernel(Kernel):
+    """The biweight (quartic) kernel ``k(r) = (1 - r^2)^2`` for ``r < 1`` (KDEpy's
+    ``"biweight"``, statsmodels' ``"biw"``)."""
+
+    name: str = "biweight"
+    compact: bool = True
+
+    def log_profile(self, sq_dist):
+        return _compact_log_profile(sq_dist, lambda s: 2.0 * jnp.log1p(-s))
+
+    def distance_error(self, sq_dist, delta):
+        return jnp.where(sq_dist < 1.0 + delta, 2.0 * delta, 0.0)  # |dk / dr^2| <= 2
+
+    def log_radial_moment(self, dim):  # 8 / (d (d + 2) (d + 4))
+        return _log_beta_half(dim, 3.0)
+
+    def sample_radius(self, key, shape, dim, dtype):  # r^2 ~ Beta(d/2, 3)
+        return _beta_sq_radius(3.0)(key, shape, dim, dtype)
+
+    def lower_log_cdf(self, u):  # (1 + u)^3 (3 u^2 - 9 u + 8) / 16 on [-1, 0]: no cancellation
+        return _log_where(u > -1.0, lambda v: 3.0 * jnp.log1p(v)
+                          + jnp.log((3.0 * v - 9.0) * v + 8.0) - math.log(16.0), u)  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class TriweightKernel(Kernel):
+    """The triweight kernel ``k(r) = (1 - r^2)^3`` for ``r < 1`` (KDEpy's ``"triweight"``,
+    statsmodels' ``"triw"``)."""
+
+    name: str = "triweight"
+    compact: bool = True
+
+    def log_profile(self, sq_dist):
+        return _compact_log_profile(sq_dist, lambda s: 3.0 * jnp.log1p(-s))
+
+    def distance_error(self, sq_dist, delta):
+        return jnp.where(sq_dist < 1.0 + delta, 3.0 * delta, 0.0)  # |dk / dr^2| <= 3
+
+    def log_radial_moment(self, dim):  # 48 / (d (d + 2) (d + 4) (d + 6))
+        return _log_beta_half(dim, 4.0)
+
+    def sample_radius(self, key, shape, dim, dtype):  # r^2 ~ Beta(d/2, 4)
+        return _beta_sq_radius(4.0)(key, shape, dim, dtype)
+
+    def lower_log_cdf(self, u):  # (1 + u)^4 (-5 u^3 + 20 u^2 - 29 u + 16) / 32 on [-1, 0]
+        return _log_where(u > -1.0, lambda v: 4.0 * jnp.log1p(v)
+                          + jnp.log(((-5.0 * v + 20.0) * v - 29.0) * v + 16.0)
+                          - math.log(32.0), u)  # fmt: skip
+
+
+#: Gauss-Legendre rule with 5 nodes on [0, 1]: exact for polynomials of degree 9.
+_GL5_NODES = (np.polynomial.legendre.leggauss(5)[0] + 1.0) / 2.0
+_GL5_WEIGHTS = np.polynomial.legendre.leggauss(5)[1] / 2.0
+
+
+def _tricube_lower_log_cdf(v):
+    """``log F(v)`` of the 1-D tricube kernel ``(70/81) (1 - |u|^3)^3`` for ``v`` in (-1, 0].
+
+    ``F(v) = (70/81) int_0^e s^3 q(s)^3 ds`` with ``e = 1 + v`` and ``q(s) = 3 - 3 s + s^2``
+    (``1 - (1 - s)^3 = s q(s)``), a polynomial of degree 9 integrated exactly by 5-point
+    Gauss-Legendre; every term is positive (``q >= 1`` on [0, 1]), so nothing cancels, and the
+    sum is taken in log space (no underflow deep in the tail).
+    """
+    e = 1.0 + v
+    log_e = jnp.log(e)
+    nodes = jnp.asarray(_GL5_NODES, v.dtype)
+    s = e[..., None] * nodes
+    log_terms = (jnp.log(jnp.asarray(_GL5_WEIGHTS, v.dtype)) + 3.0 * (log_e[..., None]
+                 + jnp.log(nodes)) + 3.0 * jnp.log((s - 3.0) * s + 3.0))  # fmt: skip
+    return math.log(70.0 / 81.0) + log_e + jax.scipy.special.logsumexp(log_terms, axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class TricubeKernel(Kernel):
+    """The tricube kernel ``k(r) = (1 - r^3)^3`` for ``r < 1`` (KDEpy's ``"tricube"``)."""
+
+    name: str = "tricube"
+    compact: bool = True
+
+    def log_profile(self, sq_dist):
+        r = _safe_sqrt(sq_dist)
+        inside = r < 1.0
+        return jnp.where(inside, 3.0 * jnp.log1p(-(jnp.where(inside, r, 0.0) ** 3)), -jnp.inf)
+
+    def distance_error(self, sq_dist, delta):
+        # |dk / dr| = 9 r^2 (1 - r^3)^2 <= 9 r^2, times |dr| <= _sqrt_error
+        r = jnp.sqrt(jnp.maximum(sq_dist, 0.0)) + _sqrt_error(sq_dist, delta)
+        return jnp.where(
+            sq_dist < 1.0 + delta, 9.0 * jnp.minimum(r * r, 1.0) * _sqrt_error(sq_dist, delta), 0.0
+        )
+
+    def log_radial_moment(self, dim):  # 162 / (d (d + 3) (d + 6) (d + 9))
+        return math.log(162.0) - math.log(dim * (dim + 3.0) * (dim + 6.0) * (dim + 9.0))
+
+    def sample_radius(self, key, shape, dim, dtype):  # r^3 ~ Beta(d/3, 4)
+        return jax.random.beta(key, dim / 3.0, 4.0, shape, dtype) ** (1.0 / 3.0)
+
+    def lower_log_cdf(self, u):
+        return _log_where(u > -1.0, _tricube_lower_log_cdf, u)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,21 +420,14 @@ class ExponentialKernel(Kernel):
     def distance_error(self, sq_dist, delta):
         return _sqrt_error(sq_dist, delta)
 
-    def log_normalizer(self, dim, log_det_chol):
-        # int_0^inf exp(-r) r^{d-1} dr = Gamma(d)
-        return -_log_radial_mass(dim, math.lgamma(dim)) - log_det_chol
+    def log_radial_moment(self, dim):  # Gamma(d)
+        return math.lgamma(dim)
 
-    def coordinate_variance(self, dim):
-        return dim + 1.0  # r ~ Gamma(d, 1)
+    def sample_radius(self, key, shape, dim, dtype):  # r ~ Gamma(d, 1)
+        return jax.random.gamma(key, float(dim), shape, dtype)
 
     def lower_log_cdf(self, u):  # exp(u) / 2
         return u - math.log(2.0)
-
-    def sample_unit(self, key, shape, dtype):
-        # r ~ Gamma(d, 1)
-        return _radial_sample(
-            key, shape, dtype, lambda k, s, d, t: jax.random.gamma(k, float(d), s, t)
-        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,21 +445,14 @@ class LinearKernel(Kernel):
     def distance_error(self, sq_dist, delta):
         return jnp.where(sq_dist < 1.0 + delta, _sqrt_error(sq_dist, delta), 0.0)
 
-    def log_normalizer(self, dim, log_det_chol):
-        # int_0^1 (1 - r) r^{d-1} dr = 1 / (d (d + 1))
-        return -_log_radial_mass(dim, -math.log(dim * (dim + 1.0))) - log_det_chol
+    def log_radial_moment(self, dim):  # 1 / (d (d + 1))
+        return -math.log(dim * (dim + 1.0))
 
-    def coordinate_variance(self, dim):
-        return (dim + 1.0) / ((dim + 2.0) * (dim + 3.0))  # r ~ Beta(d, 2)
+    def sample_radius(self, key, shape, dim, dtype):  # r ~ Beta(d, 2)
+        return jax.random.beta(key, float(dim), 2.0, shape, dtype)
 
     def lower_log_cdf(self, u):  # (1 + u)^2 / 2 on [-1, 0]
         return _log_where(u > -1.0, lambda v: 2.0 * jnp.log1p(v) - math.log(2.0), u)
-
-    def sample_unit(self, key, shape, dtype):
-        # r ~ Beta(d, 2)
-        return _radial_sample(
-            key, shape, dtype, lambda k, s, d, t: jax.random.beta(k, float(d), 2.0, s, t)
-        )
 
 
 def _cosine_moment(dim: int) -> float:
@@ -340,18 +510,15 @@ class CosineKernel(Kernel):
         # |dk / dr^2| = (pi / 4) sin(pi r / 2) / r <= pi^2 / 8
         return jnp.where(sq_dist < 1.0 + delta, (math.pi**2 / 8.0) * delta, 0.0)
 
-    def log_normalizer(self, dim, log_det_chol):
-        return -_log_radial_mass(dim, math.log(_cosine_moment(dim))) - log_det_chol
+    def log_radial_moment(self, dim):
+        return math.log(_cosine_moment(dim))
 
-    def coordinate_variance(self, dim):
-        return _cosine_moment(dim + 2) / (_cosine_moment(dim) * dim)
+    def sample_radius(self, key, shape, dim, dtype):
+        return _cosine_radius(key, shape, dim, dtype)
 
     def lower_log_cdf(self, u):  # (1 + sin(pi u / 2)) / 2 = sin^2(pi (1 + u) / 4) on [-1, 0]
         return _log_where(u > -1.0, lambda v: 2.0 * jnp.log(jnp.sin(0.25 * jnp.pi * (1.0 + v))),
                           u)  # fmt: skip
-
-    def sample_unit(self, key, shape, dtype):
-        return _radial_sample(key, shape, dtype, _cosine_radius)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -367,7 +534,7 @@ class UnivariateGaussianKernel(Kernel):
 
     Sampling draws from the *normalised* version of the kernel, the density proportional to
     ``exp(-||u||_p^2 / (2 h^2))``: exactly ``N(0, h^2 I)`` for p = 2, and for p = 1 or infinity a
-    radius ``h * sqrt(chi^2_d)`` times a direction uniform in the p-norm's cone measure.
+    radius ``h * sqrt(chi^2_d)`` times a direction from the p-sphere's cone measure.
     """
 
     name: str = "univariate_gaussian"
@@ -380,28 +547,20 @@ class UnivariateGaussianKernel(Kernel):
         # Bandwidth is h^2 I, so log |det L| = dim * log h.
         return -0.5 * _LOG_2PI - log_det_chol / dim
 
+    def log_radial_moment(self, dim):
+        return GaussianKernel.log_radial_moment(self, dim)
+
+    def sample_radius(self, key, shape, dim, dtype):
+        return GaussianKernel.sample_radius(self, key, shape, dim, dtype)
+
     def coordinate_variance(self, dim: int) -> float:
         # Of the normalised kernel it samples from; for p = 2 exactly N(0, h^2 I).
-        if self.norm == 2.0:
-            return 1.0
-        # u = r * direction, E r^2 = d (r ~ chi_d), direction from the norm's cone measure:
-        if self.norm == 1.0:  # Dirichlet(1, ..., 1) magnitudes: E dir_j^2 = 2 / (d (d + 1))
-            return 2.0 / (dim + 1.0)
-        return (dim + 2.0) / 3.0  # cube surface: E dir_j^2 = 1/d + (d - 1) / (3 d)
+        return _direction_second_moment(dim, self.norm)
 
     def sample_unit(self, key: jax.Array, shape: tuple[int, int], dtype) -> jax.Array:
         if self.norm == 2.0:
             return jax.random.normal(key, shape, dtype)
-        key_dir, key_rad = jax.random.split(key)
-        if self.norm == 1.0:
-            direction = jax.random.laplace(key_dir, shape, dtype)
-            direction = direction / jnp.sum(jnp.abs(direction), axis=-1, keepdims=True)
-        else:
-            direction = jax.random.uniform(key_dir, shape, dtype, minval=-1.0, maxval=1.0)
-            direction = direction / jnp.max(jnp.abs(direction), axis=-1, keepdims=True)
-        # The radius r = ||u||_p has density proportional to r^{d-1} exp(-r^2 / 2).
-        radius = jnp.sqrt(2.0 * jax.random.gamma(key_rad, shape[-1] / 2.0, shape[:-1], dtype))
-        return radius[..., None] * direction
+        return _radial_sample(key, shape, dtype, self.sample_radius, self.norm)
 
 
 _KERNELS = {
@@ -411,11 +570,25 @@ _KERNELS = {
     "exponential": ExponentialKernel,
     "linear": LinearKernel,
     "cosine": CosineKernel,
+    "biweight": BiweightKernel,
+    "triweight": TriweightKernel,
+    "tricube": TricubeKernel,
     "multivariate_gaussian": GaussianKernel,
     "univariate_gaussian": UnivariateGaussianKernel,
 }
 KERNEL_NAMES: tuple[str, ...] = tuple(_KERNELS)
-_NORMS = {1: 1.0, 2: 2.0, "inf": math.inf, math.inf: math.inf}
+
+
+def check_norm(p) -> float:
+    """``p`` as the float of a norm: a real ``p >= 1``, or infinity (also ``"inf"``)."""
+    if isinstance(p, str) and p.lower() == "inf":
+        return math.inf
+    if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.integer, np.floating)):
+        raise ValueError(f"p must be a real number >= 1 or inf (also 'inf'); got {p!r}.")
+    norm = float(p)
+    if not norm >= 1.0:  # NaN too
+        raise ValueError(f"p must be a real number >= 1 or inf (also 'inf'); got {p!r}.")
+    return norm
 
 
 def get_kernel(name: str, p: float | str = 2) -> Kernel:
@@ -425,22 +598,16 @@ def get_kernel(name: str, p: float | str = 2) -> Kernel:
     ----------
     name : str
         scikit-learn's ``"gaussian"``, ``"tophat"``, ``"epanechnikov"``, ``"exponential"``,
-        ``"linear"``, ``"cosine"``; the seed's ``"multivariate_gaussian"`` (an alias of
-        ``"gaussian"``) and ``"univariate_gaussian"``.
-    p : {1, 2, inf}
-        Norm of the univariate kernel; the multivariate kernels require ``p = 2``.
+        ``"linear"``, ``"cosine"``; KDEpy's ``"biweight"``, ``"triweight"``, ``"tricube"``; the
+        seed's ``"multivariate_gaussian"`` (an alias of ``"gaussian"``) and
+        ``"univariate_gaussian"``.
+    p : float >= 1 or inf
+        The norm of the whitened differences ``||L^{-1}(x - x_i)||_p`` (default 2). Every
+        kernel is normalised in every p-norm (the unit p-ball's volume) and sampled in it (a
+        radius times a direction from the p-sphere's cone measure), as KDEpy does. Features
+        that rest on the Euclidean norm (gradients, marginals, grids by FFT, CDFs in more than
+        one dimension) need ``p = 2``.
     """
     if not isinstance(name, str) or name not in _KERNELS:
         raise ValueError(f"kernel must be one of {list(KERNEL_NAMES)}; got {name!r}.")
-    if isinstance(p, str):
-        p = p.lower()
-    if p not in _NORMS:
-        raise ValueError(f"p must be 1, 2 or inf (also 'inf'); got {p!r}.")
-    norm = _NORMS[p]
-    cls = _KERNELS[name]
-    if cls is not UnivariateGaussianKernel and norm != 2.0:
-        raise ValueError(
-            f"p={p!r} is only available for kernel='univariate_gaussian'; kernel {name!r} "
-            "measures distances in the bandwidth's Mahalanobis (p = 2) norm."
-        )
-    return cls(norm=norm)
+    return _KERNELS[name](norm=check_norm(p))

@@ -38,8 +38,14 @@ __all__ = [
 ]
 
 
-def as_key(key: jax.Array | int | None) -> jax.Array:
-    """Return a JAX PRNG key from a key, an integer seed, or ``None`` (fresh OS entropy)."""
+def as_key(key) -> jax.Array:
+    """Return a JAX PRNG key from a key, an integer seed, a NumPy ``Generator`` or
+    ``RandomState`` (a seed drawn from it, advancing it, as SciPy's samplers do), or ``None``
+    (fresh OS entropy)."""
+    if isinstance(key, np.random.Generator):
+        return jax.random.key(int(key.integers(0, 2**63, dtype=np.int64)))
+    if isinstance(key, np.random.RandomState):
+        return jax.random.key(int(key.randint(0, 2**63 - 1, dtype=np.int64)))
     if key is None:
         return jax.random.key(int(np.random.SeedSequence().generate_state(1, np.uint32)[0]))
     if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
@@ -51,7 +57,10 @@ def as_key(key: jax.Array | int | None) -> jax.Array:
             key.dtype == jnp.uint32 and key.shape == (2,)
         ):
             return key
-    raise TypeError(f"key must be a JAX PRNG key, an integer seed or None; got {key!r}.")
+    raise TypeError(
+        f"key must be a JAX PRNG key, an integer seed, a numpy.random.Generator or "
+        f"RandomState, or None; got {key!r}."
+    )
 
 
 def check_sample_size(n_samples, n_features: int, name: str = "n_samples") -> int:

@@ -32,6 +32,7 @@ import jax
 import numpy as np
 
 from jaxkde.bandwidth.learned import BandwidthFit
+from jaxkde.bandwidth.rules import CovarianceFactor
 from jaxkde.core.kernels import KERNEL_NAMES, get_kernel
 from jaxkde.core.state import ClassConditionalState, HostWhitening, KDEState
 from jaxkde.variants.bounds import Bounds
@@ -51,6 +52,7 @@ RECORD_TYPES: dict[str, type] = {
         HostWhitening,
         BandwidthFit,
         Bounds,
+        CovarianceFactor,
         *(type(get_kernel(name)) for name in KERNEL_NAMES),
     )
 }
@@ -103,6 +105,11 @@ class _Writer:
             return [self.encode(v) for v in value]
         if isinstance(value, dict):
             return {"dict": [[self.encode(k), self.encode(v)] for k, v in value.items()]}
+        if callable(value):
+            raise TypeError(
+                f"cannot save the callable {value!r} in a model file (files hold no "
+                "code); set a CovarianceFactor or an explicit bandwidth first."
+            )
         raise TypeError(f"cannot save a value of type {type(value).__qualname__} in a model file.")
 
 

@@ -434,7 +434,8 @@ def append_rows(params: FitParams, attributes: dict, X, y, sample_weight, kernel
     ``sample_weight``) appended: the rules recomputed in float64 from all of them, in the fit's
     working dtype, so the result is the fit on every row (to the recovery of the fitted rows,
     see :func:`_rows_of`; rows of weight 0 are not kept). ``attributes`` are the estimator's
-    fitted attributes: a fit in memory by ``fit`` or an earlier append."""
+    fitted attributes: a fit in memory by ``fit`` or an earlier append. ``X=None`` appends
+    nothing: the fitted rows refitted with ``params`` (``set_bandwidth``)."""
     totals = attributes.get("_weight_totals")
     state = attributes.get("_lazy_state", attributes.get("state_"))
     if totals is None or state is None:
@@ -446,6 +447,8 @@ def append_rows(params: FitParams, attributes: dict, X, y, sample_weight, kernel
         raise ValueError("partial_fit is not available with boundary='transform' (the fitted "
                          "rows are kept transformed); fit again on all the rows.")  # fmt: skip
     classes = attributes.get("classes_")
+    if X is None and classes is not None:  # a refit: every class's rows, no new ones
+        y = classes[:0]
     if (classes is None) != (y is None):
         raise ValueError("y must be given to partial_fit exactly when the KDE was fitted with "
                          f"labels; it was fitted {'without' if classes is None else 'with'} "
@@ -453,8 +456,11 @@ def append_rows(params: FitParams, attributes: dict, X, y, sample_weight, kernel
     states = (state,) if classes is None else state.states
     parts = [_rows_of(s) for s in states]
     d = parts[0][0].shape[1]
-    new, _ = check_data(X, "X", n_features=d, owner="KDE")
-    new_w = check_weights(sample_weight, new.shape[0])
+    if X is None:
+        new, new_w = np.empty((0, d)), None
+    else:
+        new, _ = check_data(X, "X", n_features=d, owner="KDE")
+        new_w = check_weights(sample_weight, new.shape[0])
     rows = np.concatenate([*(p[0] for p in parts), new])
     weights = None
     if attributes["_weighted"] or new_w is not None:

@@ -14,6 +14,7 @@ from jaxkde._validation import (
     check_weights,
     not_fitted,
 )
+from jaxkde.bandwidth.rules import CovarianceFactor
 from jaxkde.core.sampling import as_key, check_sample_size
 from jaxkde.core.sharding import sharded_log_density
 from jaxkde.core.state import ClassConditionalState, KDEState, state_points
@@ -22,7 +23,7 @@ from jaxkde.estimator._params import Params
 from jaxkde.estimator.evaluation import check_local
 from jaxkde.scale import distributed, streaming
 from jaxkde.scale.streaming import StreamedState
-from jaxkde.stats import geometry, marginals, probability
+from jaxkde.stats import geometry, information, integrals, marginals, probability
 from jaxkde.stats.grid import GridDensity, default_axes, grid_log_density
 from jaxkde.variants.classes import class_log_density, class_log_posterior
 
@@ -36,8 +37,9 @@ class KDE(Params):
     ----------
     kernel : str
         scikit-learn's ``"gaussian"``, ``"tophat"``, ``"epanechnikov"``, ``"exponential"``,
-        ``"linear"``, ``"cosine"`` (normalised in d dimensions, with scalar, diagonal or full
-        bandwidth; compact kernels give log density ``-inf`` outside their support), the seed's
+        ``"linear"``, ``"cosine"`` and KDEpy's ``"biweight"``, ``"triweight"``, ``"tricube"``
+        (normalised in d dimensions, with scalar, diagonal or full bandwidth; compact kernels
+        give log density ``-inf`` outside their support), the seed's
         ``"multivariate_gaussian"`` (an alias of ``"gaussian"``) and ``"univariate_gaussian"``,
         the seed's extended univariate kernel ``1/(n h) sum phi(||x - x_i||_p / h)`` (not
         normalised for d > 1; see :class:`jaxkde.core.kernels.UnivariateGaussianKernel`).
@@ -59,8 +61,9 @@ class KDE(Params):
         The seed's spelling of a rule name; give this or ``bandwidth``, not both.
     univariate_bandwidth : float, optional
         The seed's spelling of ``h`` for ``kernel="univariate_gaussian"``.
-    p : {1, 2, inf}
-        Norm of the univariate kernel (default 2).
+    p : float >= 1 or inf
+        The norm of the whitened differences (default 2): every kernel is normalised and
+        sampled in any p-norm, as KDEpy's; see :func:`jaxkde.get_kernel`.
     zero_variance : {"floor", "subspace"}
         Handling of constant features under a data rule (see
         :func:`jaxkde.resolve_bandwidth`); ``"floor"`` by default, with a warning.
@@ -219,6 +222,38 @@ class KDE(Params):
         fitted = fitting.append_rows(params, self.__dict__, X, y, sample_weight, kernel,
                                      chunk_size)  # fmt: skip
         return self._store_fit(fitted)
+
+    def set_bandwidth(self, bw_method=None) -> KDE:
+        """SciPy's ``gaussian_kde.set_bandwidth``: ``bw_method`` in SciPy's meanings, each a
+        full-covariance rule: ``None`` or ``"scott"`` is ``bandwidth="scott_full"``,
+        ``"silverman"`` is ``"silverman_full"``, a number ``c`` is
+        :class:`jaxkde.CovarianceFactor` ``(c)`` (``H = c^2 Cov``), a callable is kept (called
+        with a :class:`jaxkde.BandwidthContext`, it returns that factor). Sets ``bandwidth``
+        (as ``set_params`` would) and refits a fitted KDE on its rows, recovered from the state
+        as :meth:`partial_fit` does; returns self."""
+        if isinstance(bw_method, (bool, np.bool_)):
+            raise TypeError(f"bw_method must be None, 'scott', 'silverman', a number or a "
+                            f"callable; got {bw_method!r}.")  # fmt: skip
+        if bw_method is None or isinstance(bw_method, str):
+            names = {None: "scott_full", "scott": "scott_full", "silverman": "silverman_full"}
+            if bw_method not in names:
+                raise ValueError(f"bw_method must be None, 'scott', 'silverman', a number or a "
+                                 f"callable; got {bw_method!r}.")  # fmt: skip
+            spec = names[bw_method]
+        elif callable(bw_method):
+            spec = bw_method
+        elif isinstance(bw_method, (int, float, np.integer, np.floating)):
+            spec = CovarianceFactor(bw_method)
+        else:
+            raise TypeError(f"bw_method must be None, 'scott', 'silverman', a number or a "
+                            f"callable; got {bw_method!r}.")  # fmt: skip
+        fitted = self.__sklearn_is_fitted__()
+        self.set_params(bandwidth=spec, bandwidth_estimator=None)
+        if fitted:
+            kernel, chunk_size = fitting.check_params(self._params(), None)
+            self._store_fit(fitting.append_rows(self._params(), self.__dict__, None, None, None,
+                                                kernel, chunk_size))  # fmt: skip
+        return self
 
     def _store_fit(self, fitted: fitting.Fitted) -> KDE:
         """Replace the fitted attributes by those of ``fitted`` (labels' attributes dropped
@@ -408,6 +443,56 @@ class KDE(Params):
         out = np.exp(self._over_classes(
             lambda s: probability.log_box_probability(s, low, high), "integrate_box"))  # fmt: skip
         return float(out[0]) if one else out
+
+    def integrate_gaussian(self, mean, cov) -> float:
+        """``int f(x) N(x; mean, cov) dx`` (SciPy's ``gaussian_kde.integrate_gaussian``): exact
+        for a Gaussian KDE, in float64 (see :mod:`jaxkde.stats.integrals`)."""
+        parts = self._parts("integrate_gaussian")
+        return float(np.exp(integrals.log_integrate_gaussian(parts, mean, cov)))
+
+    def integrate_kde(self, other: KDE) -> float:
+        """``int f(x) g(x) dx`` with ``g`` another fitted Gaussian KDE (SciPy's
+        ``gaussian_kde.integrate_kde``): exact, by the engine in the working dtype."""
+        if not isinstance(other, KDE):
+            raise TypeError(f"other must be a fitted jaxkde.KDE; got {type(other).__name__}.")
+        state = self._check_fitted(what="integrate_kde")
+        log_value = integrals.log_integrate_kde(
+            self._parts("integrate_kde"), other._parts("integrate_kde"), dtype=state.dtype,
+            chunk_size=self.chunk_size or self._default_block_sizes()[1])  # fmt: skip
+        return float(np.exp(log_value))
+
+    # ------------------------------------------------------------------ information measures
+    def _information_state(self, what: str):
+        check_local(self.__dict__.get("state_"), what)
+        return self._unlabelled(what)
+
+    def entropy(self, method: str = "loo") -> float:
+        """Differential entropy in nats, ``-sum_i w_i log f(x_i)`` over the fitted rows, by
+        leave-one-out (default) or resubstitution densities; their biases are stated in
+        :mod:`jaxkde.stats.information`."""
+        return information.entropy(self._information_state("entropy"), method)
+
+    def kl_divergence(self, other: KDE, method: str = "loo") -> float:
+        """``KL(f || g)`` in nats with ``g`` the fitted KDE ``other``, averaged over this KDE's
+        rows (``f`` at its own rows by ``method``, see :meth:`entropy`)."""
+        if not isinstance(other, KDE):
+            raise TypeError(f"other must be a fitted jaxkde.KDE; got {type(other).__name__}.")
+        return information.kl_divergence(
+            self._information_state("kl_divergence"),
+            other._information_state("kl_divergence"),
+            method,
+        )
+
+    def mutual_information(self, dims_a, dims_b, method: str = "loo") -> float:
+        """``I(X_A; X_B)`` in nats between the feature sets ``dims_a`` and ``dims_b``
+        (disjoint), from the marginal KDEs of ``A``, ``B`` and ``A + B`` (exact for the
+        Gaussian kernel, see :meth:`marginal`), averaged over the rows by ``method``."""
+        a, b = list(np.atleast_1d(dims_a)), list(np.atleast_1d(dims_b))
+        if set(a) & set(b):
+            raise ValueError(f"dims_a and dims_b must be disjoint; both hold "
+                             f"{sorted(set(a) & set(b))}.")  # fmt: skip
+        joint, first, second = (self.marginal(a + b), self.marginal(a), self.marginal(b))
+        return information.mutual_information(joint.state_, first.state_, second.state_, method)
 
     def quantile(self, probs) -> np.ndarray:
         """The ``p``-quantiles of a 1-D KDE, shape of ``probs`` (to about 1e-6 in ``p`` in

@@ -1,5 +1,5 @@
 """Questions to a fitted state: grids, probabilities and quantiles, modes and score
-functions, marginals and conditionals.
+functions, marginals and conditionals, closed-form integrals, information measures.
 """
 
 from jaxkde.stats.geometry import (
@@ -20,6 +20,14 @@ from jaxkde.stats.grid import (
     default_axes,
     grid_log_density,
 )
+from jaxkde.stats.information import (
+    ESTIMATORS,
+    entropy,
+    kl_divergence,
+    mutual_information,
+    row_log_density,
+)
+from jaxkde.stats.integrals import log_integrate_gaussian, log_integrate_kde
 from jaxkde.stats.marginals import (
     MixtureParts,
     condition,
@@ -40,6 +48,7 @@ __all__ = [
     "AUTO_EXACT_WORK",
     "AUTO_REL_TOL",
     "BINNED_MAX_DIM",
+    "ESTIMATORS",
     "GRID_METHODS",
     "MAX_GRID_CELLS",
     "MAX_SPACING",
@@ -54,12 +63,18 @@ __all__ = [
     "condition_linear",
     "default_axes",
     "density_levels",
+    "entropy",
     "grid_log_density",
+    "kl_divergence",
     "log_box_probability",
     "log_cdf",
+    "log_integrate_gaussian",
+    "log_integrate_kde",
     "marginalize",
     "mean_shift",
     "mixture_parts",
+    "mutual_information",
     "quantile",
+    "row_log_density",
     "score_function",
 ]

@@ -38,6 +38,11 @@ __all__ = ["Modes", "mean_shift", "score_function"]
 def _check(state: KDEState, what: str) -> None:
     if isinstance(state.kernel, UnivariateGaussianKernel):
         raise ValueError(f"{what} needs a normalised kernel; 'univariate_gaussian' is not one.")
+    if state.kernel.norm != 2.0 and state.n_features > 1:
+        raise ValueError(
+            f"{what} needs the Euclidean norm (p = 2) in more than one dimension; the kernel "
+            f"measures distances in the {state.kernel.norm:g}-norm."
+        )
     if isinstance(state.kernel, TophatKernel):
         raise ValueError(
             f"{what} is 0 almost everywhere for the tophat kernel (its density is piecewise "

@@ -487,6 +487,7 @@ def _factorisable(state: KDEState, d: int) -> bool:
     """Gaussian kernel, diagonal H, full space, d = 2 or 3: the kernel is a product over axes."""
     return (
         isinstance(state.kernel, GaussianKernel)
+        and state.kernel.norm == 2.0
         and state.chol.ndim == 1
         and state.basis is None
         and state.log_factors is None

@@ -58,6 +58,11 @@ def mixture_parts(state: KDEState, what: str = "this operation") -> MixtureParts
             f"{what} is exact for the gaussian kernel only (a mixture of normals stays one); "
             f"kernel {state.kernel.name!r} is not closed under it."
         )
+    if state.kernel.norm != 2.0:
+        raise ValueError(
+            f"{what} needs the Euclidean norm (p = 2): a Gaussian profile in the "
+            f"{state.kernel.norm:g}-norm is not a normal density."
+        )
     if state.basis is not None:
         raise ValueError(
             f"{what} is not available for a density on a subspace (zero_variance='subspace')."

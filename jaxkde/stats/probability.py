@@ -74,11 +74,11 @@ def check_cdf_coverage(state: KDEState, what: str) -> None:
         )
     if state.n_features == 1:
         return
-    if not isinstance(state.kernel, GaussianKernel):
+    if not isinstance(state.kernel, GaussianKernel) or state.kernel.norm != 2.0:
         raise ValueError(
-            f"{what} in {state.n_features} dimensions needs the gaussian kernel (whose CDF is a "
-            f"product of 1-D CDFs for a diagonal H, a multivariate normal one for a full H); got "
-            f"kernel {state.kernel.name!r}."
+            f"{what} in {state.n_features} dimensions needs the gaussian kernel with p = 2 "
+            f"(whose CDF is a product of 1-D CDFs for a diagonal H, a multivariate normal one "
+            f"for a full H); got kernel {state.kernel.name!r}, p = {state.kernel.norm:g}."
         )
 
 

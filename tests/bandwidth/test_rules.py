@@ -168,3 +168,76 @@ def test_bad_zero_variance_options():
         jaxkde.KDE(zero_variance="drop").fit(x)
     with pytest.raises(ValueError, match="variance_floor"):
         jaxkde.KDE(variance_floor=0.0).fit(x)
+
+
+# ------------------------------------------------------------- SciPy's bw_method spellings
+def _scipy_case(seed=0, n=150, d=3):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)) @ np.array([[1, 0.4, 0], [0, 1, 0.2], [0, 0, 0.6]])[:d, :d]
+    return x, rng.uniform(0.3, 2.0, size=n), rng.normal(size=(20, d))
+
+
+@pytest.mark.parametrize(
+    "bw_method",
+    [None, "scott", "silverman", 0.35, lambda k: 0.9 * k.neff ** (-1.0 / (k.d + 4))],
+)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_set_bandwidth_and_callables_match_scipy(bw_method, weighted):
+    from scipy.stats import gaussian_kde
+
+    x, w, q = _scipy_case()
+    w = w if weighted else None
+    ref = gaussian_kde(x.T, bw_method=bw_method, weights=w).logpdf(q.T)
+    kde = jaxkde.KDE(bandwidth=0.5).fit(x, sample_weight=w).set_bandwidth(bw_method)
+    np.testing.assert_allclose(kde.score_samples(q), ref, rtol=2e-6)
+    if callable(bw_method) or isinstance(bw_method, float):
+        spec = bw_method if callable(bw_method) else jaxkde.CovarianceFactor(bw_method)
+        again = jaxkde.KDE(bandwidth=spec).fit(x, sample_weight=w)
+        np.testing.assert_allclose(again.bandwidth_, kde.bandwidth_, rtol=1e-12)
+
+
+def test_callable_bandwidth_sees_scipys_attributes_per_class():
+    x, _, _ = _scipy_case(1, n=90)
+    y = np.repeat([0, 1, 2], 30)
+    seen = []
+
+    def factor(ctx):
+        seen.append(ctx)
+        return 0.5
+
+    kde = jaxkde.KDE(bandwidth=factor).fit(x, y)
+    assert [c.n for c in seen] == [30, 30, 30] and all(c.d == 3 for c in seen)
+    assert all(c.neff == pytest.approx(30.0) for c in seen)
+    for c in range(3):
+        cov = np.cov(x[y == c].T)
+        np.testing.assert_allclose(kde.bandwidth_[c], 0.25 * cov, rtol=1e-6)
+
+
+def test_set_bandwidth_refits_classes_and_keeps_rows():
+    x, _, q = _scipy_case(2, n=60)
+    y = np.repeat(["a", "b"], 30)
+    kde = jaxkde.KDE().fit(x, y).set_bandwidth(0.4)
+    ref = jaxkde.KDE(bandwidth=jaxkde.CovarianceFactor(0.4)).fit(x, y)
+    np.testing.assert_allclose(kde.score_samples(q), ref.score_samples(q), rtol=1e-6)
+    unfitted = jaxkde.KDE().set_bandwidth("silverman")
+    assert unfitted.bandwidth == "silverman_full"
+
+
+@pytest.mark.parametrize(
+    ("bad", "error", "match"),
+    [(lambda k: -1.0, ValueError, "value of the callable bandwidth must be a positive"),
+     (lambda k: "big", TypeError, "value of the callable bandwidth must be a positive number"),
+     (jaxkde.CovarianceFactor(np.nan), ValueError, "factor of CovarianceFactor must be"),
+     (jaxkde.CovarianceFactor(0.0), ValueError, "factor of CovarianceFactor must be")],
+)  # fmt: skip
+def test_bad_factors_are_refused_naming_them(bad, error, match):
+    x, _, _ = _scipy_case(3, n=20)
+    with pytest.raises(error, match=match):
+        jaxkde.KDE(bandwidth=bad).fit(x)
+
+
+def test_set_bandwidth_refuses_what_scipy_refuses():
+    kde = jaxkde.KDE().fit(_scipy_case(4, n=20)[0])
+    for bad, error in (("isj", ValueError), (True, TypeError), ([0.3], TypeError)):
+        with pytest.raises(error, match="bw_method must be None, 'scott', 'silverman'"):
+            kde.set_bandwidth(bad)

@@ -105,15 +105,19 @@ def test_kernel_names_and_norms():
     assert jaxkde.get_kernel("univariate_gaussian", "inf") == UnivariateGaussianKernel(norm=np.inf)
     with pytest.raises(ValueError, match=r"kernel must be one of \['gaussian'"):
         jaxkde.get_kernel("epanechnikov_typo")
-    with pytest.raises(ValueError, match="p must be 1, 2 or inf"):
-        jaxkde.get_kernel("univariate_gaussian", 3)
-    with pytest.raises(ValueError, match="only available for kernel='univariate_gaussian'"):
-        jaxkde.get_kernel("gaussian", 1)
+    assert jaxkde.get_kernel("gaussian", 3).norm == 3.0
+    assert jaxkde.get_kernel("tricube", np.float32(1.5)).norm == 1.5
+    for bad in (0.5, -1, np.nan, "two", True, None):
+        with pytest.raises(ValueError, match="p must be a real number >= 1 or inf"):
+            jaxkde.get_kernel("gaussian", bad)
+    with pytest.raises(ValueError, match="p must be a real number >= 1"):
+        jaxkde.KDE("epanechnikov", p=0.9).fit(np.zeros((3, 2)))
 
 
 # ----------------------------------------------------------------------------- the family
-FAMILY = ["gaussian", "tophat", "epanechnikov", "exponential", "linear", "cosine"]
-COMPACT = ["tophat", "epanechnikov", "linear", "cosine"]
+SKLEARN = ["gaussian", "tophat", "epanechnikov", "exponential", "linear", "cosine"]
+FAMILY = [*SKLEARN, "biweight", "triweight", "tricube"]
+COMPACT = ["tophat", "epanechnikov", "linear", "cosine", "biweight", "triweight", "tricube"]
 
 
 def _sklearn_dims(kernel):
@@ -123,7 +127,7 @@ def _sklearn_dims(kernel):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kernel", FAMILY)
+@pytest.mark.parametrize("kernel", SKLEARN)
 @pytest.mark.parametrize("weighted", [False, True])
 def test_family_matches_sklearn(dtype, kernel, weighted):
     from sklearn.neighbors import KernelDensity
@@ -212,6 +216,9 @@ def _radial_second_moment(kernel, d):
         "exponential": lambda r: np.exp(-r),
         "linear": lambda r: 1 - r,
         "cosine": lambda r: np.cos(np.pi * r / 2),
+        "biweight": lambda r: (1 - r * r) ** 2,
+        "triweight": lambda r: (1 - r * r) ** 3,
+        "tricube": lambda r: (1 - r**3) ** 3,
     }[kernel]
     top = np.inf if kernel in ("gaussian", "exponential") else 1.0
     num = integrate.quad(lambda r: profile(r) * r ** (d + 1), 0, top)[0]
@@ -242,7 +249,7 @@ def test_family_sample_moments_and_support(kernel):
     np.testing.assert_array_equal(np.asarray(again), np.asarray(s, np.float32))
 
 
-def test_kernel_names_accept_sklearn_and_seed_spellings():
+def test_kernel_names_accept_sklearn_kdepy_and_seed_spellings():
     for name in [*FAMILY, "multivariate_gaussian", "univariate_gaussian"]:
         assert jaxkde.get_kernel(name).name in [*FAMILY, "univariate_gaussian"]
     assert set(jaxkde.KERNEL_NAMES) == set(FAMILY) | {
@@ -264,3 +271,176 @@ def test_cosine_normaliser_moment_against_quadrature():
             limit=200,
         )[0]
         assert _cosine_moment(d) == pytest.approx(ref, rel=1e-9)
+
+
+# ------------------------------------------------------- KDEpy's kernels and any p-norm
+#: KDEpy's kernel names, and the 1-D variance of each unit kernel (KDEpy's ``bw`` is the
+#: kernel's standard deviation in 1-D, jaxkde's ``h`` scales its radius: h = bw / sqrt(var)).
+KDEPY = {
+    "gaussian": ("gaussian", 1.0),
+    "exponential": ("exponential", 2.0),
+    "tophat": ("box", 1 / 3),
+    "linear": ("tri", 1 / 6),
+    "epanechnikov": ("epa", 1 / 5),
+    "biweight": ("biweight", 1 / 7),
+    "triweight": ("triweight", 1 / 9),
+    "tricube": ("tricube", 35 / 243),
+    "cosine": ("cosine", 1 - 8 / np.pi**2),
+}
+
+
+@pytest.mark.parametrize("kernel", FAMILY)
+def test_one_dimensional_variance_is_kdepys(kernel):
+    assert jaxkde.get_kernel(kernel).coordinate_variance(1) == pytest.approx(KDEPY[kernel][1])
+
+
+@pytest.mark.parametrize(
+    ("kernel", "d", "p"),
+    [("biweight", 1, 2), ("triweight", 2, 2), ("tricube", 3, 2), ("biweight", 2, 1),
+     ("tricube", 2, np.inf), ("gaussian", 3, 1), ("epanechnikov", 2, 3.0),
+     ("exponential", 2, 1.5), ("cosine", 3, np.inf), ("triweight", 3, 4.0),
+     ("linear", 2, 2), ("tophat", 2, 1)],
+)  # fmt: skip
+def test_kernels_and_norms_match_kdepy(dtype, kernel, d, p):
+    from KDEpy import NaiveKDE
+
+    rng = np.random.default_rng(20)
+    x = rng.normal(size=(120, d))
+    q = np.vstack([rng.normal(size=(60, d)) * 1.2, x[:5] + 1e-3])
+    w = rng.uniform(0.5, 2.0, size=120)
+    name, var = KDEPY[kernel]
+    bw = 0.6
+    ref = NaiveKDE(kernel=name, bw=bw, norm=p).fit(x, weights=w).evaluate(q)
+    kde = jaxkde.KDE(kernel, bandwidth=bw / np.sqrt(var), p=p)
+    got = kde.fit(x.astype(dtype), sample_weight=w).predict(q.astype(dtype))
+    inside = ref > 1e-12
+    assert inside.sum() > 20
+    assert np.all(got[~inside] < 1e-10)
+    # KDEpy itself is accurate to about 1e-9 in float64.
+    rtol = 2e-4 if (dtype == "float32" and kernel != "gaussian") else max(RTOL[dtype], 1e-8)
+    np.testing.assert_allclose(got[inside], ref[inside], rtol=rtol)
+
+
+def _brute_p_norm_log_density(x, q, h, kernel, p):
+    """float64 brute force of a scalar-bandwidth KDE in the p-norm, from the textbook formula
+    (radial moment by quadrature, p-ball volume from its Gamma-function formula)."""
+    profile = {
+        "gaussian": lambda r: np.exp(-0.5 * r * r),
+        "epanechnikov": lambda r: np.clip(1 - r * r, 0, None),
+        "biweight": lambda r: np.clip(1 - r * r, 0, None) ** 2,
+        "tricube": lambda r: np.clip(1 - r**3, 0, None) ** 3,
+    }[kernel]
+    d = x.shape[1]
+    top = np.inf if kernel == "gaussian" else 1.0
+    moment = integrate.quad(lambda r: profile(r) * r ** (d - 1), 0, top, epsrel=1e-13)[0]
+    if np.isinf(p):
+        volume = 2.0**d
+    else:
+        volume = (2 * math.gamma(1 + 1 / p)) ** d / math.gamma(1 + d / p)
+    diff = np.abs(q[:, None, :] - x[None, :, :]) / h
+    r = diff.max(-1) if np.isinf(p) else (diff**p).sum(-1) ** (1 / p)
+    dens = profile(r).mean(1) / (d * volume * moment * h**d)
+    with np.errstate(divide="ignore"):
+        return np.log(dens)
+
+
+@pytest.mark.parametrize("p", [1.0, 1.5, 3.0, 8.0, np.inf])
+@pytest.mark.parametrize("kernel", ["gaussian", "biweight", "tricube"])
+def test_p_norm_kernels_against_float64_brute_force(dtype, kernel, p):
+    rng = np.random.default_rng(21)
+    d = 3
+    x, q = rng.normal(size=(90, d)), rng.normal(size=(40, d))
+    got = jaxkde.KDE(kernel, bandwidth=1.3, p=p, chunk_size=32).fit(x.astype(dtype))
+    got = got.score_samples(q.astype(dtype))
+    ref = _brute_p_norm_log_density(x, q, 1.3, kernel, p)
+    np.testing.assert_array_equal(np.isfinite(got), np.isfinite(ref))
+    ok = np.isfinite(ref)
+    rtol = 1e-4 if (dtype == "float32" and kernel != "gaussian") else max(RTOL[dtype], 1e-9)
+    np.testing.assert_allclose(got[ok], ref[ok], rtol=rtol, atol=1e-6)
+
+
+def test_p_norm_distances_do_not_overflow_for_large_p_and_scales(dtype):
+    # |a|^p of a 1e3-wide difference overflows float32 at p = 13; the distance is relative to
+    # the largest difference, so p = 40 on data spread 1e3 stays finite and right.
+    rng = np.random.default_rng(22)
+    x = rng.normal(size=(50, 4)) * 1e3
+    q = x[:6] + rng.normal(size=(6, 4)) * 1e3
+    got = jaxkde.KDE("gaussian", bandwidth=2e3, p=40).fit(x.astype(dtype))
+    got = got.score_samples(q.astype(dtype))
+    ref = _brute_p_norm_log_density(x, q, 2e3, "gaussian", 40.0)
+    np.testing.assert_allclose(got, ref, rtol=max(RTOL[dtype], 1e-9))
+
+
+@pytest.mark.parametrize(
+    ("kernel", "p"), [("biweight", 2), ("triweight", 2), ("tricube", 2), ("tricube", 1),
+                      ("gaussian", 1.5), ("epanechnikov", np.inf), ("cosine", 3.0)],
+)  # fmt: skip
+def test_two_dimensional_mass_is_one_in_any_norm(kernel, p):
+    kde = jaxkde.KDE(kernel, bandwidth=[0.8, 0.5], p=p).fit(np.array([[0.0, 0.0], [1.0, 0.5]]))
+    g = np.linspace(-6, 7, 1301)
+    xx, yy = np.meshgrid(g, g, indexing="ij")
+    dens = kde.predict(np.column_stack([xx.ravel(), yy.ravel()])).reshape(xx.shape)
+    total = integrate.trapezoid(integrate.trapezoid(dens, g, axis=1), g)
+    assert total == pytest.approx(1.0, abs=2e-3)
+
+
+@pytest.mark.parametrize("kernel", ["biweight", "triweight", "tricube"])
+def test_new_kernels_one_dimensional_mass_and_cdf(dtype, kernel):
+    kde = jaxkde.KDE(kernel, bandwidth=1.0).fit(np.zeros((1, 1), dtype))
+    grid = np.linspace(-1, 1, 200001)
+    dens = kde.predict(grid[:, None])
+    assert integrate.trapezoid(dens, grid) == pytest.approx(1.0, abs=1e-8)
+    profile = {"biweight": lambda u: (1 - u * u) ** 2, "triweight": lambda u: (1 - u * u) ** 3,
+               "tricube": lambda u: (1 - np.abs(u) ** 3) ** 3}[kernel]  # fmt: skip
+    peak = 1.0 / integrate.quad(profile, -1, 1)[0]
+    # The CDF, deep in the lower tail too (F(-1 + 2^-13) ~ 1e-17 for triweight); the points
+    # are exact in float32.
+    for u in (-1 + 2.0**-13, -0.96875, -0.5, -0.0078125, 0.3125, 0.984375):
+        ref = peak * integrate.quad(profile, -1, u, epsabs=0, epsrel=1e-13)[0]
+        got = float(kde.log_cdf(np.array([[u]], dtype))[0])
+        assert got == pytest.approx(np.log(ref), rel=1e-6, abs=1e-6), u
+    assert np.exp(float(kde.log_cdf(np.array([[1.5]]))[0])) == 1.0
+    assert float(kde.log_cdf(np.array([[-1.5]]))[0]) == -np.inf
+
+
+def _p_ball_radius(u, p):
+    return np.abs(u).max(-1) if np.isinf(p) else (np.abs(u) ** p).sum(-1) ** (1 / p)
+
+
+@pytest.mark.parametrize("p", [1.0, 3.0, np.inf])
+@pytest.mark.parametrize("kernel", ["gaussian", "tricube", "biweight"])
+def test_p_norm_sampler_matches_the_density(kernel, p):
+    d, n = 2, 200_000
+    kern = jaxkde.get_kernel(kernel, p)
+    u = np.asarray(kern.sample_unit(jax.random.key(5), (n, d), jnp.float32), np.float64)
+    # Each coordinate's variance is the documented one.
+    np.testing.assert_allclose(u.var(0), kern.coordinate_variance(d), rtol=0.02)
+    # The mass of a quadrant wedge and of an inner p-ball, against the density's integral.
+    kde = jaxkde.KDE(kernel, bandwidth=1.0, p=p).fit(np.zeros((1, d)))
+    g = np.linspace(-4, 4, 801) if kernel == "gaussian" else np.linspace(-1, 1, 801)
+    xx, yy = np.meshgrid(g, g, indexing="ij")
+    pts = np.column_stack([xx.ravel(), yy.ravel()])
+    dens = kde.predict(pts)
+    cell = (g[1] - g[0]) ** 2
+    radius = 0.8 if kernel == "gaussian" else 0.5
+    for region in (lambda v: (v[:, 0] > 0.1) & (v[:, 1] > 2 * v[:, 0] - 0.2),
+                   lambda v: _p_ball_radius(v, p) < radius):  # fmt: skip
+        expected = float(np.sum(dens[region(pts)]) * cell)
+        got = float(np.mean(region(u)))
+        assert got == pytest.approx(expected, abs=4 * np.sqrt(expected / n) + 3e-3)
+    if kernel != "gaussian":
+        assert _p_ball_radius(u, p).max() <= 1.0 + 1e-6
+
+
+def test_tricube_cdf_has_no_cancellation_deep_in_the_tail():
+    from jaxkde.core.kernels import TricubeKernel
+
+    with jax.enable_x64(True):
+        v = np.array([-1.0 + 2.0**-40, -1.0 + 2.0**-20, -0.999, -0.8])
+        got = np.asarray(TricubeKernel().lower_log_cdf(jnp.asarray(v, jnp.float64)))
+    e = v + 1.0  # exact
+    # F(-1 + e) = (70/81) int_0^e s^3 (3 - 3 s + s^2)^3 ds ~ (70/81) 27 e^4 / 4 as e -> 0
+    np.testing.assert_allclose(got[:1], np.log(70 / 81 * 27 / 4) + 4 * np.log(e[:1]), rtol=1e-9)
+    ref = [70 / 81 * integrate.quad(lambda s: s**3 * (3 - 3 * s + s * s) ** 3, 0, t,
+                                    epsabs=0, epsrel=1e-13)[0] for t in e]  # fmt: skip
+    np.testing.assert_allclose(got, np.log(ref), rtol=1e-12)

@@ -126,3 +126,20 @@ def test_points_formed_on_the_device_only_where_their_rounding_is_negligible(
     _, centres, samples = sampling.sample_host(state, key, 2000, 2.0, hw, scales=scales)
     np.testing.assert_allclose(samples, want, rtol=0, atol=1e-4 * sigma.min())
     np.testing.assert_allclose(centres, at_host, rtol=0, atol=1e-4 * sigma.min())
+
+
+def test_numpy_generators_and_seeds_are_keys_as_in_scipy():
+    from jaxkde.core.sampling import as_key
+
+    kde = jaxkde.KDE().fit(np.random.default_rng(0).normal(size=(40, 2)))
+    a = kde.sample(5, key=np.random.default_rng(7))
+    np.testing.assert_array_equal(a, kde.sample(5, key=np.random.default_rng(7)))
+    gen = np.random.default_rng(7)
+    first, second = kde.sample(5, key=gen), kde.sample(5, key=gen)  # the generator advances
+    assert not np.array_equal(first, second)
+    b = kde.sample(5, key=np.random.RandomState(3))
+    np.testing.assert_array_equal(b, kde.sample(5, key=np.random.RandomState(3)))
+    np.testing.assert_array_equal(kde.sample(5, key=11), kde.sample(5, key=jax.random.key(11)))
+    assert as_key(np.random.default_rng(1)).dtype == jax.random.key(0).dtype
+    with pytest.raises(TypeError, match=r"numpy\.random\.Generator or RandomState"):
+        kde.sample(5, key="seed")

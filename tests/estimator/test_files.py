@@ -179,3 +179,15 @@ def test_save_is_atomic_and_refuses_what_it_cannot_write(tmp_path):
         KDE().fit(x).save(3)
     with pytest.raises(FileNotFoundError):
         KDE().fit(x).save(tmp_path / "no-such-folder" / "m.npz")
+
+
+def test_new_kernels_norms_and_covariance_factors_round_trip(tmp_path):
+    x = np.random.default_rng(0).normal(size=(40, 2))
+    kde = jaxkde.KDE("tricube", bandwidth=jaxkde.CovarianceFactor(0.6), p=3).fit(x)
+    kde.save(tmp_path / "m.npz")
+    back = jaxkde.load(tmp_path / "m.npz")
+    assert back.bandwidth == jaxkde.CovarianceFactor(0.6) and back.p == 3
+    np.testing.assert_array_equal(back.score_samples(x), kde.score_samples(x))
+    with pytest.raises(TypeError, match="cannot save the callable"):
+        jaxkde.KDE(bandwidth=lambda ctx: 0.5).fit(x).save(tmp_path / "c.npz")
+    assert not (tmp_path / "c.npz").exists()
