@@ -115,9 +115,11 @@ from jaxkde.core import (
 )
 from jaxkde.estimator import (
     KDE,
+    MIXED_BANDWIDTHS,
     TRACED_RULES,
     BootstrapBand,
     KDEClassifier,
+    MixedKDE,
     ModelFileError,
     bootstrap_band,
     bootstrap_log_density,
@@ -154,6 +156,7 @@ __all__ = [
     "KDE",
     "KERNEL_NAMES",
     "LSCV_RULES",
+    "MIXED_BANDWIDTHS",
     "PRECISIONS",
     "RTOL",
     "RULES",
@@ -177,6 +180,7 @@ __all__ = [
     "KDEState",
     "Kernel",
     "LinearKernel",
+    "MixedKDE",
     "ModelFileError",
     "NotFittedError",
     "PCAState",

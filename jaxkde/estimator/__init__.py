@@ -1,4 +1,4 @@
-"""The scikit-learn style facade: ``KDE`` and ``KDEClassifier`` over pure functions."""
+"""The scikit-learn style facade: ``KDE``, ``KDEClassifier``, ``MixedKDE`` over pure functions."""
 
 from jaxkde.estimator.evaluation import (
     bounded_grid,
@@ -14,6 +14,7 @@ from jaxkde.estimator.kde import (
     KDEClassifier,
     load,
 )
+from jaxkde.estimator.mixed import MIXED_BANDWIDTHS, MixedKDE
 from jaxkde.estimator.traced import (
     TRACED_RULES,
     BootstrapBand,
@@ -26,9 +27,11 @@ from jaxkde.estimator.traced import (
 
 __all__ = [
     "KDE",
+    "MIXED_BANDWIDTHS",
     "TRACED_RULES",
     "BootstrapBand",
     "KDEClassifier",
+    "MixedKDE",
     "ModelFileError",
     "bootstrap_band",
     "bootstrap_log_density",

@@ -1,4 +1,4 @@
-"""Bounded, adaptive and class-conditional KDEs over the core state."""
+"""Bounded, adaptive, class-conditional and mixed-data KDEs over the core state."""
 
 from jaxkde.variants.adaptive import (
     MAX_LOG_FACTOR,
@@ -25,11 +25,20 @@ from jaxkde.variants.classes import (
     sample_classes,
     sample_classes_host,
 )
+from jaxkde.variants.mixed import (
+    MAX_ORDERED_SPAN,
+    VAR_TYPES,
+    MixedLayout,
+    mixed_layout,
+)
 
 __all__ = [
     "BOUNDARY_METHODS",
     "MAX_LOG_FACTOR",
+    "MAX_ORDERED_SPAN",
+    "VAR_TYPES",
     "Bounds",
+    "MixedLayout",
     "abramson_log_factors",
     "check_alpha",
     "check_bounds",
@@ -40,6 +49,7 @@ __all__ = [
     "from_transformed",
     "inside",
     "log_jacobian",
+    "mixed_layout",
     "mixture_log_density",
     "pilot_log_density",
     "reflection_images",
