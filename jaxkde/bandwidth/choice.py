@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 
 from jaxkde.bandwidth.learned import BandwidthFit, fit_bandwidth, fit_failure
-from jaxkde.bandwidth.rules import RULES, CovarianceFactor
+from jaxkde.bandwidth.rules import RULES, CovarianceFactor, PointBandwidths
 from jaxkde.bandwidth.selectors import SELECTORS
 from jaxkde.core.kernels import Kernel, UnivariateGaussianKernel
 
@@ -114,7 +114,7 @@ def rule_or_explicit(params, kernel: Kernel, y, where: str, label=None):
         "bounds": params.bounds is not None,
         f"bandwidth={spec!r} (only {sorted(names)} or an explicit H)": (
             (isinstance(spec, str) and spec not in names) or callable(spec)
-            or isinstance(spec, CovarianceFactor)),
+            or isinstance(spec, (CovarianceFactor, PointBandwidths))),
         "kernel='univariate_gaussian'": isinstance(kernel, UnivariateGaussianKernel),
     }  # fmt: skip
     for what, bad in unsupported.items():

@@ -38,6 +38,8 @@ __all__ = [
     "BandwidthChoice",
     "BandwidthContext",
     "CovarianceFactor",
+    "PointBandwidths",
+    "check_point_scales",
     "effective_sample_size",
     "identity_bandwidth",
     "moments_bandwidth",
@@ -200,6 +202,40 @@ class CovarianceFactor(NamedTuple):
     """
 
     factor: float
+
+
+class PointBandwidths(NamedTuple):
+    """One bandwidth per data row (KDEpy's ``bw`` array): row ``i``'s kernel has the bandwidth
+    ``scales[i]^2 H``, ``H`` from ``base`` (any other bandwidth: a rule, ``h``, per-feature
+    scales, a matrix; default ``1.0``, so ``scales`` are the rows' own ``h``).
+
+    ``KDE(bandwidth=PointBandwidths(bw / sqrt(var)))`` is KDEpy's ``NaiveKDE(bw=bw)`` (``var``
+    the kernel's 1-D variance, :meth:`jaxkde.Kernel.coordinate_variance`). ``scales`` has one
+    positive entry per row of the ``X`` given to ``fit`` (with labels too).
+    """
+
+    scales: np.ndarray
+    base: object = 1.0
+
+
+def check_point_scales(spec: PointBandwidths, n: int) -> np.ndarray:
+    """``spec.scales`` as float64 ``(n,)``, positive and finite; ``ValueError`` otherwise."""
+    try:
+        scales = np.asarray(spec.scales, np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"PointBandwidths scales must be an array of {n} positive numbers; got "
+                        f"{spec.scales!r}.") from None  # fmt: skip
+    if scales.shape != (n,):
+        raise ValueError(f"PointBandwidths scales must have one entry per row of X, shape "
+                         f"({n},); got shape {scales.shape}.")  # fmt: skip
+    bad = ~(np.isfinite(scales) & (scales > 0))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"PointBandwidths scales must be positive and finite; entry {i} is "
+                         f"{float(scales[i])!r}.")  # fmt: skip
+    if isinstance(spec.base, PointBandwidths):
+        raise TypeError("PointBandwidths base must be another kind of bandwidth.")
+    return scales
 
 
 class BandwidthContext(NamedTuple):

@@ -32,7 +32,7 @@ import jax
 import numpy as np
 
 from jaxkde.bandwidth.learned import BandwidthFit
-from jaxkde.bandwidth.rules import CovarianceFactor
+from jaxkde.bandwidth.rules import CovarianceFactor, PointBandwidths
 from jaxkde.core.kernels import KERNEL_NAMES, get_kernel
 from jaxkde.core.state import ClassConditionalState, HostWhitening, KDEState
 from jaxkde.variants.bounds import Bounds
@@ -53,6 +53,7 @@ RECORD_TYPES: dict[str, type] = {
         BandwidthFit,
         Bounds,
         CovarianceFactor,
+        PointBandwidths,
         *(type(get_kernel(name)) for name in KERNEL_NAMES),
     )
 }

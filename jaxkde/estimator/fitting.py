@@ -25,7 +25,12 @@ from jaxkde._validation import (
     working_dtype,
 )
 from jaxkde.bandwidth.choice import LEARNED, bandwidth_spec, learn, learned_spec, rule_or_explicit
-from jaxkde.bandwidth.rules import moments_bandwidth, resolve_bandwidth
+from jaxkde.bandwidth.rules import (
+    PointBandwidths,
+    check_point_scales,
+    moments_bandwidth,
+    resolve_bandwidth,
+)
 from jaxkde.core.engine import PRECISIONS, default_block_sizes
 from jaxkde.core.kernels import Kernel, UnivariateGaussianKernel, get_kernel
 from jaxkde.core.sharding import replicate, shard_state
@@ -252,6 +257,12 @@ def _check_adaptive(params: FitParams, kernel: Kernel) -> None:
     check_alpha(params.alpha)
     if not params.adaptive:
         return
+    if isinstance(params.bandwidth, PointBandwidths) or (
+        isinstance(params.bandwidth, dict)
+        and any(isinstance(b, PointBandwidths) for b in params.bandwidth.values())
+    ):
+        raise ValueError("adaptive=True sets one bandwidth per row itself; it cannot be combined "
+                         "with PointBandwidths.")  # fmt: skip
     if isinstance(kernel, UnivariateGaussianKernel):
         raise ValueError(
             "adaptive=True needs a normalised kernel; kernel='univariate_gaussian' is not one "
@@ -344,6 +355,11 @@ def _fit_one(job: _Job, rows=None, label=None, n_rows=None, lazy_extent=None):
     spec = bandwidth_spec(params, kernel, label)
     x = job.data if rows is None else job.data[rows]
     w = job.weights if job.weights is None or rows is None else job.weights[rows]
+    point_log_factors = None
+    if isinstance(spec, PointBandwidths):
+        scales = check_point_scales(spec, job.data.shape[0])
+        point_log_factors = np.log(scales if rows is None else scales[rows])
+        spec, lazy_extent = spec.base, None
     empty = w is not None and not np.any(w > 0)  # a class of zero total weight
     fit = None
     learned = LEARNED.get(spec) if isinstance(spec, str) else None
@@ -352,7 +368,8 @@ def _fit_one(job: _Job, rows=None, label=None, n_rows=None, lazy_extent=None):
     elif learned is not None:
         where = "" if label is None else f" (class {label!r})"
         fit = learn(f"bandwidth={spec!r}{where}", x, w, kind=learned[0], objective=learned[1],
-                    kernel=kernel, mesh=params.mesh, dtype=job.dtype)  # fmt: skip
+                    kernel=kernel, mesh=params.mesh, dtype=job.dtype,
+                    log_factors=point_log_factors)  # fmt: skip
         spec = learned_spec(fit)
     resolve = functools.partial(resolve_bandwidth, x, None if empty else w,
                                 zero_variance=params.zero_variance,
@@ -368,7 +385,9 @@ def _fit_one(job: _Job, rows=None, label=None, n_rows=None, lazy_extent=None):
                               chunk_size=job.chunk_size, dtype=job.dtype,
                               extent=lazy_extent)  # fmt: skip
             return state, choice.n_degenerate, fit, state.whitening, factors
-        state = build(bandwidth=choice.matrix, basis=choice.basis)
+        state = build(bandwidth=choice.matrix, basis=choice.basis, log_factors=point_log_factors)
+        if point_log_factors is not None:
+            factors = np.exp(point_log_factors)
         if params.adaptive and not empty:  # the fixed state is the pilot
             log_factors, fit = _adapt(params, x, w, state, fit, learned, job.bounds,
                                       job.chunk_size)  # fmt: skip
@@ -492,7 +511,7 @@ def _fit_classes(job: _Job, y) -> Fitted:
     with np.errstate(divide="ignore"):
         log_priors = jnp.asarray(np.log(priors), job.dtype)
     factors = None
-    if job.params.adaptive:
+    if any(f[4] is not None for f in fits):  # adaptive, or PointBandwidths
         factors = np.empty(data.shape[0])
         for c, f in enumerate(fits):
             factors[codes == c] = f[4]

@@ -35,9 +35,11 @@ class KDE(Params):
 
     Parameters
     ----------
-    kernel : str
-        scikit-learn's ``"gaussian"``, ``"tophat"``, ``"epanechnikov"``, ``"exponential"``,
-        ``"linear"``, ``"cosine"`` and KDEpy's ``"biweight"``, ``"triweight"``, ``"tricube"``
+    kernel : str or jaxkde.Kernel
+        A user kernel (a frozen dataclass subclassing :class:`jaxkde.Kernel`, checked by
+        :func:`jaxkde.core.kernels.check_kernel`), or scikit-learn's ``"gaussian"``,
+        ``"tophat"``, ``"epanechnikov"``, ``"exponential"``, ``"linear"``, ``"cosine"`` and
+        KDEpy's ``"biweight"``, ``"triweight"``, ``"tricube"``
         (normalised in d dimensions, with scalar, diagonal or full bandwidth; compact kernels
         give log density ``-inf`` outside their support), the seed's
         ``"multivariate_gaussian"`` (an alias of ``"gaussian"``) and ``"univariate_gaussian"``,
@@ -51,9 +53,12 @@ class KDE(Params):
         ``"cv_full"``: maximum leave-one-out likelihood; ``"lscv"``, ``"lscv_diagonal"``,
         ``"lscv_full"``: least-squares cross-validation, gaussian kernel; see
         :func:`jaxkde.fit_bandwidth`), the isotropic standard deviation ``h``, one standard
-        deviation per feature, or the matrix ``H``. For ``"univariate_gaussian"``, the positive
-        scalar ``h`` (default 1.0). When fitting with labels, a rule is applied within each
-        class, and a dict maps each class label to its own bandwidth.
+        deviation per feature, the matrix ``H``, SciPy's factor
+        (:class:`jaxkde.CovarianceFactor`, or a callable returning it), or one bandwidth per
+        row (:class:`jaxkde.PointBandwidths`, KDEpy's ``bw`` array). For
+        ``"univariate_gaussian"``, the positive scalar ``h`` (default 1.0). When fitting with
+        labels, a rule is applied within each class, and a dict maps each class label to its
+        own bandwidth.
     priors : array-like of shape (n_classes,) or dict, optional
         Class priors when fitting with labels (in the order of ``classes_``, or by label);
         default: each class's share of the (weighted) rows.
@@ -123,7 +128,8 @@ class KDE(Params):
         with the trace of its objective (a list, one per class, when fitted with labels).
     adaptive_factors_ : np.ndarray of shape (n_samples_fit_,), or None
         With ``adaptive=True``, each training row's ``lambda_i`` (float64; with labels, in the
-        rows' order, each from its class's pilot); ``None`` otherwise.
+        rows' order, each from its class's pilot); with :class:`jaxkde.PointBandwidths`, its
+        scales; ``None`` otherwise.
 
     Examples
     --------

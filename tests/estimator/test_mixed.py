@@ -133,7 +133,7 @@ def test_normal_reference_is_statsmodels():
     ("var_type", "bandwidth", "x", "match"),
     [("cx", [1, 1], None, "var_type must be a string of 'c'"),
      ("cu", [1, 0.2], None, "var_type has 2 letters for 3 columns"),
-     ("cuo", [1, 0.7, 0.3], None, r"lambda\) of discrete column 1 \('u'\) must lie in \(0, 0.666667\]"),
+     ("cuo", [1, 0.7, 0.3], None, r"column 1 \('u'\) must lie in \(0, 0.666667\]"),
      ("cuo", [1, 0.3, 1.0], None, r"column 2 \('o'\) must lie in \(0, 1\)"),
      ("cuo", [-1, 0.3, 0.3], None, "continuous column 0 must be positive"),
      ("cuo", [1, 0.3], None, r"one value per column, shape \(3,\)"),
