@@ -43,6 +43,8 @@ __all__ = [
     "effective_sample_size",
     "identity_bandwidth",
     "moments_bandwidth",
+    "normal_reference_bandwidth",
+    "normal_reference_factor",
     "resolve_bandwidth",
     "rule_bandwidth",
     "scott_bandwidth",
@@ -113,6 +115,12 @@ def silverman_factor(n_eff, dim: int):
     return (n_eff * (dim + 2) / 4.0) ** (-1.0 / (dim + 4))
 
 
+def normal_reference_factor(n_eff, dim: int):
+    """statsmodels' ``normal_reference`` factor over the bias-corrected deviation:
+    ``1.06 n_eff^{-1/(d+4)} sqrt(1 - 1/n_eff)`` (its ``sigma`` has ``ddof=0``)."""
+    return 1.06 * n_eff ** (-1.0 / (dim + 4)) * (1.0 - 1.0 / n_eff) ** 0.5
+
+
 def _n_eff(data: jax.Array, weights: jax.Array | None) -> jax.Array:
     if weights is None:
         return jnp.asarray(data.shape[0], data.dtype)
@@ -148,6 +156,14 @@ def silverman_full_bandwidth(data: jax.Array, weights: jax.Array | None = None) 
 
 
 @jax.jit
+def normal_reference_bandwidth(data: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+    """Diagonal of statsmodels' ``KDEMultivariate(bw="normal_reference")`` bandwidth,
+    ``(1.06 sigma_i n_eff^{-1/(d+4)})^2`` with ``sigma_i`` of ``ddof=0``, shape ``(d,)``."""
+    factor = normal_reference_factor(_n_eff(data, weights), data.shape[1])
+    return factor**2 * _weighted_variance(data, weights)
+
+
+@jax.jit
 def identity_bandwidth(data: jax.Array, weights: jax.Array | None = None) -> jax.Array:
     """The identity bandwidth, diagonal of ones, shape ``(d,)``."""
     del weights
@@ -159,10 +175,12 @@ RULES = {
     "silverman": silverman_bandwidth,
     "scott_full": scott_full_bandwidth,
     "silverman_full": silverman_full_bandwidth,
+    "normal_reference": normal_reference_bandwidth,
     "identity": identity_bandwidth,
 }
 ZERO_VARIANCE_MODES = ("floor", "subspace")
-_FACTORS = {"scott": scott_factor, "silverman": silverman_factor}
+_FACTORS = {"scott": scott_factor, "silverman": silverman_factor,
+            "normal_reference": normal_reference_factor}  # fmt: skip
 
 
 def _host_rule(name, centred: np.ndarray, w: np.ndarray) -> np.ndarray:

@@ -32,6 +32,7 @@ import numpy as np
 __all__ = [
     "KERNEL_NAMES",
     "BiweightKernel",
+    "Cosine2Kernel",
     "CosineKernel",
     "EpanechnikovKernel",
     "ExponentialKernel",
@@ -549,6 +550,81 @@ class CosineKernel(Kernel):
                           u)  # fmt: skip
 
 
+def _cosine2_moment(dim: int) -> float:
+    """``int_0^1 cos(pi r / 2)^2 r^{d-1} dr`` in float64, as ``int_0^1 sin(pi t / 2)^2
+    (1 - t)^{d-1} dt`` by the series ``sin(x)^2 = sum_k (-1)^(k+1) 2^(2k-1) x^(2k) / (2k)!``
+    against ``B(2k + 1, d)``: alternating terms that shrink like ``(pi / d)^2`` per step, so
+    no cancellation at any ``d`` (the two halves ``1/(2d) +- ...`` of the direct form cancel
+    to ``pi^2 / (2 d^3)`` in high dimensions)."""
+    terms = []
+    for k in range(1, 60):
+        log_beta = math.lgamma(2 * k + 1) + math.lgamma(dim) - math.lgamma(2 * k + 1 + dim)
+        log_term = ((2 * k - 1) * math.log(2.0) + 2 * k * math.log(math.pi / 2.0)
+                    - math.lgamma(2 * k + 1) + log_beta)  # fmt: skip
+        terms.append((-1) ** (k + 1) * math.exp(log_term))
+    return math.fsum(terms)
+
+
+def _cosine2_radius(key, shape, dim, dtype):
+    """Exact rejection sampling from ``cos(pi r / 2)^2 r^{d-1}`` on [0, 1]: proposals from
+    ``(1 - r)^2 r^{d-1}`` (Beta(d, 3)), accepted with probability
+    ``(sin(x) / x)^2 >= 4 / pi^2``, ``x = pi (1 - r) / 2``; rounds repeat until every draw is
+    accepted."""
+
+    def cond(state):
+        return ~jnp.all(state[1])
+
+    def body(state):
+        r, done, key = state
+        key, k_prop, k_acc = jax.random.split(key, 3)
+        prop = jax.random.beta(k_prop, float(dim), 3.0, shape, dtype)
+        gap = 0.5 * jnp.pi * (1.0 - prop)
+        ratio = jnp.where(gap > 0, jnp.sin(gap) / jnp.where(gap > 0, gap, 1.0), 1.0) ** 2
+        accept = jax.random.uniform(k_acc, shape, dtype) < ratio
+        return jnp.where(accept & ~done, prop, r), done | accept, key
+
+    init = (jnp.zeros(shape, dtype), jnp.zeros(shape, bool), key)
+    return jax.lax.while_loop(cond, body, init)[0]
+
+
+def _x_minus_sin(x):
+    """``x - sin(x)`` for ``x`` in [0, pi], without cancellation near 0 (its series below 1)."""
+    y = x * x
+    series = x * y / 6.0 * (1 - y / 20 * (1 - y / 42 * (1 - y / 72 * (1 - y / 110
+                            * (1 - y / 156)))))  # fmt: skip
+    return jnp.where(x < 1.0, series, x - jnp.sin(x))
+
+
+@dataclasses.dataclass(frozen=True)
+class Cosine2Kernel(Kernel):
+    """``k(r) = cos(pi r / 2)^2 = (1 + cos(pi r)) / 2`` for ``r < 1``: statsmodels' ``"cos2"``
+    (Stata's cosine, ``1 + cos(2 pi u)`` on ``[-1/2, 1/2]``: statsmodels' ``h`` is twice
+    jaxkde's)."""
+
+    name: str = "cosine2"
+    compact: bool = True
+
+    def log_profile(self, sq_dist):
+        r = _safe_sqrt(sq_dist)
+        inside = r < 1.0
+        cos = jnp.cos(0.5 * jnp.pi * jnp.where(inside, r, 0.0))
+        return jnp.where(inside, 2.0 * jnp.log(cos), -jnp.inf)
+
+    def distance_error(self, sq_dist, delta):
+        # |dk / dr^2| = (pi / 4) sin(pi r) / r <= pi^2 / 4
+        return jnp.where(sq_dist < 1.0 + delta, (math.pi**2 / 4.0) * delta, 0.0)
+
+    def log_radial_moment(self, dim):
+        return math.log(_cosine2_moment(dim))
+
+    def sample_radius(self, key, shape, dim, dtype):
+        return _cosine2_radius(key, shape, dim, dtype)
+
+    def lower_log_cdf(self, u):  # (pi e - sin(pi e)) / (2 pi) with e = 1 + u, on [-1, 0]
+        return _log_where(u > -1.0, lambda v: jnp.log(_x_minus_sin(jnp.pi * (1.0 + v)))
+                          - math.log(2.0 * math.pi), u)  # fmt: skip
+
+
 @dataclasses.dataclass(frozen=True)
 class UnivariateGaussianKernel(Kernel):
     """The seed's "extended univariate" Gaussian kernel on a p-norm.
@@ -598,6 +674,7 @@ _KERNELS = {
     "exponential": ExponentialKernel,
     "linear": LinearKernel,
     "cosine": CosineKernel,
+    "cosine2": Cosine2Kernel,
     "biweight": BiweightKernel,
     "triweight": TriweightKernel,
     "tricube": TricubeKernel,

@@ -58,7 +58,8 @@ __all__ = [
 ]
 
 #: The rules of thumb :func:`fit_state` computes inside a trace.
-TRACED_RULES = ("scott", "silverman", "scott_full", "silverman_full", "identity")
+TRACED_RULES = ("scott", "silverman", "scott_full", "silverman_full", "normal_reference",
+                "identity")  # fmt: skip
 _HIGHEST = lax.Precision.HIGHEST
 
 

@@ -241,3 +241,17 @@ def test_set_bandwidth_refuses_what_scipy_refuses():
     for bad, error in (("isj", ValueError), (True, TypeError), ([0.3], TypeError)):
         with pytest.raises(error, match="bw_method must be None, 'scott', 'silverman'"):
             kde.set_bandwidth(bad)
+
+
+def test_normal_reference_is_statsmodels_kde_multivariate():
+    sm = pytest.importorskip("statsmodels.api")
+    x = np.random.default_rng(7).normal(size=(200, 3)) * [1.0, 2.0, 3.0] + 40.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        ref = sm.nonparametric.KDEMultivariate(x, "ccc", bw="normal_reference").bw
+    host = resolve_bandwidth(x, None, "normal_reference").matrix
+    np.testing.assert_allclose(np.sqrt(host), ref, rtol=1e-12)
+    device = jaxkde.normal_reference_bandwidth(jnp.asarray(x - 40.0, jnp.float32))
+    np.testing.assert_allclose(np.sqrt(np.asarray(device, np.float64)), ref, rtol=1e-5)
+    traced = jaxkde.fit_state(jnp.asarray(x, jnp.float32), "normal_reference")
+    np.testing.assert_allclose(np.sqrt(np.diag(traced.bandwidth_matrix())), ref, rtol=1e-5)
