@@ -12,6 +12,7 @@ import optax
 from jaxkde._validation import check_data, check_positive_int, check_weights, not_fitted
 from jaxkde.core.engine import default_block_sizes, log_density
 from jaxkde.core.kernels import GaussianKernel
+from jaxkde.core.sampling import as_key
 from jaxkde.core.state import build_state
 from jaxkde.estimator._params import Params
 from jaxkde.variants import mixed
@@ -44,6 +45,17 @@ class MixedKDE(Params):
         ``0 < lambda <= (c - 1) / c``, ordered ``0 < lambda < 1``).
     max_steps : int
         Most optimiser steps of ``"cv_ml"`` (default 200).
+    efficient : bool
+        statsmodels' ``efficient=True`` (Racine's bandwidth scaling) for large ``n``:
+        ``"cv_ml"`` on ``n_res`` random subsamples of ``n_sub`` rows, each bandwidth divided by
+        its subsample's scale (``min(sd, IQR / 1.349) n_sub^(-1/(k_c + 4))`` continuous,
+        ``n_sub^(-2/(k_c + 4))`` discrete), the median of those ratios times the full data's
+        scale. Costs ``n_res n_sub^2`` kernel terms per step instead of ``n^2``. (statsmodels
+        slices blocks by default; random subsamples keep one compiled program.)
+    n_sub, n_res : int
+        Subsample size (default 50) and count (default 25) of ``efficient``.
+    key : int, JAX key, NumPy Generator or None
+        Draws the subsamples of ``efficient`` (default 0: the same subsamples every fit).
     batch_size, chunk_size : int, optional
         Block sizes of the engine (see :class:`jaxkde.KDE`).
 
@@ -64,12 +76,20 @@ class MixedKDE(Params):
         bandwidth="cv_ml",
         *,
         max_steps: int = 200,
+        efficient: bool = False,
+        n_sub: int = 50,
+        n_res: int = 25,
+        key=0,
         batch_size: int | None = None,
         chunk_size: int | None = None,
     ):
         self.var_type = var_type
         self.bandwidth = bandwidth
         self.max_steps = max_steps
+        self.efficient = efficient
+        self.n_sub = n_sub
+        self.n_res = n_res
+        self.key = key
         self.batch_size = batch_size
         self.chunk_size = chunk_size
 
@@ -86,7 +106,9 @@ class MixedKDE(Params):
         self.cv_log_likelihood_, self.n_iter_ = None, None
         if isinstance(bandwidth, str) and bandwidth in MIXED_BANDWIDTHS:
             start = _clipped(layout, mixed.normal_reference(data))
-            if bandwidth == "cv_ml":
+            if bandwidth == "cv_ml" and self.efficient:
+                start = self._efficient(layout, data, codes, weights, max_steps)
+            elif bandwidth == "cv_ml":
                 start, self.cv_log_likelihood_, self.n_iter_ = _cv_ml(
                     layout, data, codes, weights, start, max_steps)  # fmt: skip
             bandwidth = start
@@ -108,6 +130,36 @@ class MixedKDE(Params):
         self._log_constant = float(mixed.embedded_log_constant(layout, jnp.asarray(lambdas)))
         self.n_features_in_ = data.shape[1]
         return self
+
+    def _efficient(self, layout, data, codes, weights, max_steps) -> np.ndarray:
+        """Racine's bandwidth scaling from subsamples (see ``efficient``)."""
+        if not isinstance(self.efficient, (bool, np.bool_)):
+            raise TypeError(f"efficient must be True or False; got {self.efficient!r}.")
+        n = data.shape[0]
+        n_sub = check_positive_int(self.n_sub, "n_sub")
+        n_res = check_positive_int(self.n_res, "n_res")
+        if not 2 <= n_sub <= n:
+            raise ValueError(f"n_sub must lie in [2, {n}] (the rows of X); got {n_sub}.")
+        keys = jax.random.split(as_key(self.key), n_res)
+        ratios = []
+        for k in keys:
+            rows = np.sort(np.asarray(jax.random.choice(k, n, (n_sub,), replace=False)))
+            sub = data[rows]
+            try:
+                start = _clipped(layout, mixed.normal_reference(sub))
+                sub_layout = mixed.mixed_layout(sub, layout.var_type)
+            except ValueError:  # a subsample with a constant column or a single level
+                continue
+            sub_codes = mixed.codes(sub_layout, sub)[0]
+            bw = _cv_ml(sub_layout, sub, sub_codes, None if weights is None else weights[rows],
+                        start, max_steps)[0]  # fmt: skip
+            ratios.append(bw / _bandwidth_scale(layout, sub))
+        if not ratios:
+            raise ValueError(
+                "efficient=True found no subsample in which every continuous "
+                "column varies and every discrete one has 2 levels; raise n_sub."
+            )
+        return _into_range(layout, np.median(ratios, axis=0) * _bandwidth_scale(layout, data))
 
     def _fitted(self):
         if not hasattr(self, "state_"):
@@ -177,6 +229,18 @@ class MixedKDE(Params):
         if from_state is None:
             raise not_fitted("conditional_score_samples needs the fitted rows; fit again.")
         return from_state
+
+
+def _bandwidth_scale(layout, data: np.ndarray) -> np.ndarray:
+    """Racine's scale of each column's bandwidth at ``data``'s size: continuous
+    ``min(sd, IQR / 1.349) n^(-1/(k_c + 4))``, discrete ``n^(-2/(k_c + 4))``."""
+    n = data.shape[0]
+    k_c = len(layout.continuous)
+    q75, q25 = np.percentile(data, [75, 25], axis=0)
+    spread = np.minimum(np.std(data, axis=0), (q75 - q25) / 1.349)
+    scale = spread * n ** (-1.0 / (k_c + 4))
+    scale[layout.discrete] = n ** (-2.0 / (k_c + 4))
+    return scale
 
 
 def _clipped(layout, start: np.ndarray) -> np.ndarray:
@@ -265,6 +329,9 @@ def _negative_loo(params, x_c, code, w, top, layout):
     return -(jnp.mean(loo) if w is None else jnp.sum(w * loo))
 
 
+_negative_loo_program = jax.jit(_negative_loo, static_argnames=("layout",))
+
+
 @functools.partial(jax.jit, static_argnames=("layout",))
 def _cv_step(params, opt_state, x_c, code, w, top, layout):
     """One L-BFGS step (one compiled program per data shape and layout)."""
@@ -304,13 +371,21 @@ def _cv_ml(layout, data, codes, weights, start, max_steps):
         params = new
         if moved < 1e-5:
             break
-    final = float(jax.jit(_negative_loo, static_argnames=("layout",))(params, *args, layout=layout))
+    final = float(_negative_loo_program(params, *args, layout=layout))
     if final < best_value:
         best, best_value = params, final
     out = np.empty(len(layout.var_type))
     out[cont] = np.exp(np.asarray(best[0], np.float64))
-    # Into the valid ranges, where float32's sigmoid rounds onto an end.
-    top64 = mixed.discrete_bounds(layout)
-    high = np.where(top64 < 1.0, top64, 1.0 - 1e-12)
-    out[disc] = np.clip(np.asarray(top * jax.nn.sigmoid(best[1]), np.float64), 1e-30, high)
-    return out, -best_value, steps
+    out[disc] = np.asarray(top * jax.nn.sigmoid(best[1]), np.float64)
+    return _into_range(layout, out), -best_value, steps
+
+
+def _into_range(layout, bw: np.ndarray) -> np.ndarray:
+    """Each discrete ``lambda`` into its valid range (where float32's sigmoid, or a scaling,
+    lands on or beyond an end): ``[1e-30, (c - 1) / c]`` unordered, ``[1e-30, 1 - 1e-12]``
+    ordered."""
+    out = bw.copy()
+    top = mixed.discrete_bounds(layout)
+    high = np.where(top < 1.0, top, 1.0 - 1e-12)
+    out[layout.discrete] = np.clip(out[layout.discrete], 1e-30, high)
+    return out

@@ -162,3 +162,34 @@ def test_queries_are_checked_and_conditionals_refuse_bad_columns():
         kde.conditional_score_samples(_data(6, 3), [0, 1, 2])
     with pytest.raises(jaxkde.NotFittedError if hasattr(jaxkde, "NotFittedError") else Exception):
         jaxkde.MixedKDE("c").score_samples(np.zeros((1, 1)))
+
+
+def test_efficient_with_the_whole_data_is_cv_ml():
+    x = _data(7, 80)
+    full = jaxkde.MixedKDE("cuo").fit(x)
+    one = jaxkde.MixedKDE("cuo", efficient=True, n_sub=80, n_res=1).fit(x)
+    np.testing.assert_allclose(one.bandwidth_, full.bandwidth_, rtol=2e-3)
+
+
+@pytest.mark.slow
+def test_efficient_bandwidths_near_statsmodels_and_cv_ml_on_large_n():
+    rng = np.random.default_rng(8)
+    n = 2000
+    c1, c2 = rng.normal(size=n), rng.normal(size=n)
+    x = np.column_stack([c1, c1 + 0.5 * c2])
+    full = jaxkde.MixedKDE("cc").fit(x).bandwidth_
+    ours = jaxkde.MixedKDE("cc", efficient=True, n_sub=100, n_res=25).fit(x).bandwidth_
+    settings = sm.nonparametric.EstimatorSettings(efficient=True, n_sub=100, n_res=25,
+                                                  randomize=True)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        theirs = sm.nonparametric.KDEMultivariate(x, "cc", bw="cv_ml", defaults=settings).bw
+    np.testing.assert_allclose(ours, full, rtol=0.3)
+    np.testing.assert_allclose(ours, theirs, rtol=0.3)
+
+
+def test_efficient_arguments_are_checked():
+    with pytest.raises(ValueError, match=r"n_sub must lie in \[2, 30\]"):
+        jaxkde.MixedKDE("cuo", efficient=True, n_sub=31).fit(_data(9, 30))
+    with pytest.raises(TypeError, match="efficient must be True or False"):
+        jaxkde.MixedKDE("cuo", efficient="yes").fit(_data(9, 30))
