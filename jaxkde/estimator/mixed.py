@@ -20,7 +20,7 @@ from jaxkde.variants import mixed
 __all__ = ["MIXED_BANDWIDTHS", "MixedKDE"]
 
 #: Bandwidth names of :class:`MixedKDE`.
-MIXED_BANDWIDTHS = ("cv_ml", "normal_reference")
+MIXED_BANDWIDTHS = ("cv_ml", "cv_ls", "normal_reference")
 
 
 class MixedKDE(Params):
@@ -36,22 +36,26 @@ class MixedKDE(Params):
     var_type : str
         One letter per column: ``"c"`` continuous, ``"u"`` unordered, ``"o"`` ordered
         (integer-valued), e.g. ``"ccu"``.
-    bandwidth : {"cv_ml", "normal_reference"} or array-like of shape (d,)
+    bandwidth : {"cv_ml", "cv_ls", "normal_reference"} or array-like of shape (d,)
         ``"cv_ml"`` (default): maximum leave-one-out likelihood over every column's
-        bandwidth at once (L-BFGS from optax, gradients through the embedding; at most
-        ``max_steps`` steps). ``"normal_reference"``: statsmodels' ``1.06 sigma n^(-1/(4+d))``
-        for the continuous columns and, clipped into the valid range, the discrete ones. An
+        bandwidth at once (L-BFGS from optax, gradients through the kernels; at most
+        ``max_steps`` steps). ``"cv_ls"``: least-squares cross-validation, statsmodels'
+        ``imse`` (``int f^2`` by the kernels' convolutions, the discrete ones summed over the
+        levels in the data, as statsmodels and R's np do). ``"normal_reference"``:
+        statsmodels' ``1.06 sigma n^(-1/(4+d))`` for the continuous columns and, clipped into
+        the valid range, the discrete ones. An
         array: ``h`` of each continuous column and ``lambda`` of each discrete one (unordered
         ``0 < lambda <= (c - 1) / c``, ordered ``0 < lambda < 1``).
     max_steps : int
-        Most optimiser steps of ``"cv_ml"`` (default 200).
+        Most optimiser steps of ``"cv_ml"`` and ``"cv_ls"`` (default 200).
     efficient : bool
         statsmodels' ``efficient=True`` (Racine's bandwidth scaling) for large ``n``:
-        ``"cv_ml"`` on ``n_res`` random subsamples of ``n_sub`` rows, each bandwidth divided by
-        its subsample's scale (``min(sd, IQR / 1.349) n_sub^(-1/(k_c + 4))`` continuous,
-        ``n_sub^(-2/(k_c + 4))`` discrete), the median of those ratios times the full data's
-        scale. Costs ``n_res n_sub^2`` kernel terms per step instead of ``n^2``. (statsmodels
-        slices blocks by default; random subsamples keep one compiled program.)
+        ``"cv_ml"`` or ``"cv_ls"`` on ``n_res`` random subsamples of ``n_sub`` rows, each
+        bandwidth divided by its subsample's scale (continuous
+        ``min(sd, IQR / 1.349) n_sub^(-1/(k_c + 4))``, discrete ``n_sub^(-2/(k_c + 4))``), the
+        median of those ratios times the full data's scale. Costs ``n_res n_sub^2`` kernel
+        terms per step instead of ``n^2`` (statsmodels slices blocks by default; random
+        subsamples keep one compiled program).
     n_sub, n_res : int
         Subsample size (default 50) and count (default 25) of ``efficient``.
     key : int, JAX key, NumPy Generator or None
@@ -63,10 +67,12 @@ class MixedKDE(Params):
     ----------
     bandwidth_ : np.ndarray, shape (d,)
         ``h`` or ``lambda`` of each column, in ``var_type``'s order.
-    cv_log_likelihood_ : float or None
-        With ``"cv_ml"``: the leave-one-out log-likelihood (weighted mean per row) reached.
+    cv_score_ : float or None
+        The cross-validation objective reached: with ``"cv_ml"`` the leave-one-out
+        log-likelihood (weighted mean per row), with ``"cv_ls"`` the least-squares score
+        ``int f^2 - 2 sum_i w_i f_{-i}(x_i)``; ``None`` otherwise (and with ``efficient``).
     n_iter_ : int or None
-        With ``"cv_ml"``: the optimiser steps taken.
+        With ``"cv_ml"`` or ``"cv_ls"``: the optimiser steps taken.
     n_features_in_ : int
     """
 
@@ -103,14 +109,15 @@ class MixedKDE(Params):
         chunk = self.chunk_size or default_block_sizes()[1]
         codes, _ = mixed.codes(layout, data)
         bandwidth = self.bandwidth
-        self.cv_log_likelihood_, self.n_iter_ = None, None
+        self.cv_score_, self.n_iter_ = None, None
         if isinstance(bandwidth, str) and bandwidth in MIXED_BANDWIDTHS:
             start = _clipped(layout, mixed.normal_reference(data))
-            if bandwidth == "cv_ml" and self.efficient:
-                start = self._efficient(layout, data, codes, weights, max_steps)
-            elif bandwidth == "cv_ml":
-                start, self.cv_log_likelihood_, self.n_iter_ = _cv_ml(
-                    layout, data, codes, weights, start, max_steps)  # fmt: skip
+            objective = bandwidth[3:] if bandwidth.startswith("cv_") else None
+            if objective is not None and self.efficient:
+                start = self._efficient(layout, data, codes, weights, max_steps, objective)
+            elif objective is not None:
+                start, self.cv_score_, self.n_iter_ = _cross_validate(
+                    layout, data, codes, weights, start, max_steps, objective)  # fmt: skip
             bandwidth = start
         elif isinstance(bandwidth, str):
             raise ValueError(f"bandwidth must be one of {list(MIXED_BANDWIDTHS)} or an array of "
@@ -131,7 +138,7 @@ class MixedKDE(Params):
         self.n_features_in_ = data.shape[1]
         return self
 
-    def _efficient(self, layout, data, codes, weights, max_steps) -> np.ndarray:
+    def _efficient(self, layout, data, codes, weights, max_steps, objective) -> np.ndarray:
         """Racine's bandwidth scaling from subsamples (see ``efficient``)."""
         if not isinstance(self.efficient, (bool, np.bool_)):
             raise TypeError(f"efficient must be True or False; got {self.efficient!r}.")
@@ -151,8 +158,9 @@ class MixedKDE(Params):
             except ValueError:  # a subsample with a constant column or a single level
                 continue
             sub_codes = mixed.codes(sub_layout, sub)[0]
-            bw = _cv_ml(sub_layout, sub, sub_codes, None if weights is None else weights[rows],
-                        start, max_steps)[0]  # fmt: skip
+            bw = _cross_validate(sub_layout, sub, sub_codes,
+                                 None if weights is None else weights[rows], start, max_steps,
+                                 objective)[0]  # fmt: skip
             ratios.append(bw / _bandwidth_scale(layout, sub))
         if not ratios:
             raise ValueError(
@@ -291,12 +299,15 @@ _OPTIMIZER = optax.lbfgs()
 _CV_BLOCK = 256
 
 
-def _negative_loo(params, x_c, code, w, top, layout):
-    """Minus the weighted mean leave-one-out log-likelihood at ``(log h, logit(lambda/top))``.
+def _cv_objective(params, x_c, code, w, top, present, layout, objective):
+    """The objective minimised at ``(log h, logit(lambda / top))``: minus the weighted mean
+    leave-one-out log-likelihood (``"ml"``), or the least-squares score
+    ``int f^2 - 2 sum_i w_i f_{-i}(x_i)`` (``"ls"``; statsmodels' ``imse``, its discrete
+    convolutions summed over the levels in the data, ``present``).
 
     The product kernel term by term (continuous differences, discrete codes), each row's own
-    term masked, row blocks of ``_CV_BLOCK`` in ``lax.map``: a small program to compile and
-    to differentiate, the same kernels the embedding evaluates.
+    term masked, row blocks of ``_CV_BLOCK`` in ``lax.map``: a small program to compile and to
+    differentiate, the same kernels the embedding evaluates.
     """
     h, lam = jnp.exp(params[0]), top * jax.nn.sigmoid(params[1])
     n = x_c.shape[0]
@@ -306,12 +317,16 @@ def _negative_loo(params, x_c, code, w, top, layout):
     block = min(_CV_BLOCK, n)
     n_blocks = -(-n // block)
     index = jnp.minimum(jnp.arange(n_blocks * block), n - 1).reshape(n_blocks, block)
+    tables = [_convolution_table(kind, lev, lam[i], present[i])
+              for i, (kind, lev) in enumerate(kinds)] if objective == "ls" else []  # fmt: skip
 
     def rows(idx):
-        logits = jnp.broadcast_to(log_w[None, :], (block, n))
+        kern = jnp.broadcast_to(log_w[None, :], (block, n))
+        conv = kern
         for j in range(u.shape[1]):
-            diff = u[idx, j][:, None] - u[None, :, j]
-            logits = logits - 0.5 * diff * diff
+            sq = (u[idx, j][:, None] - u[None, :, j]) ** 2
+            kern = kern - 0.5 * sq
+            conv = conv - 0.25 * sq
         for i, (kind, lev) in enumerate(kinds):
             a, b = code[idx, i][:, None], code[None, :, i]
             same = jnp.log1p(-lam[i])
@@ -320,47 +335,81 @@ def _negative_loo(params, x_c, code, w, top, layout):
             else:
                 steps = jnp.abs(a - b).astype(x_c.dtype)
                 other = same - jnp.log(2.0) + steps * jnp.log(lam[i])
-            logits = logits + jnp.where(a == b, same, other)
-        logits = jnp.where(idx[:, None] == jnp.arange(n)[None, :], -jnp.inf, logits)
-        return jax.scipy.special.logsumexp(logits, axis=1) - jnp.log1p(-jnp.exp(log_w[idx]))
+            kern = kern + jnp.where(a == b, same, other)
+            if objective == "ls":
+                conv = conv + tables[i][a, b]
+        kern = jnp.where(idx[:, None] == jnp.arange(n)[None, :], -jnp.inf, kern)
+        loo = jax.scipy.special.logsumexp(kern, axis=1) - jnp.log1p(-jnp.exp(log_w[idx]))
+        return loo, jax.scipy.special.logsumexp(conv, axis=1)
 
-    loo = jax.lax.map(rows, index).reshape(-1)[:n]
-    loo = loo - 0.5 * u.shape[1] * jnp.log(2.0 * jnp.pi) - jnp.sum(jnp.log(h))
-    return -(jnp.mean(loo) if w is None else jnp.sum(w * loo))
+    loo, conv = (a.reshape(-1)[:n] for a in jax.lax.map(rows, index))
+    log_norm = -jnp.sum(jnp.log(h)) - 0.5 * u.shape[1] * jnp.log(2.0 * jnp.pi)
+    loo = loo + log_norm
+    if objective == "ml":
+        return -(jnp.mean(loo) if w is None else jnp.sum(w * loo))
+    conv = conv + log_norm - 0.5 * u.shape[1] * jnp.log(2.0)  # N(0, 2 h^2)
+    square = jnp.exp(jax.scipy.special.logsumexp(log_w + conv))
+    return square - 2.0 * jnp.exp(jax.scipy.special.logsumexp(log_w + loo))
 
 
-_negative_loo_program = jax.jit(_negative_loo, static_argnames=("layout",))
+def _convolution_table(kind: str, lev, lam, present):
+    """``log sum_z k(z, a) k(z, b)`` for every pair of codes ``(a, b)`` of one discrete column,
+    the sum over the levels ``present`` in the data (statsmodels' convolution kernels)."""
+    if kind == "u":
+        c = len(lev)
+        other = lam / (c - 1)
+        z = jnp.arange(c + 1)
+        kern = jnp.where(z[:, None] == z[None, :], 1.0 - lam, other)  # (level, code)
+        kern = jnp.where((z[:, None] < c), kern, 0.0)  # levels the data lack are no z
+    else:
+        z = jnp.arange(lev[1] - lev[0] + 1)
+        steps = jnp.abs(z[:, None] - z[None, :]).astype(lam.dtype)
+        kern = jnp.where(steps == 0, 1.0 - lam, 0.5 * (1.0 - lam) * lam**steps)
+        kern = jnp.where(present[: z.shape[0], None], kern, 0.0)
+    return jnp.log(kern.T @ kern)
 
 
-@functools.partial(jax.jit, static_argnames=("layout",))
-def _cv_step(params, opt_state, x_c, code, w, top, layout):
-    """One L-BFGS step (one compiled program per data shape and layout)."""
+_objective_program = jax.jit(_cv_objective, static_argnames=("layout", "objective"))
 
-    def objective(p):
-        return _negative_loo(p, x_c, code, w, top, layout)
 
-    value, grad = optax.value_and_grad_from_state(objective)(params, state=opt_state)
+@functools.partial(jax.jit, static_argnames=("layout", "objective"))
+def _cv_step(params, opt_state, x_c, code, w, top, present, layout, objective):
+    """One L-BFGS step (one compiled program per data shape, layout and objective)."""
+
+    def value_fn(p):
+        return _cv_objective(p, x_c, code, w, top, present, layout, objective)
+
+    value, grad = optax.value_and_grad_from_state(value_fn)(params, state=opt_state)
     updates, opt_state = _OPTIMIZER.update(grad, opt_state, params, value=value, grad=grad,
-                                           value_fn=objective)  # fmt: skip
+                                           value_fn=value_fn)  # fmt: skip
     return optax.apply_updates(params, updates), opt_state, value
 
 
-def _cv_ml(layout, data, codes, weights, start, max_steps):
-    """Maximum leave-one-out likelihood over ``log h`` and ``logit(lambda / top)``, from
-    ``start``, at most ``max_steps`` L-BFGS steps (stops when no parameter moves by 1e-5)."""
+def _cross_validate(layout, data, codes, weights, start, max_steps, objective):
+    """Bandwidths minimising the ``objective`` (``"ml"`` or ``"ls"``, :func:`_cv_objective`)
+    over ``log h`` and ``logit(lambda / top)``, from ``start``, at most ``max_steps`` L-BFGS
+    steps (stops when no parameter moves by 1e-5). Returns ``(bandwidth, score, steps)``:
+    the score as statsmodels states it (mean log-likelihood for ``"ml"``, ``imse`` for
+    ``"ls"``)."""
     cont, disc = layout.continuous, layout.discrete
     top = jnp.asarray(mixed.discrete_bounds(layout), jnp.float32)
     centred = data[:, cont] - data[:, cont].mean(axis=0)  # float64 on the host
+    present = []
+    for i, j in enumerate(disc):
+        lev = layout.levels[j]
+        size = len(lev) + 1 if layout.var_type[j] == "u" else lev[1] - lev[0] + 1
+        present.append(jnp.asarray(np.isin(np.arange(size), codes[:, i])))
     args = (jnp.asarray(centred, jnp.float32), jnp.asarray(codes),
             None if weights is None else jnp.asarray(weights / weights.sum(), jnp.float32),
-            top)  # fmt: skip
+            top, tuple(present))  # fmt: skip
     frac = start[disc] / np.asarray(top)
     params = (jnp.log(jnp.asarray(start[cont], jnp.float32)),
               jnp.asarray(np.log(frac / (1 - frac)), jnp.float32))  # fmt: skip
     opt_state = _OPTIMIZER.init(params)
     best, best_value, steps = params, np.inf, 0
     for steps in range(1, max_steps + 1):  # noqa: B007 - the count is reported
-        new, opt_state, value = _cv_step(params, opt_state, *args, layout=layout)
+        new, opt_state, value = _cv_step(params, opt_state, *args, layout=layout,
+                                         objective=objective)  # fmt: skip
         value = float(value)
         if value < best_value:
             best, best_value = params, value
@@ -371,13 +420,14 @@ def _cv_ml(layout, data, codes, weights, start, max_steps):
         params = new
         if moved < 1e-5:
             break
-    final = float(_negative_loo_program(params, *args, layout=layout))
+    final = float(_objective_program(params, *args, layout=layout, objective=objective))
     if final < best_value:
         best, best_value = params, final
     out = np.empty(len(layout.var_type))
     out[cont] = np.exp(np.asarray(best[0], np.float64))
     out[disc] = np.asarray(top * jax.nn.sigmoid(best[1]), np.float64)
-    return _into_range(layout, out), -best_value, steps
+    score = -best_value if objective == "ml" else best_value
+    return _into_range(layout, out), score, steps
 
 
 def _into_range(layout, bw: np.ndarray) -> np.ndarray:

@@ -94,10 +94,10 @@ def test_cv_ml_reaches_statsmodels_objective_and_r_bandwidths():
     np.testing.assert_allclose(kde.bandwidth_, [1.021563, 2.806409e-14, 0.5142077], atol=0.1,
                                rtol=0.1)  # fmt: skip
     # The objective is statsmodels' own, and ours is at least as high as statsmodels' optimum.
-    assert kde.cv_log_likelihood_ == pytest.approx(_sm_loo_mean(x, "coc", kde.bandwidth_),
+    assert kde.cv_score_ == pytest.approx(_sm_loo_mean(x, "coc", kde.bandwidth_),
                                                    abs=1e-5)  # fmt: skip
     theirs = _statsmodels(x, "coc", "cv_ml").bw
-    assert kde.cv_log_likelihood_ >= _sm_loo_mean(x, "coc", theirs) - 1e-5
+    assert kde.cv_score_ >= _sm_loo_mean(x, "coc", theirs) - 1e-5
 
 
 @pytest.mark.slow
@@ -106,9 +106,9 @@ def test_cv_ml_on_three_kinds_and_weights():
     kde = jaxkde.MixedKDE("cuo").fit(x)
     theirs = _statsmodels(x, "cuo", "cv_ml").bw
     theirs[1] = min(theirs[1], 2 / 3)  # statsmodels leaves the valid range of lambda
-    assert kde.cv_log_likelihood_ == pytest.approx(_sm_loo_mean(x, "cuo", kde.bandwidth_),
+    assert kde.cv_score_ == pytest.approx(_sm_loo_mean(x, "cuo", kde.bandwidth_),
                                                    abs=1e-5)  # fmt: skip
-    assert kde.cv_log_likelihood_ >= _sm_loo_mean(x, "cuo", theirs) - 1e-5
+    assert kde.cv_score_ >= _sm_loo_mean(x, "cuo", theirs) - 1e-5
     # Weighted: the objective is sum_i w_i log f_{-i}(x_i), f_{-i} renormalised by 1 - w_i.
     w = np.r_[np.full(75, 3.0), np.ones(75)]
     weighted = jaxkde.MixedKDE("cuo").fit(x, sample_weight=w)
@@ -117,7 +117,7 @@ def test_cv_ml_on_three_kinds_and_weights():
     kern = np.stack([gpke(bw, x, x[i], "cuo", tosum=False) for i in range(150)])
     np.fill_diagonal(kern, 0.0)
     loo = np.log(kern @ wn / (1 - wn))
-    assert weighted.cv_log_likelihood_ == pytest.approx(np.sum(wn * loo), abs=1e-5)
+    assert weighted.cv_score_ == pytest.approx(np.sum(wn * loo), abs=1e-5)
     assert not np.allclose(weighted.bandwidth_, kde.bandwidth_, rtol=1e-3)
 
 
@@ -137,7 +137,7 @@ def test_normal_reference_is_statsmodels():
      ("cuo", [1, 0.3, 1.0], None, r"column 2 \('o'\) must lie in \(0, 1\)"),
      ("cuo", [-1, 0.3, 0.3], None, "continuous column 0 must be positive"),
      ("cuo", [1, 0.3], None, r"one value per column, shape \(3,\)"),
-     ("cuo", "cv_ls", None, "bandwidth must be one of"),
+     ("cuo", "cv_lsq", None, "bandwidth must be one of"),
      ("cuo", [1, 0.3, 0.3], "single", "column 1 \\('u'\\) has a single value"),
      ("cuo", [1, 0.3, 0.3], "fraction", "column 2 is ordered \\('o'\\) but not integer"),
      ("cuo", [1, 0.3, 0.3], "wide", "spans 2002 integer values")],
@@ -183,7 +183,11 @@ def test_efficient_bandwidths_near_statsmodels_and_cv_ml_on_large_n():
                                                   randomize=True)  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        theirs = sm.nonparametric.KDEMultivariate(x, "cc", bw="cv_ml", defaults=settings).bw
+        theirs = np.median([sm.nonparametric.KDEMultivariate(
+            x, "cc", bw="cv_ml", defaults=settings, rng=np.random.default_rng(seed)).bw
+            for seed in range(5)], axis=0)  # fmt: skip
+    # Subsampling is noisy: statsmodels' own efficient bandwidths range over 0.15-0.31 for
+    # the first column between seeds; compare with their median.
     np.testing.assert_allclose(ours, full, rtol=0.3)
     np.testing.assert_allclose(ours, theirs, rtol=0.3)
 
@@ -193,3 +197,21 @@ def test_efficient_arguments_are_checked():
         jaxkde.MixedKDE("cuo", efficient=True, n_sub=31).fit(_data(9, 30))
     with pytest.raises(TypeError, match="efficient must be True or False"):
         jaxkde.MixedKDE("cuo", efficient="yes").fit(_data(9, 30))
+
+
+def _sm_imse(data, var_type, bw):
+    ref = _statsmodels(data, var_type, [1.0] * len(var_type))
+    return ref.imse(np.asarray(bw, np.float64))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("var_type", ["cuo", "co"])
+def test_cv_ls_reaches_statsmodels_imse(var_type):
+    cols = [0, 1, 2] if var_type == "cuo" else [0, 2]
+    x = _data(10, 120)[:, cols]
+    kde = jaxkde.MixedKDE(var_type, "cv_ls").fit(x)
+    mine = _sm_imse(x, var_type, kde.bandwidth_)
+    assert kde.cv_score_ == pytest.approx(mine, rel=1e-4, abs=1e-7)
+    theirs = _statsmodels(x, var_type, "cv_ls").bw
+    theirs[1:] = np.minimum(theirs[1:], jaxkde.variants.mixed.discrete_bounds(kde.layout_))
+    assert kde.cv_score_ <= _sm_imse(x, var_type, theirs) + 1e-6
