@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from scipy.special import logsumexp
 
 # Tolerances on |relative error| of log densities against float64 brute force.
@@ -78,3 +79,12 @@ def mnist_like(rng: np.random.Generator, n: int, d: int = 784) -> np.ndarray:
         )
     img = np.clip(img * 255, 0, 255).astype(np.uint8)
     return img.reshape(n, d)
+
+
+def tiered(cases, fast: int = 1) -> list:
+    """Parametrize cases, the first ``fast`` in the fast tier and the rest marked ``slow``."""
+    out = []
+    for i, case in enumerate(cases):
+        values = case if isinstance(case, tuple) else (case,)
+        out.append(case if i < fast else pytest.param(*values, marks=pytest.mark.slow))
+    return out

@@ -647,6 +647,12 @@ class UnivariateGaussianKernel(Kernel):
     def log_profile(self, sq_dist: jax.Array) -> jax.Array:
         return -0.5 * sq_dist
 
+    def distance_error(self, sq_dist, delta):
+        return 0.5 * delta  # the log profile -r^2/2
+
+    def lower_log_cdf(self, u):
+        return jax.scipy.special.log_ndtr(u)
+
     def log_normalizer(self, dim: int, log_det_chol: jax.Array) -> jax.Array:
         # Bandwidth is h^2 I, so log |det L| = dim * log h.
         return -0.5 * _LOG_2PI - log_det_chol / dim

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from reference import RTOL
+from reference import RTOL, tiered
 from scipy import integrate, stats
 
 import jaxkde
@@ -46,7 +46,9 @@ def _brute(x, q, h, p=2.0):
     return np.log(np.mean(1 / np.cosh(r) ** 2, axis=1) / mass)
 
 
-@pytest.mark.parametrize(("d", "p"), [(1, 2.0), (2, 2.0), (6, 2.0), (3, 1.0), (2, np.inf)])
+@pytest.mark.parametrize(
+    ("d", "p"), tiered([(6, 2.0), (2, np.inf), (1, 2.0), (2, 2.0), (3, 1.0)], 2)
+)
 def test_user_kernel_against_float64_brute_force(dtype, d, p):
     rng = np.random.default_rng(0)
     # Offset data (centring and whitening in float64), compared as the working dtype holds them.

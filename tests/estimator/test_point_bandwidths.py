@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from KDEpy import NaiveKDE
+from reference import tiered
 from scipy import stats
 from scipy.special import logsumexp
 
@@ -14,8 +15,11 @@ VARIANCE = {"gaussian": ("gaussian", 1.0), "epanechnikov": ("epa", 0.2),
             "tricube": ("tricube", 35 / 243), "biweight": ("biweight", 1 / 7)}  # fmt: skip
 
 
-@pytest.mark.parametrize("kernel", list(VARIANCE))
-@pytest.mark.parametrize("d", [1, 2])
+@pytest.mark.parametrize(
+    ("kernel", "d"),
+    tiered([("tricube", 2), ("gaussian", 1), ("gaussian", 2), ("epanechnikov", 1),
+            ("epanechnikov", 2), ("tricube", 1), ("biweight", 1), ("biweight", 2)], 2),
+)  # fmt: skip
 def test_matches_kdepy_bw_array(dtype, kernel, d):
     rng = np.random.default_rng(0)
     x, q = rng.normal(size=(150, d)), rng.normal(size=(40, d)) * 1.2
