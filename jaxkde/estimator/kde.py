@@ -253,12 +253,17 @@ class KDE(Params):
         else:
             raise TypeError(f"bw_method must be None, 'scott', 'silverman', a number or a "
                             f"callable; got {bw_method!r}.")  # fmt: skip
-        fitted = self.__sklearn_is_fitted__()
+        before = {"bandwidth": self.bandwidth, "bandwidth_estimator": self.bandwidth_estimator}
         self.set_params(bandwidth=spec, bandwidth_estimator=None)
-        if fitted:
-            kernel, chunk_size = fitting.check_params(self._params(), None)
-            self._store_fit(fitting.append_rows(self._params(), self.__dict__, None, None, None,
-                                                kernel, chunk_size))  # fmt: skip
+        if self.__sklearn_is_fitted__():
+            try:
+                kernel, chunk_size = fitting.check_params(self._params(), None)
+                refit = fitting.append_rows(self._params(), self.__dict__, None, None, None,
+                                            kernel, chunk_size)  # fmt: skip
+            except (TypeError, ValueError):  # nothing half-written: the old bandwidth stays
+                self.set_params(**before)
+                raise
+            self._store_fit(refit)
         return self
 
     def _store_fit(self, fitted: fitting.Fitted) -> KDE:

@@ -109,14 +109,14 @@ class MixedKDE(Params):
         chunk = self.chunk_size or default_block_sizes()[1]
         codes, _ = mixed.codes(layout, data)
         bandwidth = self.bandwidth
-        self.cv_score_, self.n_iter_ = None, None
+        score, n_iter = None, None
         if isinstance(bandwidth, str) and bandwidth in MIXED_BANDWIDTHS:
             start = _clipped(layout, mixed.normal_reference(data))
             objective = bandwidth[3:] if bandwidth.startswith("cv_") else None
             if objective is not None and self.efficient:
                 start = self._efficient(layout, data, codes, weights, max_steps, objective)
             elif objective is not None:
-                start, self.cv_score_, self.n_iter_ = _cross_validate(
+                start, score, n_iter = _cross_validate(
                     layout, data, codes, weights, start, max_steps, objective)  # fmt: skip
             bandwidth = start
         elif isinstance(bandwidth, str):
@@ -131,6 +131,7 @@ class MixedKDE(Params):
         diag = np.concatenate([bw[cont] ** 2, np.ones(embedded.shape[1] - len(cont))])
         self.state_ = build_state(embedded, weights, diag, GaussianKernel(), chunk_size=chunk,
                                   dtype=dtype)  # fmt: skip
+        self.cv_score_, self.n_iter_ = score, n_iter
         self.layout_ = layout
         self.bandwidth_ = bw
         self._fitted_rows = (data, weights)

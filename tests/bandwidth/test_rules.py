@@ -255,3 +255,13 @@ def test_normal_reference_is_statsmodels_kde_multivariate():
     np.testing.assert_allclose(np.sqrt(np.asarray(device, np.float64)), ref, rtol=1e-5)
     traced = jaxkde.fit_state(jnp.asarray(x, jnp.float32), "normal_reference")
     np.testing.assert_allclose(np.sqrt(np.diag(traced.bandwidth_matrix())), ref, rtol=1e-5)
+
+
+def test_set_bandwidth_that_cannot_refit_leaves_the_kde_as_it_was():
+    x = _scipy_case(5, n=20)[0]
+    kde = jaxkde.KDE("univariate_gaussian", bandwidth=0.7).fit(x)
+    before = kde.score_samples(x[:3])
+    with pytest.raises(ValueError, match="univariate_gaussian"):
+        kde.set_bandwidth(0.3)
+    assert kde.bandwidth == 0.7
+    np.testing.assert_array_equal(kde.score_samples(x[:3]), before)

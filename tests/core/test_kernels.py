@@ -509,3 +509,37 @@ def test_built_in_kernels_state_their_own_rounding_bound_sampler_and_cdf():
     for name in ("gaussian", "univariate_gaussian"):
         bound = jaxkde.get_kernel(name).distance_error(jnp.asarray([0.5, 9.0]), delta)
         np.testing.assert_allclose(np.asarray(bound), 0.5 * np.asarray(delta))
+
+
+def test_euclidean_features_refuse_other_norms_in_more_than_one_dimension():
+    x = np.random.default_rng(24).normal(size=(60, 2))
+    kde = jaxkde.KDE("gaussian", bandwidth=0.5, p=3).fit(x)
+    for call in (lambda: kde.score_function(x[:2]), lambda: kde.modes(x[:2]),
+                 lambda: kde.marginal([0]), lambda: kde.cdf(x[:2])):  # fmt: skip
+        with pytest.raises(ValueError, match=r"p = 2|Euclidean norm"):
+            call()
+    with pytest.raises(ValueError, match="lscv' needs the gaussian kernel with p = 2"):
+        jaxkde.KDE("gaussian", bandwidth="lscv", p=1).fit(x)
+    # In one dimension every p-norm is |x|: the same density as p = 2, CDF included.
+    one = jaxkde.KDE("epanechnikov", bandwidth=0.4, p=3).fit(x[:, :1])
+    ref = jaxkde.KDE("epanechnikov", bandwidth=0.4).fit(x[:, :1])
+    np.testing.assert_allclose(one.score_samples(x[:5, :1]), ref.score_samples(x[:5, :1]),
+                               rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(one.cdf(x[:5, :1]), ref.cdf(x[:5, :1]), rtol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("kernel", "p", "tol"),
+    [("gaussian", 1.5, 2e-3), ("biweight", np.inf, 1e-2), ("tricube", 3.0, 1e-2)],
+)
+def test_three_dimensional_mass_is_one_in_any_norm(kernel, p, tol):
+    kde = jaxkde.KDE(kernel, bandwidth=[0.9, 0.6, 0.7], p=p).fit(np.zeros((1, 3)))
+    reach = 5.5 if kernel == "gaussian" else 1.0
+    g = np.linspace(-reach, reach, 161)
+    xx, yy, zz = np.meshgrid(g, g, g, indexing="ij")
+    dens = kde.predict(np.column_stack([xx.ravel(), yy.ravel(), zz.ravel()]), batch_size=65536)
+    total = integrate.trapezoid(integrate.trapezoid(integrate.trapezoid(
+        dens.reshape(xx.shape), g, axis=2), g, axis=1), g)  # fmt: skip
+    # The trapezoid rule is O(step) across the kinks of a compact kernel's edge.
+    assert total == pytest.approx(1.0, abs=tol)
