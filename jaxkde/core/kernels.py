@@ -245,6 +245,14 @@ def _compact_log_profile(sq_dist, log_inside):
     return jnp.where(inside, log_inside(jnp.where(inside, sq_dist, 0.0)), -jnp.inf)
 
 
+def _compact_radius_log_profile(sq_dist, log_inside):
+    """``log_inside(r)`` of the radius ``r = sqrt(r^2) < 1``, -inf outside, with finite
+    gradients at 0 and at the edge."""
+    r = _safe_sqrt(sq_dist)
+    inside = r < 1.0
+    return jnp.where(inside, log_inside(jnp.where(inside, r, 0.0)), -jnp.inf)
+
+
 @dataclasses.dataclass(frozen=True)
 class GaussianKernel(Kernel):
     """Multivariate Gaussian kernel ``K_H(u) = (2 pi)^{-d/2} |H|^{-1/2} exp(-u^T H^{-1} u / 2)``.
@@ -416,9 +424,7 @@ class TricubeKernel(Kernel):
     compact: bool = True
 
     def log_profile(self, sq_dist):
-        r = _safe_sqrt(sq_dist)
-        inside = r < 1.0
-        return jnp.where(inside, 3.0 * jnp.log1p(-(jnp.where(inside, r, 0.0) ** 3)), -jnp.inf)
+        return _compact_radius_log_profile(sq_dist, lambda r: 3.0 * jnp.log1p(-(r**3)))
 
     def distance_error(self, sq_dist, delta):
         # |dk / dr| = 9 r^2 (1 - r^3)^2 <= 9 r^2, times |dr| <= _sqrt_error
@@ -467,9 +473,7 @@ class LinearKernel(Kernel):
     compact: bool = True
 
     def log_profile(self, sq_dist):
-        r = _safe_sqrt(sq_dist)
-        inside = r < 1.0
-        return jnp.where(inside, jnp.log1p(-jnp.where(inside, r, 0.0)), -jnp.inf)
+        return _compact_radius_log_profile(sq_dist, lambda r: jnp.log1p(-r))
 
     def distance_error(self, sq_dist, delta):
         return jnp.where(sq_dist < 1.0 + delta, _sqrt_error(sq_dist, delta), 0.0)
@@ -530,10 +534,7 @@ class CosineKernel(Kernel):
     compact: bool = True
 
     def log_profile(self, sq_dist):
-        r = _safe_sqrt(sq_dist)
-        inside = r < 1.0
-        cos = jnp.cos(0.5 * jnp.pi * jnp.where(inside, r, 0.0))
-        return jnp.where(inside, jnp.log(cos), -jnp.inf)
+        return _compact_radius_log_profile(sq_dist, lambda r: jnp.log(jnp.cos(0.5 * jnp.pi * r)))
 
     def distance_error(self, sq_dist, delta):
         # |dk / dr^2| = (pi / 4) sin(pi r / 2) / r <= pi^2 / 8
@@ -605,10 +606,9 @@ class Cosine2Kernel(Kernel):
     compact: bool = True
 
     def log_profile(self, sq_dist):
-        r = _safe_sqrt(sq_dist)
-        inside = r < 1.0
-        cos = jnp.cos(0.5 * jnp.pi * jnp.where(inside, r, 0.0))
-        return jnp.where(inside, 2.0 * jnp.log(cos), -jnp.inf)
+        return _compact_radius_log_profile(
+            sq_dist, lambda r: 2.0 * jnp.log(jnp.cos(0.5 * jnp.pi * r))
+        )
 
     def distance_error(self, sq_dist, delta):
         # |dk / dr^2| = (pi / 4) sin(pi r) / r <= pi^2 / 4
