@@ -502,12 +502,13 @@ def _cosine_moment(dim: int) -> float:
     return math.fsum(terms)
 
 
-def _cosine_radius(key, shape, dim, dtype):
-    """Exact rejection sampling from ``cos(pi r / 2) r^{d-1}`` on [0, 1].
+def _cosine_power_radius(key, shape, dim, dtype, power: int):
+    """Exact rejection sampling from ``cos(pi r / 2)^power r^{d-1}`` on [0, 1] (power 1 or 2).
 
-    Proposals come from ``(1 - r) r^{d-1}`` (Beta(d, 2)); since ``cos(pi r / 2) <= (pi/2)(1 - r)``
-    a proposal is accepted with probability ``sin(pi (1 - r) / 2) / ((pi / 2)(1 - r)) >= 2 / pi``.
-    Rounds repeat until every draw is accepted.
+    Proposals come from ``(1 - r)^power r^{d-1}`` (Beta(d, power + 1)); since
+    ``cos(pi r / 2) = sin(x) <= x`` with ``x = pi (1 - r) / 2``, a proposal is accepted with
+    probability ``(sin(x) / x)^power >= (2 / pi)^power``. Rounds repeat until every draw is
+    accepted.
     """
 
     def cond(state):
@@ -516,9 +517,9 @@ def _cosine_radius(key, shape, dim, dtype):
     def body(state):
         r, done, key = state
         key, k_prop, k_acc = jax.random.split(key, 3)
-        prop = jax.random.beta(k_prop, float(dim), 2.0, shape, dtype)
+        prop = jax.random.beta(k_prop, float(dim), power + 1.0, shape, dtype)
         gap = 0.5 * jnp.pi * (1.0 - prop)
-        ratio = jnp.where(gap > 0, jnp.sin(gap) / jnp.where(gap > 0, gap, 1.0), 1.0)
+        ratio = jnp.where(gap > 0, jnp.sin(gap) / jnp.where(gap > 0, gap, 1.0), 1.0) ** power
         accept = jax.random.uniform(k_acc, shape, dtype) < ratio
         return jnp.where(accept & ~done, prop, r), done | accept, key
 
@@ -544,7 +545,7 @@ class CosineKernel(Kernel):
         return math.log(_cosine_moment(dim))
 
     def sample_radius(self, key, shape, dim, dtype):
-        return _cosine_radius(key, shape, dim, dtype)
+        return _cosine_power_radius(key, shape, dim, dtype, 1)
 
     def lower_log_cdf(self, u):  # (1 + sin(pi u / 2)) / 2 = sin^2(pi (1 + u) / 4) on [-1, 0]
         return _log_where(u > -1.0, lambda v: 2.0 * jnp.log(jnp.sin(0.25 * jnp.pi * (1.0 + v))),
@@ -564,28 +565,6 @@ def _cosine2_moment(dim: int) -> float:
                     - math.lgamma(2 * k + 1) + log_beta)  # fmt: skip
         terms.append((-1) ** (k + 1) * math.exp(log_term))
     return math.fsum(terms)
-
-
-def _cosine2_radius(key, shape, dim, dtype):
-    """Exact rejection sampling from ``cos(pi r / 2)^2 r^{d-1}`` on [0, 1]: proposals from
-    ``(1 - r)^2 r^{d-1}`` (Beta(d, 3)), accepted with probability
-    ``(sin(x) / x)^2 >= 4 / pi^2``, ``x = pi (1 - r) / 2``; rounds repeat until every draw is
-    accepted."""
-
-    def cond(state):
-        return ~jnp.all(state[1])
-
-    def body(state):
-        r, done, key = state
-        key, k_prop, k_acc = jax.random.split(key, 3)
-        prop = jax.random.beta(k_prop, float(dim), 3.0, shape, dtype)
-        gap = 0.5 * jnp.pi * (1.0 - prop)
-        ratio = jnp.where(gap > 0, jnp.sin(gap) / jnp.where(gap > 0, gap, 1.0), 1.0) ** 2
-        accept = jax.random.uniform(k_acc, shape, dtype) < ratio
-        return jnp.where(accept & ~done, prop, r), done | accept, key
-
-    init = (jnp.zeros(shape, dtype), jnp.zeros(shape, bool), key)
-    return jax.lax.while_loop(cond, body, init)[0]
 
 
 def _x_minus_sin(x):
@@ -618,7 +597,7 @@ class Cosine2Kernel(Kernel):
         return math.log(_cosine2_moment(dim))
 
     def sample_radius(self, key, shape, dim, dtype):
-        return _cosine2_radius(key, shape, dim, dtype)
+        return _cosine_power_radius(key, shape, dim, dtype, 2)
 
     def lower_log_cdf(self, u):  # (pi e - sin(pi e)) / (2 pi) with e = 1 + u, on [-1, 0]
         return _log_where(u > -1.0, lambda v: jnp.log(_x_minus_sin(jnp.pi * (1.0 + v)))
