@@ -135,6 +135,7 @@ class MixedKDE(Params):
         self.layout_ = layout
         self.bandwidth_ = bw
         self._fitted_rows = (data, weights)
+        self._marginals = {}
         self._log_constant = float(mixed.embedded_log_constant(layout, jnp.asarray(lambdas)))
         self.n_features_in_ = data.shape[1]
         return self
@@ -222,22 +223,18 @@ class MixedKDE(Params):
             d = self.n_features_in_
             raise ValueError(f"given must be distinct column indices in [0, {d}), not all of "
                              f"them; got {given!r}.")  # fmt: skip
-        marginal = self._marginal(cols)
-        return self.score_samples(queries) - marginal.score_samples(queries[:, cols])
+        return self.score_samples(queries) - self._marginal(cols).score_samples(queries[:, cols])
 
     def _marginal(self, cols: np.ndarray) -> MixedKDE:
-        """The MixedKDE of the columns ``cols`` with the fitted rows and bandwidths."""
-        rows = self._rows()
-        kde = MixedKDE("".join(self.var_type[c] for c in cols), self.bandwidth_[cols],
-                       batch_size=self.batch_size, chunk_size=self.chunk_size)  # fmt: skip
-        return kde.fit(rows[0][:, cols], sample_weight=rows[1])
-
-    def _rows(self):
-        """The fitted rows (float64, recovered from the state's double words) and weights."""
-        from_state = self.__dict__.get("_fitted_rows")
-        if from_state is None:
-            raise not_fitted("conditional_score_samples needs the fitted rows; fit again.")
-        return from_state
+        """The MixedKDE of the columns ``cols`` with the fitted rows and bandwidths, fitted at
+        its first use and kept until the next ``fit``."""
+        key = tuple(cols.tolist())
+        if key not in self._marginals:
+            data, weights = self._fitted_rows
+            kde = MixedKDE("".join(self.var_type[c] for c in cols), self.bandwidth_[cols],
+                           batch_size=self.batch_size, chunk_size=self.chunk_size)  # fmt: skip
+            self._marginals[key] = kde.fit(data[:, cols], sample_weight=weights)
+        return self._marginals[key]
 
 
 def _bandwidth_scale(layout, data: np.ndarray) -> np.ndarray:
@@ -321,13 +318,16 @@ def _cv_objective(params, x_c, code, w, top, present, layout, objective):
     tables = [_convolution_table(kind, lev, lam[i], present[i])
               for i, (kind, lev) in enumerate(kinds)] if objective == "ls" else []  # fmt: skip
 
+    ls = objective == "ls"
+
     def rows(idx):
         kern = jnp.broadcast_to(log_w[None, :], (block, n))
-        conv = kern
+        conv = kern  # int f^2's terms, for "ls" only
         for j in range(u.shape[1]):
             sq = (u[idx, j][:, None] - u[None, :, j]) ** 2
             kern = kern - 0.5 * sq
-            conv = conv - 0.25 * sq
+            if ls:
+                conv = conv - 0.25 * sq
         for i, (kind, lev) in enumerate(kinds):
             a, b = code[idx, i][:, None], code[None, :, i]
             same = jnp.log1p(-lam[i])
@@ -337,18 +337,18 @@ def _cv_objective(params, x_c, code, w, top, present, layout, objective):
                 steps = jnp.abs(a - b).astype(x_c.dtype)
                 other = same - jnp.log(2.0) + steps * jnp.log(lam[i])
             kern = kern + jnp.where(a == b, same, other)
-            if objective == "ls":
+            if ls:
                 conv = conv + tables[i][a, b]
         kern = jnp.where(idx[:, None] == jnp.arange(n)[None, :], -jnp.inf, kern)
         loo = jax.scipy.special.logsumexp(kern, axis=1) - jnp.log1p(-jnp.exp(log_w[idx]))
-        return loo, jax.scipy.special.logsumexp(conv, axis=1)
+        return (loo, jax.scipy.special.logsumexp(conv, axis=1)) if ls else (loo,)
 
-    loo, conv = (a.reshape(-1)[:n] for a in jax.lax.map(rows, index))
+    loo, *conv = (a.reshape(-1)[:n] for a in jax.lax.map(rows, index))
     log_norm = -jnp.sum(jnp.log(h)) - 0.5 * u.shape[1] * jnp.log(2.0 * jnp.pi)
     loo = loo + log_norm
     if objective == "ml":
         return -(jnp.mean(loo) if w is None else jnp.sum(w * loo))
-    conv = conv + log_norm - 0.5 * u.shape[1] * jnp.log(2.0)  # N(0, 2 h^2)
+    conv = conv[0] + log_norm - 0.5 * u.shape[1] * jnp.log(2.0)  # N(0, 2 h^2)
     square = jnp.exp(jax.scipy.special.logsumexp(log_w + conv))
     return square - 2.0 * jnp.exp(jax.scipy.special.logsumexp(log_w + loo))
 
